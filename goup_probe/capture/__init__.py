@@ -1,0 +1,1 @@
+"""Capture: hooks on the user's optimizer and on-device reductions (torch only)."""

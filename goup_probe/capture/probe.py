@@ -1,0 +1,813 @@
+"""The probe: attach to a model and its optimizer, capture X = θ − g per tensor.
+
+With an optimizer, the probe hooks ``optimizer.step`` (pre and post hooks), so
+it sees exactly what the optimizer uses: accumulated, clipped and unscaled
+gradients, each parameter's own learning rate, and only the steps that were
+taken (a step skipped by ``GradScaler`` never calls ``optimizer.step``).
+Without one, call :meth:`Probe.capture` after ``backward()``.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import fnmatch
+import math
+import os
+import platform
+import sys
+import warnings
+import zlib
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from types import TracebackType
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from goup_probe import schedule as schedules
+from goup_probe import schema
+from goup_probe.capture.hooks import HookSet
+from goup_probe.capture.reduce import Reduction, flat_view, gather, reduce_difference, reduce_flat
+from goup_probe.stats.normality import (
+    DEFAULT_THRESHOLDS,
+    MAX_TESTED,
+    NormalityResult,
+    VerdictThresholds,
+    test_sample,
+)
+from goup_probe.store import RunWriter, prepare_run_dir
+
+LayerSelector = str | Sequence[str] | Callable[[str], bool] | None
+_MAX_ERRORS_KEPT = 100
+_ATTACHED_FLAG = "_goup_probe_attached"
+
+
+class ProbeError(RuntimeError):
+    """Misuse of a probe: attaching twice, capturing on a detached probe, and similar."""
+
+
+@dataclass
+class TrackedParam:
+    """One parameter tensor the probe follows, with its fixed seeded indices."""
+
+    name: str
+    param: torch.Tensor
+    group: int | None
+    index: torch.Tensor
+    keep: np.ndarray
+    tracers: torch.Tensor | None
+    skip_status: str | None = None
+    skip_reason: str = ""
+
+
+@dataclass
+class _Snapshot:
+    """State kept between the pre and post hook of a captured step."""
+
+    theta: torch.Tensor
+    lr: float
+    grad_norm: float
+    param_norm: float
+    x_std: float
+    numel: int
+
+
+@dataclass
+class _StepState:
+    step: int
+    captured: bool
+    lrs: dict[str, float] = field(default_factory=dict)
+    snapshots: dict[str, _Snapshot] = field(default_factory=dict)
+    tracer_values: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
+
+
+def _stable_seed(seed: int, name: str) -> int:
+    return (int(seed) * 1_000_003 + zlib.crc32(name.encode("utf-8"))) % (2**32)
+
+
+def _select(names: Iterable[str], layers: LayerSelector) -> set[str]:
+    names = list(names)
+    if layers is None:
+        return set(names)
+    if callable(layers):
+        return {n for n in names if layers(n)}
+    patterns = [layers] if isinstance(layers, str) else list(layers)
+    return {n for n in names if any(fnmatch.fnmatchcase(n, p) for p in patterns)}
+
+
+def _unwrap(model: nn.Module) -> nn.Module:
+    """The module whose parameter names are recorded (DDP's inner module)."""
+    ddp = nn.parallel.DistributedDataParallel
+    return model.module if isinstance(model, ddp) else model
+
+
+def _optimizer_summary(optimizer: torch.optim.Optimizer | None) -> dict[str, Any] | None:
+    if optimizer is None:
+        return None
+    groups = []
+    for group in optimizer.param_groups:
+        entry = {k: v for k, v in group.items() if k != "params"}
+        entry["num_tensors"] = len(group["params"])
+        groups.append(entry)
+    return {
+        "class": type(optimizer).__name__,
+        "defaults": dict(optimizer.defaults),
+        "param_groups": groups,
+    }
+
+
+def _to_float(value: Any) -> float:
+    if isinstance(value, torch.Tensor):
+        return float(value.detach().cpu().item())
+    return float(value)
+
+
+def _now() -> str:
+    return _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
+
+
+class Probe:
+    """Captures the distribution of X = θ − g (and θ, g, the update) per parameter tensor.
+
+    Use :func:`attach` to create and attach one. The probe is a context manager;
+    leaving the ``with`` block, or calling :meth:`detach`, removes every hook,
+    flushes the data and records the final status in ``run.json``.
+
+    Parameters
+    ----------
+    model : nn.Module
+        The model; parameter names come from ``model.named_parameters()``
+        (for ``DistributedDataParallel``, from the wrapped module, without ``module.``).
+    optimizer : torch.optim.Optimizer, optional
+        When given, capture happens in its step hooks. When omitted, call
+        :meth:`capture` once per step, after ``backward()``.
+    run_dir : path
+        Where the run is written; refused if not empty unless ``overwrite``.
+    every : int, optional
+        Capture every ``every``-th optimizer step (default 10). Exclusive with ``schedule``.
+    schedule : callable, optional
+        ``step -> bool``; see :mod:`goup_probe.schedule`.
+    layers : str, sequence of str or callable, optional
+        Glob patterns on parameter names (``"layer1.*"``) or a predicate; default all.
+    quantities : sequence of str
+        Which of ``theta_minus_grad``, ``theta``, ``grad``, ``update`` to record.
+    tested : sequence of str
+        Quantities that get the full test battery; the others get moments only.
+    sample_size : int
+        Size of the seeded subsample the tests run on (at most 5000 for Shapiro-Wilk).
+    keep_samples : int
+        How many values of each subsample are stored for histograms and QQ plots.
+    tracers : int
+        Tracer coordinates per tensor recorded at every step for the OU analysis (0: off).
+    seed : int
+        Seed of the subsample and tracer indices.
+    thresholds : VerdictThresholds
+        Effect-size thresholds of the verdict.
+    overwrite : bool
+        Replace an existing run in ``run_dir``.
+    strict : bool
+        Re-raise errors inside capture instead of recording them and carrying on.
+    flush_rows, flush_seconds : int, float
+        Buffered rows are written when a table holds ``flush_rows`` of them, and
+        all tables at least every ``flush_seconds``.
+    metadata : mapping, optional
+        Extra JSON-serialisable information stored in ``run.json`` under ``"user"``.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        optimizer: torch.optim.Optimizer | None = None,
+        *,
+        run_dir: str | os.PathLike[str],
+        every: int | None = None,
+        schedule: schedules.Schedule | None = None,
+        layers: LayerSelector = None,
+        quantities: Sequence[str] = schema.QUANTITIES,
+        tested: Sequence[str] = schema.QUANTITIES,
+        sample_size: int = MAX_TESTED,
+        keep_samples: int = 1000,
+        tracers: int = 256,
+        seed: int = 0,
+        thresholds: VerdictThresholds = DEFAULT_THRESHOLDS,
+        overwrite: bool = False,
+        strict: bool = False,
+        flush_rows: int = 2000,
+        flush_seconds: float = 10.0,
+        metadata: Mapping[str, Any] | None = None,
+    ) -> None:
+        if not isinstance(model, nn.Module):
+            raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+        if optimizer is not None and not isinstance(optimizer, torch.optim.Optimizer):
+            raise TypeError(
+                f"optimizer must be a torch.optim.Optimizer or None, got {type(optimizer).__name__}"
+            )
+        unknown = set(quantities) - set(schema.QUANTITIES)
+        if unknown or not quantities:
+            raise ValueError(f"quantities must be a non-empty subset of {schema.QUANTITIES}")
+        if set(tested) - set(schema.QUANTITIES):
+            raise ValueError(f"tested must be a subset of {schema.QUANTITIES}")
+        if not sample_size >= 8:
+            raise ValueError(f"sample_size must be >= 8, got {sample_size}")
+        if keep_samples < 0 or tracers < 0:
+            raise ValueError("keep_samples and tracers must be >= 0")
+        self.model = model
+        self.optimizer = optimizer
+        self.schedule = schedules.resolve(every, schedule)
+        self.layers = layers
+        self.quantities = tuple(q for q in schema.QUANTITIES if q in quantities)
+        self.tested = frozenset(tested)
+        self.sample_size = int(sample_size)
+        self.keep_samples = int(min(keep_samples, sample_size))
+        self.n_tracers = int(tracers)
+        self.seed = int(seed)
+        self.thresholds = thresholds
+        self.strict = strict
+        self._run_dir_arg = run_dir
+        self._overwrite = overwrite
+        self._flush = (flush_rows, flush_seconds)
+        self._user_meta = dict(metadata or {})
+        self._hooks = HookSet()
+        self._writer: RunWriter | None = None
+        self._tracked: list[TrackedParam] = []
+        self._meta: dict[str, Any] = {}
+        self._step = 0
+        self._captured_steps = 0
+        self._state: _StepState | None = None
+        self._attached = False
+        self._capture_disabled = False
+        self.errors: list[dict[str, Any]] = []
+        self._error_count = 0
+
+    # ------------------------------------------------------------------ lifecycle
+    @property
+    def run_dir(self) -> os.PathLike[str] | str:
+        """The run directory."""
+        return self._writer.path if self._writer is not None else self._run_dir_arg
+
+    @property
+    def step(self) -> int:
+        """Index of the next optimizer step (number of steps seen so far)."""
+        return self._step
+
+    @property
+    def tracked(self) -> list[str]:
+        """Names of the parameter tensors being captured."""
+        return [t.name for t in self._tracked if t.skip_status is None]
+
+    def attach(self) -> Probe:
+        """Validate the model and optimizer, create the run directory, add the hooks."""
+        if self._attached:
+            raise ProbeError("this probe is already attached")
+        if getattr(self.model, _ATTACHED_FLAG, False):
+            raise ProbeError(
+                f"a goup_probe Probe is already attached to this {type(self.model).__name__}; detach it first"
+            )
+        self._tracked = self._build_tracked()
+        path = prepare_run_dir(self._run_dir_arg, overwrite=self._overwrite)
+        self._writer = RunWriter(path, flush_rows=self._flush[0], flush_seconds=self._flush[1])
+        self._meta = self._initial_meta()
+        self._writer.write_meta(self._meta)
+        self._write_tracer_table()
+        if self.optimizer is not None:
+            self._hooks.add(self.optimizer.register_step_pre_hook(self._pre_hook))
+            self._hooks.add(self.optimizer.register_step_post_hook(self._post_hook))
+        object.__setattr__(self.model, _ATTACHED_FLAG, True)
+        self._attached = True
+        return self
+
+    def detach(self, status: str = "completed", reason: str = "") -> None:
+        """Remove every hook, flush all data, record ``status`` in ``run.json``.
+
+        Safe to call more than once; later calls do nothing.
+        """
+        if not self._attached:
+            return
+        self._attached = False
+        try:
+            self._hooks.remove()
+        finally:
+            if getattr(self.model, _ATTACHED_FLAG, False):
+                object.__delattr__(self.model, _ATTACHED_FLAG)
+            if self.optimizer is None and self._state is not None:
+                self._finish_step()
+            self._close(status, reason)
+
+    def __enter__(self) -> Probe:
+        if not self._attached:
+            self.attach()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if exc_type is None:
+            self.detach("completed")
+        elif issubclass(exc_type, KeyboardInterrupt):
+            self.detach("interrupted", "KeyboardInterrupt")
+        else:
+            self.detach("failed", f"{exc_type.__name__}: {exc}")
+
+    # ------------------------------------------------------------------ set-up
+    def _build_tracked(self) -> list[TrackedParam]:
+        module = _unwrap(self.model)
+        named = list(module.named_parameters())  # tied parameters appear once
+        if not named:
+            raise ValueError(f"{type(module).__name__} has no parameters to probe")
+        selected = _select((n for n, _ in named), self.layers)
+        if not selected:
+            raise ValueError(f"layers={self.layers!r} matches none of the model's parameter names")
+        group_of: dict[int, int] = {}
+        if self.optimizer is not None:
+            for gi, group in enumerate(self.optimizer.param_groups):
+                for p in group["params"]:
+                    group_of[id(p)] = gi
+            model_ids = {id(p) for _, p in named}
+            foreign = [p for p in group_of if p not in model_ids]
+            if foreign:
+                raise ValueError(
+                    f"the optimizer holds {len(foreign)} parameter tensor(s) that are not "
+                    f"parameters of {type(module).__name__}; attach the probe to the model "
+                    "the optimizer trains"
+                )
+        tracked = []
+        for name, param in named:
+            if name not in selected:
+                continue
+            tracked.append(self._track(name, param, group_of.get(id(param))))
+        if not any(t.skip_status is None for t in tracked):
+            raise ValueError(
+                f"{type(module).__name__} has no trainable parameter tensors"
+                + ("" if self.layers is None else f" matching layers={self.layers!r}")
+                + " (all have requires_grad=False or are not in the optimizer)"
+            )
+        return tracked
+
+    def _track(self, name: str, param: torch.Tensor, group: int | None) -> TrackedParam:
+        numel = param.numel()
+        rng = np.random.default_rng(_stable_seed(self.seed, name))
+        index_np = np.sort(rng.choice(numel, size=min(numel, self.sample_size), replace=False)).astype(
+            np.int64
+        )
+        keep = np.sort(rng.choice(index_np.size, size=min(index_np.size, self.keep_samples), replace=False))
+        n_tr = min(numel, self.n_tracers)
+        tracers = None
+        if n_tr:
+            tracers_np = np.sort(rng.choice(numel, size=n_tr, replace=False)).astype(np.int64)
+            tracers = torch.from_numpy(tracers_np).to(param.device)
+        status, reason = None, ""
+        if not param.requires_grad:
+            status, reason = schema.STATUS_FROZEN, "requires_grad is False"
+        elif self.optimizer is not None and group is None:
+            status, reason = schema.STATUS_FROZEN, "not in the optimizer's param groups"
+        elif param.is_complex():
+            status, reason = schema.STATUS_UNSUPPORTED, f"complex dtype {param.dtype} is not tested"
+        return TrackedParam(
+            name=name,
+            param=param,
+            group=group,
+            index=torch.from_numpy(index_np).to(param.device),
+            keep=keep,
+            tracers=tracers if status is None else None,
+            skip_status=status,
+            skip_reason=reason,
+        )
+
+    def _initial_meta(self) -> dict[str, Any]:
+        from goup_probe import __version__
+
+        module = _unwrap(self.model)
+        tracked = {t.name: t for t in self._tracked}
+        tensors = []
+        for name, p in module.named_parameters():
+            entry = {
+                "name": name,
+                "shape": list(p.shape),
+                "dtype": str(p.dtype).replace("torch.", ""),
+                "numel": p.numel(),
+                "requires_grad": p.requires_grad,
+                "tracked": name in tracked and tracked[name].skip_status is None,
+            }
+            if name in tracked and tracked[name].skip_status is not None:
+                entry["skipped"] = tracked[name].skip_reason
+            tensors.append(entry)
+        return {
+            "schema_version": schema.SCHEMA_VERSION,
+            "status": "running",
+            "status_reason": "",
+            "started_at": _now(),
+            "ended_at": None,
+            "versions": {
+                "goup_probe": __version__,
+                "python": platform.python_version(),
+                "torch": torch.__version__,
+                "numpy": np.__version__,
+                "platform": platform.platform(),
+            },
+            "command": " ".join(sys.argv[:1]),
+            "model": {
+                "class": type(module).__name__,
+                "num_tensors": len(tensors),
+                "num_params": sum(t["numel"] for t in tensors),
+                "num_trainable": sum(t["numel"] for t in tensors if t["requires_grad"]),
+                "tensors": tensors,
+            },
+            "optimizer": _optimizer_summary(self.optimizer),
+            "capture": {
+                "mode": "hooks" if self.optimizer is not None else "manual",
+                "schedule": schedules.describe(self.schedule),
+                "layers": repr(self.layers) if self.layers is not None else None,
+                "quantities": list(self.quantities),
+                "tested": sorted(self.tested),
+                "sample_size": self.sample_size,
+                "keep_samples": self.keep_samples,
+                "tracers": self.n_tracers,
+                "seed": self.seed,
+                "thresholds": vars(self.thresholds),
+            },
+            "world_size": 1,
+            "steps": 0,
+            "captured_steps": 0,
+            "errors": [],
+            "error_count": 0,
+            "user": self._user_meta,
+        }
+
+    def _write_tracer_table(self) -> None:
+        rows = [
+            {"param": t.name, "coord": t.tracers.cpu().tolist()}
+            for t in self._tracked
+            if t.tracers is not None
+        ]
+        if rows:
+            self._writer.append("tracers", rows)
+            self._writer.flush("tracers")
+
+    # ------------------------------------------------------------------ hooks
+    def _pre_hook(self, optimizer: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
+        lrs = {
+            t.name: _to_float(optimizer.param_groups[t.group]["lr"])
+            for t in self._tracked
+            if t.group is not None
+        }
+        self._begin_step(lrs)
+
+    def _post_hook(self, optimizer: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
+        self._finish_step()
+
+    def capture(self, lr: float | None = None) -> None:
+        """Capture this step by hand (loops without an optimizer), after ``backward()``.
+
+        Call it once per training step, after ``backward()`` and before the
+        parameters are updated. The update of a step is measured at the next
+        call (or at :meth:`detach`), from the parameters' change in between.
+
+        Parameters
+        ----------
+        lr : float, optional
+            The learning rate used for this step (recorded; no statistic depends on it).
+        """
+        if not self._attached:
+            raise ProbeError("capture() on a probe that is not attached")
+        if self.optimizer is not None:
+            raise ProbeError(
+                "this probe captures through the optimizer's step hooks; capture() is for "
+                "loops without an optimizer"
+            )
+        if self._state is not None:
+            self._finish_step()
+        value = float("nan") if lr is None else float(lr)
+        self._begin_step({t.name: value for t in self._tracked})
+
+    def _begin_step(self, lrs: dict[str, float]) -> None:
+        step = self._step
+        captured = (not self._capture_disabled) and bool(self.schedule(step))
+        state = _StepState(step=step, captured=captured, lrs=lrs)
+        self._state = state
+        if self._capture_disabled:
+            return
+        for tracked in self._tracked:
+            if tracked.skip_status is not None:
+                if captured:
+                    self._emit_skip(step, tracked, lrs.get(tracked.name, math.nan))
+                continue
+            self._guard(step, tracked.name, "before step", self._before, state, tracked)
+        if captured:
+            self._captured_steps += 1
+
+    def _finish_step(self) -> None:
+        state, self._state = self._state, None
+        if state is None:
+            return
+        try:
+            if not self._capture_disabled:
+                for tracked in self._tracked:
+                    if tracked.skip_status is None:
+                        self._guard(state.step, tracked.name, "after step", self._after, state, tracked)
+                self._guard(state.step, None, "writing", self._writer.maybe_flush)
+        finally:
+            self._step += 1
+
+    def _guard(self, step: int, param: str | None, where: str, fn: Callable[..., Any], *args: Any) -> None:
+        try:
+            fn(*args)
+        except OSError as exc:
+            if self.strict:
+                raise
+            self._record_error(step, param, where, exc)
+            self._capture_disabled = True
+            warnings.warn(
+                f"goup_probe: writing to {self.run_dir} failed at step {step} ({exc}); capture "
+                "stopped, training continues",
+                RuntimeWarning,
+                stacklevel=4,
+            )
+        except Exception as exc:
+            if self.strict:
+                raise
+            self._record_error(step, param, where, exc)
+            warnings.warn(
+                f"goup_probe: capture of {param!r} at step {step} failed ({type(exc).__name__}: "
+                f"{exc}); recorded in run.json, training continues",
+                RuntimeWarning,
+                stacklevel=4,
+            )
+
+    def _record_error(self, step: int, param: str | None, where: str, exc: BaseException) -> None:
+        self._error_count += 1
+        if len(self.errors) < _MAX_ERRORS_KEPT:
+            self.errors.append(
+                {"step": step, "param": param, "where": where, "error": f"{type(exc).__name__}: {exc}"}
+            )
+        try:
+            self._write_meta()
+        except OSError:
+            pass
+
+    # ------------------------------------------------------------------ capture
+    def _before(self, state: _StepState, tracked: TrackedParam) -> None:
+        theta = flat_view(tracked.param)
+        grad = tracked.param.grad
+        g = flat_view(grad) if grad is not None else None
+        if tracked.tracers is not None:
+            t_theta = gather(theta, tracked.tracers)
+            t_grad = gather(g, tracked.tracers) if g is not None else np.full(t_theta.shape, np.nan)
+            state.tracer_values[tracked.name] = (t_theta, t_grad)
+        if not state.captured:
+            return
+        lr = state.lrs.get(tracked.name, math.nan)
+        red_theta = reduce_flat(theta, tracked.index)
+        param_norm = red_theta.norm
+        if g is None:
+            self._emit(state.step, tracked, schema.THETA, lr, red_theta, param_norm, math.nan)
+            for quantity in (schema.THETA_MINUS_GRAD, schema.GRAD):
+                self._emit_status(
+                    state.step,
+                    tracked,
+                    quantity,
+                    lr,
+                    schema.STATUS_NO_GRAD,
+                    "grad is None at this step (parameter unused in the forward pass?)",
+                )
+            return
+        red_grad = reduce_flat(g, tracked.index)
+        grad_norm = red_grad.norm
+        red_x = reduce_difference(theta, g, tracked.index)
+        self._emit(state.step, tracked, schema.THETA_MINUS_GRAD, lr, red_x, param_norm, grad_norm)
+        self._emit(state.step, tracked, schema.THETA, lr, red_theta, param_norm, grad_norm)
+        self._emit(state.step, tracked, schema.GRAD, lr, red_grad, param_norm, grad_norm)
+        if schema.UPDATE in self.quantities:
+            state.snapshots[tracked.name] = _Snapshot(
+                theta=theta.clone(),
+                lr=lr,
+                grad_norm=grad_norm,
+                param_norm=param_norm,
+                x_std=red_x.moments.std,
+                numel=theta.numel(),
+            )
+
+    def _after(self, state: _StepState, tracked: TrackedParam) -> None:
+        theta_new = flat_view(tracked.param)
+        if tracked.name in state.tracer_values:
+            t_theta, t_grad = state.tracer_values.pop(tracked.name)
+            self._writer.append(
+                "trajectories",
+                [
+                    {
+                        "step": state.step,
+                        "param": tracked.name,
+                        "lr": state.lrs.get(tracked.name, math.nan),
+                        "theta": t_theta.tolist(),
+                        "grad": t_grad.tolist(),
+                        "theta_next": gather(theta_new, tracked.tracers).tolist(),
+                    }
+                ],
+            )
+        snap = state.snapshots.pop(tracked.name, None)
+        if snap is None:
+            return
+        red_update = reduce_difference(theta_new, snap.theta, tracked.index)
+        grad = tracked.param.grad
+        shadow = {}
+        if grad is not None and self.optimizer is not None:
+            shadow = _shadow_fidelity(theta_new, snap, flat_view(grad), red_update.norm)
+        self._emit(
+            state.step,
+            tracked,
+            schema.UPDATE,
+            snap.lr,
+            red_update,
+            snap.param_norm,
+            snap.grad_norm,
+            extra=shadow,
+        )
+
+    # ------------------------------------------------------------------ rows
+    def _emit(
+        self,
+        step: int,
+        tracked: TrackedParam,
+        quantity: str,
+        lr: float,
+        reduction: Reduction,
+        param_norm: float,
+        grad_norm: float,
+        extra: Mapping[str, float] | None = None,
+    ) -> None:
+        if quantity not in self.quantities:
+            return
+        result = test_sample(
+            reduction.moments,
+            reduction.sample,
+            axis=schema.AXIS_POOLED,
+            thresholds=self.thresholds,
+            tested=quantity in self.tested,
+        )
+        row = self._row(step, tracked.name, quantity, lr, result, param_norm, grad_norm)
+        if extra:
+            row.update(extra)
+        self._writer.append("stats", [row])
+        if self.keep_samples:
+            kept = (
+                reduction.sample[tracked.keep]
+                if tracked.keep.size <= reduction.sample.size
+                else reduction.sample
+            )
+            self._writer.append(
+                "samples",
+                [
+                    {
+                        "step": step,
+                        "param": tracked.name,
+                        "quantity": quantity,
+                        "values": kept.astype(np.float32),
+                    }
+                ],
+            )
+
+    @staticmethod
+    def _row(
+        step: int,
+        param: str,
+        quantity: str,
+        lr: float,
+        result: NormalityResult | None,
+        param_norm: float,
+        grad_norm: float,
+    ) -> dict[str, Any]:
+        row: dict[str, Any] = dict.fromkeys(schema.STATS_COLUMNS)
+        if result is not None:
+            row.update(result.to_dict())
+        ratio = grad_norm / param_norm if param_norm and math.isfinite(grad_norm) else math.nan
+        row.update(
+            step=step,
+            param=param,
+            quantity=quantity,
+            axis=schema.AXIS_POOLED,
+            lr=lr,
+            param_norm=param_norm,
+            grad_norm=grad_norm,
+            grad_to_param=ratio,
+        )
+        return row
+
+    def _emit_status(
+        self, step: int, tracked: TrackedParam, quantity: str, lr: float, status: str, reason: str
+    ) -> None:
+        if quantity not in self.quantities:
+            return
+        row = self._row(step, tracked.name, quantity, lr, None, math.nan, math.nan)
+        row.update(
+            status=status,
+            reason=reason,
+            numel=tracked.param.numel(),
+            n_tested=0,
+            verdict=schema.VERDICT_NOT_TESTED,
+        )
+        self._writer.append("stats", [row])
+
+    def _emit_skip(self, step: int, tracked: TrackedParam, lr: float) -> None:
+        self._guard(
+            step,
+            tracked.name,
+            "skip row",
+            self._emit_status,
+            step,
+            tracked,
+            schema.THETA_MINUS_GRAD,
+            lr,
+            tracked.skip_status,
+            tracked.skip_reason,
+        )
+
+    # ------------------------------------------------------------------ closing
+    def _write_meta(self) -> None:
+        self._meta.update(
+            steps=self._step,
+            captured_steps=self._captured_steps,
+            errors=self.errors,
+            error_count=self._error_count,
+        )
+        self._writer.write_meta(self._meta)
+
+    def _close(self, status: str, reason: str) -> None:
+        try:
+            if not self._capture_disabled:
+                self._writer.flush()
+        except OSError as exc:
+            self._record_error(self._step, None, "final flush", exc)
+            status, reason = "failed", f"final flush failed: {exc}"
+            warnings.warn(f"goup_probe: {reason}", RuntimeWarning, stacklevel=3)
+        finally:
+            self._meta.update(status=status, status_reason=reason, ended_at=_now())
+            try:
+                self._write_meta()
+            except OSError as exc:
+                warnings.warn(
+                    f"goup_probe: cannot write {self.run_dir}/run.json: {exc}", RuntimeWarning, stacklevel=3
+                )
+
+
+def _shadow_fidelity(
+    theta_new: torch.Tensor, snap: _Snapshot, grad: torch.Tensor, update_norm: float
+) -> dict[str, float]:
+    """Compare the update taken with the one GO-UP would have taken at this step.
+
+    GO-UP's update is Δ_GO-UP ~ N(−αg, α²σ²I) with σ = std(θ − g). With the
+    actual update Δ:
+
+    * ``noise_to_signal`` = σ√N / ‖g‖ (GO-UP's noise norm over its mean's norm);
+    * ``goup_cosine`` = cos(Δ, −αg);
+    * ``goup_w2_rel`` = W2(δ_Δ, N(−αg, α²σ²I)) / ‖αg‖, where
+      W2² = ‖Δ + αg‖² + Nα²σ² (for plain SGD it equals ``noise_to_signal``).
+    """
+    alpha = snap.lr
+    dot = 0.0
+    chunk = 1 << 22
+    for start in range(0, grad.numel(), chunk):
+        stop = start + chunk
+        delta = theta_new[start:stop].to(torch.float64) - snap.theta[start:stop].to(torch.float64)
+        dot += float(torch.dot(delta, grad[start:stop].to(torch.float64)))
+    g_norm = snap.grad_norm
+    out = {"noise_to_signal": math.nan, "goup_cosine": math.nan, "goup_w2_rel": math.nan}
+    if g_norm > 0 and math.isfinite(g_norm):
+        out["noise_to_signal"] = snap.x_std * math.sqrt(snap.numel) / g_norm
+        if update_norm > 0:
+            out["goup_cosine"] = -dot / (update_norm * g_norm)
+        if alpha > 0 and math.isfinite(alpha):
+            mean_gap2 = update_norm**2 + 2 * alpha * dot + (alpha * g_norm) ** 2
+            w2 = math.sqrt(max(mean_gap2, 0.0) + snap.numel * (alpha * snap.x_std) ** 2)
+            out["goup_w2_rel"] = w2 / (alpha * g_norm)
+    return out
+
+
+def attach(
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer | None = None,
+    *,
+    run_dir: str | os.PathLike[str],
+    every: int | None = None,
+    schedule: schedules.Schedule | None = None,
+    layers: LayerSelector = None,
+    **options: Any,
+) -> Probe:
+    """Attach a probe to ``model`` (and its ``optimizer``) and return it, attached.
+
+    Use it as a context manager around the unchanged training loop::
+
+        with gp.attach(model, optimizer, run_dir="runs/exp1", every=10):
+            for x, y in loader:
+                loss = criterion(model(x), y)
+                loss.backward()
+                optimizer.step()
+                optimizer.zero_grad()
+
+    See :class:`Probe` for every option.
+    """
+    probe = Probe(model, optimizer, run_dir=run_dir, every=every, schedule=schedule, layers=layers, **options)
+    return probe.attach()

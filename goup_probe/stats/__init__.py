@@ -1,0 +1,1 @@
+"""Statistics on host arrays: pure numpy/scipy/statsmodels, no torch, no matplotlib."""

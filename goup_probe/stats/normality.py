@@ -1,0 +1,442 @@
+"""Normality of a 1-D sample: tests, effect sizes and a verdict.
+
+Every function here works in float64 on the host and is scale-invariant: the
+sample is standardised before testing, so multiplying the data by any positive
+constant leaves every statistic unchanged.
+
+Pitfalls respected (see DESIGN.md §2):
+
+* no ``scipy.stats.kstest`` against a normal with estimated parameters; the KS
+  statistic is tested with Lilliefors' null distribution instead;
+* Shapiro-Wilk (and every other test, for comparability) runs on a seeded
+  subsample of at most 5000 values, the range where its p-values are valid;
+* effect sizes are reported beside p-values, and the verdict is driven by
+  them, because with large n every test rejects.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, replace
+
+import numpy as np
+from scipy import special, stats
+from statsmodels.stats.diagnostic import lilliefors, normal_ad
+
+from goup_probe import schema
+
+MAX_TESTED = 5000
+"""Largest subsample the tests run on (Shapiro-Wilk's p-values are valid up to 5000)."""
+MIN_TESTED = 8
+"""Fewest values on which the tests are run at all."""
+MIN_DAGOSTINO = 20
+"""D'Agostino-Pearson's kurtosis test needs n >= 20."""
+_RELATIVE_CONSTANT = 1e-12
+
+
+@dataclass(frozen=True)
+class VerdictThresholds:
+    """Thresholds that turn test results and effect sizes into a verdict.
+
+    A sample is called
+
+    * **Gaussian** when Shapiro-Wilk does not reject normality at ``alpha``;
+    * **negligible deviation** when it rejects, but every effect size is small:
+      ``w1_sigma <= max_w1_sigma``, ``|skew| <= max_abs_skew`` and
+      ``|excess_kurtosis| <= max_abs_excess_kurtosis`` (with n in the thousands a
+      test detects deviations far too small to matter);
+    * **non-Gaussian** otherwise.
+
+    The defaults put a uniform distribution (W1 = 0.15 sigma, excess kurtosis -1.2),
+    a Laplace (W1 = 0.15 sigma, excess kurtosis 3) and a Student-t(3) clearly in
+    the non-Gaussian class.
+    """
+
+    alpha: float = 0.05
+    max_w1_sigma: float = 0.05
+    max_abs_skew: float = 0.5
+    max_abs_excess_kurtosis: float = 1.0
+
+    def __post_init__(self) -> None:
+        if not 0 < self.alpha < 1:
+            raise ValueError(f"alpha must lie in (0, 1), got {self.alpha}")
+        for name in ("max_w1_sigma", "max_abs_skew", "max_abs_excess_kurtosis"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0")
+
+
+DEFAULT_THRESHOLDS = VerdictThresholds()
+
+
+@dataclass(frozen=True)
+class Moments:
+    """Moments of a whole array (finite values only), as computed on the device or host."""
+
+    numel: int
+    nonfinite: int
+    mean: float
+    std: float
+    skew: float
+    excess_kurtosis: float
+    min: float
+    max: float
+
+    @property
+    def n_finite(self) -> int:
+        """Number of finite values the moments are computed from."""
+        return self.numel - self.nonfinite
+
+    @classmethod
+    def from_central_moments(
+        cls,
+        *,
+        numel: int,
+        nonfinite: int,
+        mean: float,
+        m2: float,
+        m3: float,
+        m4: float,
+        minimum: float,
+        maximum: float,
+    ) -> Moments:
+        """Build from the mean and the 2nd-4th central moments (population, 1/n)."""
+        std = math.sqrt(m2) if m2 > 0 else 0.0
+        if m2 > 0:
+            skew = m3 / m2**1.5
+            kurt = m4 / m2**2 - 3.0
+        else:
+            skew = kurt = float("nan")
+        return cls(numel, nonfinite, mean, std, skew, kurt, minimum, maximum)
+
+
+def moments(x: np.ndarray) -> Moments:
+    """Moments of all finite values of ``x`` in float64 (two-pass, numerically stable).
+
+    Parameters
+    ----------
+    x : array_like
+        Any array; it is flattened.
+    """
+    a = np.asarray(x, dtype=np.float64).ravel()
+    finite = np.isfinite(a)
+    nonfinite = int(a.size - np.count_nonzero(finite))
+    if nonfinite:
+        a = a[finite]
+    if a.size == 0:
+        nan = float("nan")
+        return Moments(int(finite.size), nonfinite, nan, nan, nan, nan, nan, nan)
+    mean = float(a.mean())
+    centred = a - mean
+    sq = centred * centred
+    return Moments.from_central_moments(
+        numel=int(finite.size),
+        nonfinite=nonfinite,
+        mean=mean,
+        m2=float(sq.mean()),
+        m3=float((sq * centred).mean()),
+        m4=float((sq * sq).mean()),
+        minimum=float(a.min()),
+        maximum=float(a.max()),
+    )
+
+
+@dataclass(frozen=True)
+class NormalityResult:
+    """Normality statistics of one sample; field names match the stats columns.
+
+    Moments (``mean`` to ``max``) describe all finite values; the tests and
+    effect sizes (``ks_d`` to ``w1_sigma``) describe the subsample of
+    ``n_tested`` values. Statistics that could not be computed are NaN, and
+    ``status``/``reason`` say why.
+    """
+
+    numel: int
+    n_tested: int
+    nonfinite: int
+    mean: float
+    std: float
+    skew: float
+    skew_se: float
+    excess_kurtosis: float
+    kurtosis_se: float
+    min: float
+    max: float
+    ks_d: float
+    lilliefors_p: float
+    shapiro_w: float
+    shapiro_p: float
+    anderson_a2: float
+    anderson_p: float
+    dagostino_p: float
+    jarque_bera_p: float
+    qq_r: float
+    qq_r_crit05: float
+    shapiro_francia_p: float
+    w1_sigma: float
+    axis: str
+    status: str
+    reason: str
+    verdict: str
+
+    def to_dict(self) -> dict[str, object]:
+        """Plain dictionary, ready to become a stats row."""
+        return asdict(self)
+
+
+_TEST_FIELDS = (
+    "ks_d",
+    "lilliefors_p",
+    "shapiro_w",
+    "shapiro_p",
+    "anderson_a2",
+    "anderson_p",
+    "dagostino_p",
+    "jarque_bera_p",
+    "qq_r",
+    "qq_r_crit05",
+    "shapiro_francia_p",
+    "w1_sigma",
+)
+
+
+def subsample_indices(n: int, k: int, seed: int) -> np.ndarray:
+    """Sorted indices of a seeded uniform subsample of ``min(n, k)`` out of ``n``.
+
+    Uses an O(k) algorithm for large ``n``, so choosing 5000 out of 10^9 costs
+    nothing. The same ``(n, k, seed)`` always gives the same indices.
+    """
+    if n <= k:
+        return np.arange(n, dtype=np.int64)
+    rng = np.random.default_rng(seed)
+    return np.sort(rng.choice(n, size=k, replace=False)).astype(np.int64)
+
+
+def normality(
+    x: np.ndarray,
+    *,
+    axis: str = schema.AXIS_POOLED,
+    max_tested: int = MAX_TESTED,
+    seed: int = 0,
+    thresholds: VerdictThresholds = DEFAULT_THRESHOLDS,
+) -> NormalityResult:
+    """Test a 1-D sample for normality and measure how far from normal it is.
+
+    Parameters
+    ----------
+    x : array_like
+        Values; flattened. Non-finite values are counted and excluded.
+    axis : str
+        What the values are: ``"pooled"`` (coordinates of one tensor at one step)
+        or ``"time"`` (one coordinate over time). Recorded, not used.
+    max_tested : int
+        Tests run on a seeded subsample of at most this many finite values.
+    seed : int
+        Seed of the subsample.
+    thresholds : VerdictThresholds
+        Effect-size thresholds of the verdict.
+
+    Returns
+    -------
+    NormalityResult
+        Moments of all finite values, tests and effect sizes on the subsample.
+
+    Examples
+    --------
+    >>> import numpy as np, goup_probe as gp
+    >>> r = gp.normality(np.random.default_rng(0).uniform(size=4000))
+    >>> r.verdict, round(r.excess_kurtosis, 1)
+    ('non-Gaussian', -1.2)
+    """
+    a = np.asarray(x, dtype=np.float64).ravel()
+    if max_tested < MIN_TESTED:
+        raise ValueError(f"max_tested must be >= {MIN_TESTED}, got {max_tested}")
+    full = moments(a)
+    finite = a[np.isfinite(a)] if full.nonfinite else a
+    sample = finite[subsample_indices(finite.size, max_tested, seed)]
+    return test_sample(full, sample, axis=axis, thresholds=thresholds)
+
+
+def test_sample(
+    full: Moments,
+    sample: np.ndarray,
+    *,
+    axis: str = schema.AXIS_POOLED,
+    thresholds: VerdictThresholds = DEFAULT_THRESHOLDS,
+    tested: bool = True,
+) -> NormalityResult:
+    """Combine whole-array moments with tests on a subsample into one result.
+
+    This is the path the probe takes: ``full`` is reduced on the device over the
+    whole tensor, ``sample`` is the seeded subsample copied to the host.
+
+    Parameters
+    ----------
+    full : Moments
+        Moments of the whole array.
+    sample : ndarray
+        Subsample to test; non-finite values are dropped.
+    axis : str
+        Axis label recorded in the result.
+    thresholds : VerdictThresholds
+        Effect-size thresholds of the verdict.
+    tested : bool
+        When false, only the moments are reported (tests NaN, verdict "not tested").
+    """
+    s = np.asarray(sample, dtype=np.float64).ravel()
+    s = s[np.isfinite(s)]
+    n_fin = full.n_finite
+    base = {
+        "numel": int(full.numel),
+        "n_tested": int(s.size),
+        "nonfinite": int(full.nonfinite),
+        "mean": full.mean,
+        "std": full.std,
+        "skew": full.skew,
+        "skew_se": math.sqrt(6.0 / n_fin) if n_fin > 0 else float("nan"),
+        "excess_kurtosis": full.excess_kurtosis,
+        "kurtosis_se": math.sqrt(24.0 / n_fin) if n_fin > 0 else float("nan"),
+        "min": full.min,
+        "max": full.max,
+        "axis": axis,
+    }
+    nan_tests = dict.fromkeys(_TEST_FIELDS, float("nan"))
+    status, reason = _degenerate_status(full, s)
+    if status is not None:
+        return NormalityResult(
+            **base, **nan_tests, status=status, reason=reason, verdict=schema.VERDICT_NOT_TESTED
+        )
+    if not tested:
+        return NormalityResult(
+            **base,
+            **nan_tests,
+            status=schema.STATUS_OK,
+            reason="moments only (quantity not in tested)",
+            verdict=schema.VERDICT_NOT_TESTED,
+        )
+    z = (s - s.mean()) / s.std()
+    tests = _run_tests(z)
+    status = schema.STATUS_NONFINITE_EXCLUDED if full.nonfinite else schema.STATUS_OK
+    reason = f"{full.nonfinite} non-finite values excluded" if full.nonfinite else ""
+    result = NormalityResult(**base, **tests, status=status, reason=reason, verdict=schema.VERDICT_NOT_TESTED)
+    return replace(result, verdict=verdict(result, thresholds))
+
+
+def _degenerate_status(full: Moments, sample: np.ndarray) -> tuple[str | None, str]:
+    if full.n_finite == 0:
+        return schema.STATUS_ALL_NONFINITE, f"all {full.numel} values are NaN/Inf"
+    if full.std == 0 or full.std <= _RELATIVE_CONSTANT * abs(full.mean):
+        return schema.STATUS_CONSTANT, f"all values equal {full.mean:.6g}"
+    if sample.size < MIN_TESTED:
+        return schema.STATUS_TOO_FEW, f"{sample.size} values; tests need at least {MIN_TESTED}"
+    if np.ptp(sample) == 0:
+        return schema.STATUS_CONSTANT, "the tested subsample is constant"
+    return None, ""
+
+
+def _run_tests(z: np.ndarray) -> dict[str, float]:
+    """All tests on a standardised sample ``z`` (mean 0, std 1, n >= MIN_TESTED)."""
+    n = z.size
+    ks_d, lf_p = lilliefors(z, dist="norm", pvalmethod="table")
+    shapiro = stats.shapiro(z)
+    a2, ad_p = normal_ad(z)
+    dagostino_p = float(stats.normaltest(z).pvalue) if n >= MIN_DAGOSTINO else float("nan")
+    jb_p = float(stats.jarque_bera(z).pvalue)
+    ordered = np.sort(z)
+    qq_r = _probability_plot_r(ordered)
+    return {
+        "ks_d": float(ks_d),
+        "lilliefors_p": float(lf_p),
+        "shapiro_w": float(shapiro.statistic),
+        "shapiro_p": float(shapiro.pvalue),
+        "anderson_a2": float(a2),
+        "anderson_p": float(ad_p),
+        "dagostino_p": dagostino_p,
+        "jarque_bera_p": jb_p,
+        "qq_r": qq_r,
+        "qq_r_crit05": qq_r_critical(n, 0.05),
+        "shapiro_francia_p": shapiro_francia_p(qq_r, n),
+        "w1_sigma": wasserstein1_to_normal(ordered),
+    }
+
+
+def blom_positions(n: int) -> np.ndarray:
+    """Expected normal order statistics, Blom's approximation Φ⁻¹((i − 3/8)/(n + 1/4))."""
+    i = np.arange(1, n + 1, dtype=np.float64)
+    return special.ndtri((i - 0.375) / (n + 0.25))
+
+
+def _probability_plot_r(ordered: np.ndarray) -> float:
+    m = blom_positions(ordered.size)
+    dc = ordered - ordered.mean()
+    return float(np.dot(dc, m) / math.sqrt(np.dot(dc, dc) * np.dot(m, m)))
+
+
+def _royston_params(n: int) -> tuple[float, float]:
+    """Mean and sd of ln(1 − W') under normality (Royston 1993, 5 <= n <= 5000)."""
+    u = math.log(n)
+    v = math.log(u)
+    return -1.2725 + 1.0521 * (v - u), 1.0308 - 0.26758 * (v + 2.0 / u)
+
+
+def qq_r_critical(n: int, alpha: float = 0.05) -> float:
+    """Critical value of the probability-plot correlation ``qq_r`` at level ``alpha``.
+
+    ``qq_r`` with Blom positions is the square root of the Shapiro-Francia W'.
+    Under normality ln(1 − W') is close to normal (Royston 1993) for
+    5 <= n <= 5000; beyond 5000 the approximation is extrapolated. A sample
+    with ``qq_r`` below the critical value is rejected at level ``alpha``.
+    """
+    if n < 5:
+        return float("nan")
+    mu, sigma = _royston_params(n)
+    w_crit = 1.0 - math.exp(mu + sigma * float(special.ndtri(1.0 - alpha)))
+    return math.sqrt(max(w_crit, 0.0))
+
+
+def shapiro_francia_p(qq_r: float, n: int) -> float:
+    """p-value of the Shapiro-Francia test W' = qq_r² (Royston's approximation)."""
+    if n < 5 or not math.isfinite(qq_r):
+        return float("nan")
+    one_minus_w = max(1.0 - qq_r * qq_r, 1e-300)
+    mu, sigma = _royston_params(n)
+    return float(special.ndtr(-(math.log(one_minus_w) - mu) / sigma))
+
+
+def wasserstein1_to_normal(ordered: np.ndarray) -> float:
+    """Exact Wasserstein-1 distance between the empirical law of a standardised sample and N(0, 1).
+
+    W1 = ∫₀¹ |F_n⁻¹(u) − Φ⁻¹(u)| du, integrated exactly on each of the n
+    quantile intervals using ∫ Φ⁻¹(u) du = −φ(Φ⁻¹(u)). In units of σ because
+    the sample is standardised.
+    """
+    n = ordered.size
+    u = np.arange(n + 1, dtype=np.float64) / n
+    q = special.ndtri(u)  # -inf ... +inf
+    phi = np.exp(-0.5 * np.where(np.isfinite(q), q, 0.0) ** 2) / math.sqrt(2 * math.pi)
+    phi[~np.isfinite(q)] = 0.0
+    a = ordered
+    u1, u2 = u[:-1], u[1:]
+    phi1, phi2 = phi[:-1], phi[1:]
+    ua = special.ndtr(a)
+    ua = np.clip(ua, u1, u2)
+    phia = np.exp(-0.5 * a * a) / math.sqrt(2 * math.pi)
+    # ∫_{u1}^{ua} (a − Φ⁻¹) du + ∫_{ua}^{u2} (Φ⁻¹ − a) du, valid for any split point ua in [u1, u2]
+    # when ua = Φ(a) clipped into the interval (clipping makes one part empty).
+    phi_at = np.where(ua == u1, phi1, np.where(ua == u2, phi2, phia))
+    left = a * (ua - u1) - (phi1 - phi_at)
+    right = (phi_at - phi2) - a * (u2 - ua)
+    return float(np.sum(left + right))
+
+
+def verdict(result: NormalityResult, thresholds: VerdictThresholds = DEFAULT_THRESHOLDS) -> str:
+    """Verdict of a tested result: Gaussian, negligible deviation, or non-Gaussian."""
+    if result.status not in schema.TESTED_STATUSES or not math.isfinite(result.shapiro_p):
+        return schema.VERDICT_NOT_TESTED
+    if result.shapiro_p >= thresholds.alpha:
+        return schema.VERDICT_GAUSSIAN
+    small = (
+        result.w1_sigma <= thresholds.max_w1_sigma
+        and abs(result.skew) <= thresholds.max_abs_skew
+        and abs(result.excess_kurtosis) <= thresholds.max_abs_excess_kurtosis
+    )
+    return schema.VERDICT_NEGLIGIBLE if small else schema.VERDICT_NON_GAUSSIAN

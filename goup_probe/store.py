@@ -1,0 +1,352 @@
+"""The run directory: ``run.json`` plus append-only Parquet parts, and :func:`load_run`.
+
+Layout::
+
+    RUN_DIR/
+      run.json                      metadata, status, errors (rewritten atomically)
+      stats/part-000000.parquet     one folder per table, parts appended in order
+      samples/part-000000.parquet
+      trajectories/...
+
+Each part is written to a hidden temporary file and renamed into place, so a
+part is either complete or absent; a crash loses at most the rows not yet
+flushed. Loading never unpickles anything: metadata is JSON, tables are Parquet.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import tempfile
+import time
+import warnings
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+from typing import Any, Literal
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from goup_probe import schema
+
+RUN_JSON = "run.json"
+_PART_RE = re.compile(r"^part-(\d{6,})\.parquet$")
+
+
+class RunDirectoryError(ValueError):
+    """A run directory that cannot be created, written or read; the message names the path."""
+
+
+def _json_default(value: object) -> object:
+    if isinstance(value, Path):
+        return str(value)
+    if hasattr(value, "item"):
+        try:
+            return value.item()
+        except (TypeError, ValueError):
+            pass
+    return repr(value)
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` via a temporary file and an atomic rename."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def prepare_run_dir(run_dir: str | os.PathLike[str], *, overwrite: bool = False) -> Path:
+    """Create ``run_dir`` (or validate an existing one) and return it.
+
+    Raises
+    ------
+    RunDirectoryError
+        If the directory is not empty and ``overwrite`` is false, if the path
+        is a file, or if it cannot be created or written.
+    """
+    path = Path(run_dir)
+    if path.exists() and not path.is_dir():
+        raise RunDirectoryError(f"run_dir {str(path)!r} exists and is not a directory")
+    if path.is_dir() and any(path.iterdir()):
+        if not overwrite:
+            raise RunDirectoryError(
+                f"run_dir {str(path)!r} is not empty; choose a new directory or pass overwrite=True"
+            )
+        _clear_run_dir(path)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        probe_file = path / ".write-test"
+        probe_file.write_bytes(b"")
+        probe_file.unlink()
+    except OSError as exc:
+        raise RunDirectoryError(f"run_dir {str(path)!r} is not writable: {exc}") from exc
+    return path
+
+
+def _clear_run_dir(path: Path) -> None:
+    """Remove what a previous run wrote (only files this toolkit creates)."""
+    if not (path / RUN_JSON).exists():
+        raise RunDirectoryError(
+            f"run_dir {str(path)!r} is not empty and holds no {RUN_JSON}; refusing to overwrite "
+            "a directory that is not a goup_probe run"
+        )
+    for child in path.iterdir():
+        if child.is_dir() and (child.name in schema.TABLES or _looks_like_table(child)):
+            for part in child.iterdir():
+                part.unlink()
+            child.rmdir()
+        elif child.is_file():
+            child.unlink()
+
+
+def _looks_like_table(folder: Path) -> bool:
+    return all(_PART_RE.match(p.name) or p.name.startswith(".") for p in folder.iterdir())
+
+
+class RunWriter:
+    """Appends rows to the tables of one run directory, in atomic Parquet parts.
+
+    Parameters
+    ----------
+    path : Path
+        A prepared run directory (see :func:`prepare_run_dir`).
+    flush_rows : int
+        A table is written out when this many rows are buffered.
+    flush_seconds : float
+        :meth:`maybe_flush` writes every buffered table at least this often.
+    """
+
+    def __init__(self, path: Path, *, flush_rows: int = 2000, flush_seconds: float = 10.0) -> None:
+        self.path = path
+        self.flush_rows = flush_rows
+        self.flush_seconds = flush_seconds
+        self._buffers: dict[str, list[dict[str, Any]]] = {}
+        self._next_part: dict[str, int] = {}
+        self._last_flush = time.monotonic()
+        self.rows_written: dict[str, int] = {}
+
+    def append(self, table: str, rows: Iterable[Mapping[str, Any]]) -> None:
+        """Buffer rows for ``table``; writes a part when the buffer is full."""
+        buffer = self._buffers.setdefault(table, [])
+        buffer.extend(dict(r) for r in rows)
+        if len(buffer) >= self.flush_rows:
+            self.flush(table)
+
+    def maybe_flush(self) -> None:
+        """Flush everything if ``flush_seconds`` have passed since the last flush."""
+        if time.monotonic() - self._last_flush >= self.flush_seconds:
+            self.flush()
+
+    def flush(self, table: str | None = None) -> None:
+        """Write buffered rows of one table (or all tables) as new parts."""
+        names = [table] if table is not None else list(self._buffers)
+        for name in names:
+            rows = self._buffers.get(name)
+            if rows:
+                self._write_part(name, rows)
+                self._buffers[name] = []
+        if table is None:
+            self._last_flush = time.monotonic()
+
+    def _write_part(self, table: str, rows: list[dict[str, Any]]) -> None:
+        folder = self.path / table
+        folder.mkdir(exist_ok=True)
+        index = self._next_part.get(table)
+        if index is None:
+            index = 1 + max(
+                (int(m.group(1)) for p in folder.iterdir() if (m := _PART_RE.match(p.name))),
+                default=-1,
+            )
+        arrow_schema = schema.TABLES.get(table)
+        if arrow_schema is not None:
+            columns = {f.name: [r.get(f.name) for r in rows] for f in arrow_schema}
+            data = pa.table(columns, schema=arrow_schema)
+        else:
+            data = pa.Table.from_pylist(rows)
+        target = folder / f"part-{index:06d}.parquet"
+        fd, tmp = tempfile.mkstemp(dir=folder, prefix=".part-", suffix=".tmp")
+        os.close(fd)
+        try:
+            pq.write_table(data, tmp, compression="zstd")
+            os.replace(tmp, target)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        self._next_part[table] = index + 1
+        self.rows_written[table] = self.rows_written.get(table, 0) + len(rows)
+
+    def write_table(self, table: str, frame: pd.DataFrame) -> None:
+        """Write a whole DataFrame as one new part of ``table`` (used by analyses)."""
+        self._write_part(table, frame.to_dict(orient="records"))
+
+    def write_meta(self, meta: Mapping[str, Any]) -> None:
+        """Rewrite ``run.json`` atomically."""
+        text = json.dumps(meta, indent=2, default=_json_default, allow_nan=True)
+        atomic_write_text(self.path / RUN_JSON, text + "\n")
+
+
+@dataclass
+class Run:
+    """A run directory read back: metadata and tables as pandas DataFrames.
+
+    Tables are read on first access. ``stats`` has one row per
+    ``(step, param, quantity)``; see :mod:`goup_probe.schema` for every column.
+    """
+
+    path: Path
+    meta: dict[str, Any]
+    on_error: Literal["raise", "skip"] = "raise"
+    skipped_files: list[str] = field(default_factory=list)
+
+    @property
+    def tables(self) -> list[str]:
+        """Names of the tables present on disk."""
+        return sorted(p.name for p in self.path.iterdir() if p.is_dir() and any(_part_files(p)))
+
+    def table(self, name: str) -> pd.DataFrame:
+        """Read one table (all its parts, in order) as a DataFrame; empty if absent."""
+        return read_table(self.path, name, on_error=self.on_error, skipped=self.skipped_files)
+
+    @cached_property
+    def stats(self) -> pd.DataFrame:
+        """Per (step, param, quantity) statistics."""
+        return self.table("stats")
+
+    @cached_property
+    def samples(self) -> pd.DataFrame:
+        """Stored subsamples (column ``values`` holds arrays) per (step, param, quantity)."""
+        return self.table("samples")
+
+    @cached_property
+    def trajectories(self) -> pd.DataFrame:
+        """Tracer coordinates per step: θ_t, g_t and θ_{t+1} as arrays."""
+        return self.table("trajectories")
+
+    @property
+    def status(self) -> str:
+        """Final status recorded in run.json: running, completed, interrupted or failed."""
+        return str(self.meta.get("status", "unknown"))
+
+    def sample(self, step: int, param: str, quantity: str = schema.THETA_MINUS_GRAD):
+        """The stored subsample of one quantity as a float64 array."""
+        import numpy as np
+
+        s = self.samples
+        hit = s[(s["step"] == step) & (s["param"] == param) & (s["quantity"] == quantity)]
+        if hit.empty:
+            raise KeyError(f"no sample for step={step}, param={param!r}, quantity={quantity!r}")
+        return np.asarray(hit.iloc[0]["values"], dtype=np.float64)
+
+
+def _part_files(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.iterdir() if _PART_RE.match(p.name))
+
+
+def read_table(
+    run_dir: Path,
+    name: str,
+    *,
+    on_error: Literal["raise", "skip"] = "raise",
+    skipped: list[str] | None = None,
+) -> pd.DataFrame:
+    """Read all parts of a table; a damaged part raises naming the file, or is skipped."""
+    folder = run_dir / name
+    arrow_schema = schema.TABLES.get(name)
+    if not folder.is_dir():
+        return _empty_frame(arrow_schema)
+    pieces = []
+    for part in _part_files(folder):
+        try:
+            pieces.append(pq.read_table(part))
+        except (pa.ArrowException, OSError, ValueError) as exc:
+            message = f"cannot read {part}: the Parquet part is damaged or truncated ({exc})"
+            if on_error == "raise":
+                raise RunDirectoryError(message) from exc
+            warnings.warn(message + "; skipped", RuntimeWarning, stacklevel=3)
+            if skipped is not None:
+                skipped.append(str(part))
+    if not pieces:
+        return _empty_frame(arrow_schema)
+    try:
+        combined = pa.concat_tables(pieces, promote_options="default")
+    except pa.ArrowException as exc:
+        raise RunDirectoryError(f"parts of {folder} have incompatible schemas: {exc}") from exc
+    return combined.to_pandas()
+
+
+def _empty_frame(arrow_schema: pa.Schema | None) -> pd.DataFrame:
+    if arrow_schema is None:
+        return pd.DataFrame()
+    return arrow_schema.empty_table().to_pandas()
+
+
+def read_meta(run_dir: Path) -> dict[str, Any]:
+    """Parse ``run.json``; raises :class:`RunDirectoryError` naming the file when malformed."""
+    meta_path = run_dir / RUN_JSON
+    try:
+        text = meta_path.read_text(encoding="utf-8")
+    except FileNotFoundError as exc:
+        raise RunDirectoryError(f"{meta_path} not found: is {str(run_dir)!r} a run?") from exc
+    except OSError as exc:
+        raise RunDirectoryError(f"cannot read {meta_path}: {exc}") from exc
+    try:
+        meta = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise RunDirectoryError(f"{meta_path} is not valid JSON: {exc}") from exc
+    if not isinstance(meta, dict):
+        raise RunDirectoryError(f"{meta_path} must hold a JSON object")
+    version = meta.get("schema_version")
+    if isinstance(version, int) and version > schema.SCHEMA_VERSION:
+        raise RunDirectoryError(
+            f"{meta_path} has schema_version {version}, newer than this goup_probe "
+            f"understands ({schema.SCHEMA_VERSION}); upgrade goup_probe"
+        )
+    return meta
+
+
+def load_run(
+    run_dir: str | os.PathLike[str],
+    *,
+    on_error: Literal["raise", "skip"] = "raise",
+) -> Run:
+    """Open a run directory written by the probe, complete, interrupted or still running.
+
+    Parameters
+    ----------
+    run_dir : path
+        The run directory.
+    on_error : {"raise", "skip"}
+        What to do with a damaged Parquet part: raise :class:`RunDirectoryError`
+        naming the file, or skip it with a warning (listed in ``Run.skipped_files``).
+        A missing or malformed ``run.json`` is handled the same way (with
+        ``"skip"`` the metadata is left empty).
+
+    Returns
+    -------
+    Run
+        Metadata and lazily-read tables.
+    """
+    if on_error not in ("raise", "skip"):
+        raise ValueError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
+    path = Path(run_dir)
+    if not path.is_dir():
+        raise RunDirectoryError(f"run directory {str(path)!r} does not exist")
+    try:
+        meta = read_meta(path)
+    except RunDirectoryError as exc:
+        if on_error == "raise":
+            raise
+        warnings.warn(f"{exc}; metadata left empty", RuntimeWarning, stacklevel=2)
+        meta = {}
+    return Run(path=path, meta=meta, on_error=on_error)

@@ -1,0 +1,98 @@
+"""Per-layer summary of a run's stats: the table the CLI prints."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from goup_probe import schema
+from goup_probe.store import Run
+
+SUMMARY_COLUMNS = (
+    "param",
+    "numel",
+    "verdict_first",
+    "kurt_first",
+    "verdict_last",
+    "kurt_last",
+    "skew_last",
+    "w1_last",
+    "gaussian_share",
+    "grad_to_param",
+)
+
+
+def layer_summary(run: Run | pd.DataFrame, quantity: str = schema.THETA_MINUS_GRAD) -> pd.DataFrame:
+    """One row per parameter tensor: verdict and shape of X at the first and last captured step.
+
+    Parameters
+    ----------
+    run : Run or DataFrame
+        A loaded run, or its ``stats`` table.
+    quantity : str
+        Which quantity to summarise (default X = θ − g).
+
+    Returns
+    -------
+    DataFrame
+        Columns: ``param``, ``numel``, ``verdict_first``/``kurt_first`` (first
+        captured step), ``verdict_last``/``kurt_last``/``skew_last``/``w1_last``
+        (last captured step), ``gaussian_share`` (fraction of tested steps judged
+        Gaussian or negligible deviation) and ``grad_to_param`` (median ‖g‖/‖θ‖).
+        Tensors never tested keep their status as verdict.
+    """
+    stats = run.stats if isinstance(run, Run) else run
+    rows = stats[stats["quantity"] == quantity]
+    if rows.empty:
+        return pd.DataFrame(columns=list(SUMMARY_COLUMNS))
+    order = list(dict.fromkeys(rows.sort_values("step", kind="stable")["param"]))
+    out = []
+    for param in order:
+        sub = rows[rows["param"] == param].sort_values("step")
+        first, last = sub.iloc[0], sub.iloc[-1]
+        tested = sub[
+            sub["status"].isin(schema.TESTED_STATUSES) & (sub["verdict"] != schema.VERDICT_NOT_TESTED)
+        ]
+        good = tested["verdict"].isin([schema.VERDICT_GAUSSIAN, schema.VERDICT_NEGLIGIBLE])
+        out.append(
+            {
+                "param": param,
+                "numel": int(first["numel"]) if pd.notna(first["numel"]) else 0,
+                "verdict_first": _verdict_or_status(first),
+                "kurt_first": first["excess_kurtosis"],
+                "verdict_last": _verdict_or_status(last),
+                "kurt_last": last["excess_kurtosis"],
+                "skew_last": last["skew"],
+                "w1_last": last["w1_sigma"],
+                "gaussian_share": float(good.mean()) if len(tested) else np.nan,
+                "grad_to_param": float(np.nanmedian(sub["grad_to_param"].astype(float)))
+                if sub["grad_to_param"].notna().any()
+                else np.nan,
+            }
+        )
+    return pd.DataFrame(out, columns=list(SUMMARY_COLUMNS))
+
+
+def _verdict_or_status(row: pd.Series) -> str:
+    if row["verdict"] == schema.VERDICT_NOT_TESTED or pd.isna(row["verdict"]):
+        return str(row["status"])
+    return str(row["verdict"])
+
+
+def format_table(frame: pd.DataFrame, float_digits: int = 3) -> str:
+    """Render a DataFrame as a plain-text table for the terminal."""
+    if frame.empty:
+        return "(no rows)"
+
+    def fmt(value: object) -> str:
+        if isinstance(value, float | np.floating):
+            return "nan" if not np.isfinite(value) else f"{value:.{float_digits}g}"
+        return str(value)
+
+    cells = [[str(c) for c in frame.columns]] + [
+        [fmt(v) for v in row] for row in frame.itertuples(index=False)
+    ]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(cells[0]))]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in cells]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
