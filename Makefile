@@ -17,8 +17,10 @@ setup: $(BIN)/goup-probe
 demo: setup
 	$(BIN)/goup-probe demo
 
+# pytest exits 5 when it collected no tests: that must fail, never pass silently.
 test: setup
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q; rc=$$?; \
+	if [ $$rc -eq 5 ]; then echo "pytest collected no tests" >&2; exit 1; fi; exit $$rc
 
 lint: setup
 	$(BIN)/ruff format --check goup_probe tests benchmarks

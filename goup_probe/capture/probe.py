@@ -35,7 +35,7 @@ from goup_probe.stats.normality import (
     MAX_TESTED,
     NormalityResult,
     VerdictThresholds,
-    test_sample,
+    assess_sample,
 )
 from goup_probe.store import RunWriter, prepare_run_dir
 
@@ -641,7 +641,7 @@ class Probe:
     ) -> None:
         if quantity not in self.quantities:
             return
-        result = test_sample(
+        result = assess_sample(
             reduction.moments,
             reduction.sample,
             axis=schema.AXIS_POOLED,

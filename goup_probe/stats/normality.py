@@ -18,10 +18,11 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, replace
+from functools import lru_cache
 
 import numpy as np
 from scipy import special, stats
-from statsmodels.stats.diagnostic import lilliefors, normal_ad
+from statsmodels.stats.diagnostic import normal_ad
 
 from goup_probe import schema
 
@@ -31,6 +32,8 @@ MIN_TESTED = 8
 """Fewest values on which the tests are run at all."""
 MIN_DAGOSTINO = 20
 """D'Agostino-Pearson's kurtosis test needs n >= 20."""
+LILLIEFORS_NULL_DRAWS = 2000
+"""Monte Carlo draws of the Lilliefors null distribution per sample size."""
 _RELATIVE_CONSTANT = 1e-12
 
 
@@ -253,10 +256,10 @@ def normality(
     full = moments(a)
     finite = a[np.isfinite(a)] if full.nonfinite else a
     sample = finite[subsample_indices(finite.size, max_tested, seed)]
-    return test_sample(full, sample, axis=axis, thresholds=thresholds)
+    return assess_sample(full, sample, axis=axis, thresholds=thresholds)
 
 
-def test_sample(
+def assess_sample(
     full: Moments,
     sample: np.ndarray,
     *,
@@ -336,12 +339,13 @@ def _degenerate_status(full: Moments, sample: np.ndarray) -> tuple[str | None, s
 def _run_tests(z: np.ndarray) -> dict[str, float]:
     """All tests on a standardised sample ``z`` (mean 0, std 1, n >= MIN_TESTED)."""
     n = z.size
-    ks_d, lf_p = lilliefors(z, dist="norm", pvalmethod="table")
+    ordered = np.sort(z)
+    ks_d = float(lilliefors_statistic(ordered[None, :])[0])
+    lf_p = lilliefors_p(ks_d, n)
     shapiro = stats.shapiro(z)
     a2, ad_p = normal_ad(z)
     dagostino_p = float(stats.normaltest(z).pvalue) if n >= MIN_DAGOSTINO else float("nan")
     jb_p = float(stats.jarque_bera(z).pvalue)
-    ordered = np.sort(z)
     qq_r = _probability_plot_r(ordered)
     return {
         "ks_d": float(ks_d),
@@ -357,6 +361,53 @@ def _run_tests(z: np.ndarray) -> dict[str, float]:
         "shapiro_francia_p": shapiro_francia_p(qq_r, n),
         "w1_sigma": wasserstein1_to_normal(ordered),
     }
+
+
+def lilliefors_statistic(ordered: np.ndarray) -> np.ndarray:
+    """KS distance to the normal with estimated mean and std, row-wise on sorted samples.
+
+    Parameters
+    ----------
+    ordered : ndarray, shape (m, n)
+        Each row a sample sorted ascending.
+    """
+    n = ordered.shape[1]
+    mean = ordered.mean(axis=1, keepdims=True)
+    sd = ordered.std(axis=1, ddof=1, keepdims=True)
+    cdf = special.ndtr((ordered - mean) / sd)
+    i = np.arange(1, n + 1, dtype=np.float64)
+    d_plus = np.max(i / n - cdf, axis=1)
+    d_minus = np.max(cdf - (i - 1) / n, axis=1)
+    return np.maximum(d_plus, d_minus)
+
+
+@lru_cache(maxsize=128)
+def _lilliefors_null(n: int) -> np.ndarray:
+    """Sorted Monte Carlo draws of the Lilliefors statistic under normality for sample size n."""
+    rng = np.random.default_rng(20_170_101 + n)
+    block = max(1, min(LILLIEFORS_NULL_DRAWS, 2_000_000 // n))
+    draws = []
+    for start in range(0, LILLIEFORS_NULL_DRAWS, block):
+        size = min(block, LILLIEFORS_NULL_DRAWS - start)
+        draws.append(lilliefors_statistic(np.sort(rng.standard_normal((size, n)), axis=1)))
+    return np.sort(np.concatenate(draws))
+
+
+def lilliefors_p(ks_d: float, n: int) -> float:
+    """Monte Carlo p-value of the Lilliefors statistic (estimated mean and std).
+
+    The null distribution for this ``n`` is simulated once ({draws} seeded draws)
+    and cached; the p-value is (1 + #{{null >= D}}) / (draws + 1), so it is never
+    below 1/(draws + 1). Unlike the tabulated approximations it is calibrated at
+    every n (statsmodels' table rejects about 3.5% of normal samples at 5% for
+    n of a few thousand).
+    """
+    null = _lilliefors_null(int(n))
+    exceed = null.size - np.searchsorted(null, ks_d, side="left")
+    return float((1 + exceed) / (null.size + 1))
+
+
+lilliefors_p.__doc__ = lilliefors_p.__doc__.format(draws=LILLIEFORS_NULL_DRAWS)
 
 
 def blom_positions(n: int) -> np.ndarray:
