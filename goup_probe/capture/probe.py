@@ -9,6 +9,7 @@ Without one, call :meth:`Probe.capture` after ``backward()``.
 
 from __future__ import annotations
 
+import atexit
 import datetime as _dt
 import fnmatch
 import math
@@ -29,6 +30,7 @@ from torch import nn
 from goup_probe import schedule as schedules
 from goup_probe import schema
 from goup_probe.capture.hooks import HookSet
+from goup_probe.capture.signals import SigtermGuard, Terminated
 from goup_probe.capture.reduce import Reduction, flat_view, gather, reduce_difference, reduce_flat
 from goup_probe.stats.normality import (
     DEFAULT_THRESHOLDS,
@@ -240,6 +242,8 @@ class Probe:
         self._capture_disabled = False
         self.errors: list[dict[str, Any]] = []
         self._error_count = 0
+        self._warned: set[tuple[str | None, str, str]] = set()
+        self._sigterm = SigtermGuard()
 
     # ------------------------------------------------------------------ lifecycle
     @property
@@ -276,6 +280,8 @@ class Probe:
             self._hooks.add(self.optimizer.register_step_post_hook(self._post_hook))
         object.__setattr__(self.model, _ATTACHED_FLAG, True)
         self._attached = True
+        self._sigterm.install()
+        atexit.register(self._at_exit)
         return self
 
     def detach(self, status: str = "completed", reason: str = "") -> None:
@@ -286,6 +292,8 @@ class Probe:
         if not self._attached:
             return
         self._attached = False
+        atexit.unregister(self._at_exit)
+        self._sigterm.restore()
         try:
             self._hooks.remove()
         finally:
@@ -308,10 +316,15 @@ class Probe:
     ) -> None:
         if exc_type is None:
             self.detach("completed")
+        elif issubclass(exc_type, Terminated):
+            self.detach("interrupted", "SIGTERM")
         elif issubclass(exc_type, KeyboardInterrupt):
             self.detach("interrupted", "KeyboardInterrupt")
         else:
             self.detach("failed", f"{exc_type.__name__}: {exc}")
+
+    def _at_exit(self) -> None:
+        self.detach("interrupted", "the interpreter exited while the probe was attached")
 
     # ------------------------------------------------------------------ set-up
     def _build_tracked(self) -> list[TrackedParam]:
@@ -519,8 +532,9 @@ class Probe:
         except OSError as exc:
             if self.strict:
                 raise
-            self._record_error(step, param, where, exc)
             self._capture_disabled = True
+            self._meta["capture_stopped"] = {"step": step, "reason": f"{type(exc).__name__}: {exc}"}
+            self._record_error(step, param, where, exc)
             warnings.warn(
                 f"goup_probe: writing to {self.run_dir} failed at step {step} ({exc}); capture "
                 "stopped, training continues",
@@ -531,12 +545,16 @@ class Probe:
             if self.strict:
                 raise
             self._record_error(step, param, where, exc)
-            warnings.warn(
-                f"goup_probe: capture of {param!r} at step {step} failed ({type(exc).__name__}: "
-                f"{exc}); recorded in run.json, training continues",
-                RuntimeWarning,
-                stacklevel=4,
-            )
+            key = (param, where, type(exc).__name__)
+            if key not in self._warned:
+                self._warned.add(key)
+                warnings.warn(
+                    f"goup_probe: capture of {param!r} ({where}) at step {step} failed "
+                    f"({type(exc).__name__}: {exc}); recorded in run.json, training continues "
+                    "(further failures of the same kind are recorded without a warning)",
+                    RuntimeWarning,
+                    stacklevel=4,
+                )
 
     def _record_error(self, step: int, param: str | None, where: str, exc: BaseException) -> None:
         self._error_count += 1

@@ -327,6 +327,8 @@ def assess_sample(
 def _degenerate_status(full: Moments, sample: np.ndarray) -> tuple[str | None, str]:
     if full.n_finite == 0:
         return schema.STATUS_ALL_NONFINITE, f"all {full.numel} values are NaN/Inf"
+    if full.n_finite < 2:
+        return schema.STATUS_TOO_FEW, "a single value: no spread to test"
     if full.std == 0 or full.std <= _RELATIVE_CONSTANT * abs(full.mean):
         return schema.STATUS_CONSTANT, f"all values equal {full.mean:.6g}"
     if sample.size < MIN_TESTED:
