@@ -13,7 +13,9 @@ def test_demo_at_a_few_steps_then_summary(tmp_path, capsys):
     assert "layers.0.conv1.weight" in text and "verdict_first" in text and str(out) in text
     run = gp.load_run(out)
     assert sorted(run.stats["step"].unique()) == [0, 5, 10]
-    conv = run.stats[(run.stats["param"] == "layers.1.conv2.weight") & (run.stats["quantity"] == "theta_minus_grad")]
+    conv = run.stats[
+        (run.stats["param"] == "layers.1.conv2.weight") & (run.stats["quantity"] == "theta_minus_grad")
+    ]
     first = conv.sort_values("step").iloc[0]
     assert first["verdict"] == "non-Gaussian" and first["excess_kurtosis"] == pytest.approx(-1.2, abs=0.1)
     assert main(["summary", str(out)]) == 0
@@ -21,8 +23,23 @@ def test_demo_at_a_few_steps_then_summary(tmp_path, capsys):
 
 
 def test_demo_normal_init_is_gaussian_at_step_zero(tmp_path):
-    assert main(["demo", "--steps", "1", "--every", "1", "--init", "normal", "--out", str(tmp_path / "n"),
-                 "--no-progress"]) == 0
+    assert (
+        main(
+            [
+                "demo",
+                "--steps",
+                "1",
+                "--every",
+                "1",
+                "--init",
+                "normal",
+                "--out",
+                str(tmp_path / "n"),
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     s = gp.load_run(tmp_path / "n").stats
     conv = s[(s["param"] == "layers.1.conv2.weight") & (s["quantity"] == "theta")].iloc[0]
     assert conv["verdict"] in ("Gaussian", "negligible deviation")

@@ -145,11 +145,40 @@ def test_moments_only_mode():
 def test_result_fields_match_stats_columns():
     fields = set(gp.normality(np.arange(50.0)).to_dict())
     assert fields <= set(schema.STATS_COLUMNS)
-    required = {"ks_d", "lilliefors_p", "shapiro_w", "shapiro_p", "anderson_a2", "anderson_p", "qq_r",
-                "qq_r_crit05", "w1_sigma", "verdict", "skew", "excess_kurtosis", "numel", "n_tested"}
+    required = {
+        "ks_d",
+        "lilliefors_p",
+        "shapiro_w",
+        "shapiro_p",
+        "anderson_a2",
+        "anderson_p",
+        "qq_r",
+        "qq_r_crit05",
+        "w1_sigma",
+        "verdict",
+        "skew",
+        "excess_kurtosis",
+        "numel",
+        "n_tested",
+    }
     assert required <= fields
 
 
 def test_bad_thresholds_rejected():
     with pytest.raises(ValueError, match="alpha"):
         gp.VerdictThresholds(alpha=1.5)
+
+
+@pytest.mark.parametrize("n", [20, 57, 400, 5000])
+def test_closed_form_dagostino_and_jarque_bera_match_scipy(n):
+    from goup_probe.stats.normality import dagostino_pearson_p, jarque_bera_p
+
+    x = np.random.default_rng(n).gamma(3.0, size=n)
+    g1, g2 = stats.skew(x), stats.kurtosis(x)
+    assert dagostino_pearson_p(g1, g2, n) == pytest.approx(stats.normaltest(x).pvalue, rel=1e-9, abs=1e-300)
+    assert jarque_bera_p(g1, g2, n) == pytest.approx(stats.jarque_bera(x).pvalue, rel=1e-9, abs=1e-300)
+
+
+def test_huge_values_do_not_overflow():
+    r = gp.normality(np.random.default_rng(0).normal(size=100) * 1e200)
+    assert r.status == "ok" and np.isfinite(r.shapiro_w)

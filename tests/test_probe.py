@@ -59,11 +59,24 @@ def test_captured_statistics_equal_direct_computation(tmp_path):
     run = gp.load_run(tmp_path / "r")
     row = _rows(run, "theta_minus_grad", "fc1.weight").iloc[0]
     direct = gp.normality(expected_x)
-    for name in ("mean", "std", "skew", "excess_kurtosis", "min", "max", "shapiro_w", "ks_d", "qq_r", "w1_sigma"):
+    for name in (
+        "mean",
+        "std",
+        "skew",
+        "excess_kurtosis",
+        "min",
+        "max",
+        "shapiro_w",
+        "ks_d",
+        "qq_r",
+        "w1_sigma",
+    ):
         assert row[name] == pytest.approx(getattr(direct, name), rel=1e-9, abs=1e-12), name
     assert row["param_norm"] == pytest.approx(np.linalg.norm(expected_theta), rel=1e-9)
     assert row["grad_norm"] == pytest.approx(np.linalg.norm(expected_grad), rel=1e-9)
-    assert row["grad_to_param"] == pytest.approx(np.linalg.norm(expected_grad) / np.linalg.norm(expected_theta))
+    assert row["grad_to_param"] == pytest.approx(
+        np.linalg.norm(expected_grad) / np.linalg.norm(expected_theta)
+    )
     assert row["lr"] == 0.05
 
 
@@ -261,7 +274,9 @@ def test_trajectories_recorded_every_step_with_next_theta(tmp_path):
 def test_layers_selects_by_glob_and_subsample_is_bounded(tmp_path):
     model = nn.Sequential(nn.Linear(100, 80), nn.ReLU(), nn.Linear(80, 2))
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
-    with gp.attach(model, opt, run_dir=tmp_path / "r", every=1, layers="0.*", sample_size=1000, keep_samples=50):
+    with gp.attach(
+        model, opt, run_dir=tmp_path / "r", every=1, layers="0.*", sample_size=1000, keep_samples=50
+    ):
         model(torch.randn(4, 100)).sum().backward()
         opt.step()
     run = gp.load_run(tmp_path / "r")

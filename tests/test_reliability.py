@@ -131,10 +131,15 @@ def test_error_in_capture_is_recorded_and_training_continues(tmp_path, monkeypat
 
 
 def test_strict_mode_reraises(tmp_path, monkeypatch):
-    monkeypatch.setattr(probe_module, "reduce_difference", lambda *a: (_ for _ in ()).throw(RuntimeError("x")))
+    monkeypatch.setattr(
+        probe_module, "reduce_difference", lambda *a: (_ for _ in ()).throw(RuntimeError("x"))
+    )
     model = TinyNet()
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
-    with pytest.raises(RuntimeError, match="x"), gp.attach(model, opt, run_dir=tmp_path / "r", every=1, strict=True):
+    with (
+        pytest.raises(RuntimeError, match="x"),
+        gp.attach(model, opt, run_dir=tmp_path / "r", every=1, strict=True),
+    ):
         train(model, opt, batches(1))
     assert gp.load_run(tmp_path / "r").status == "failed"
 
@@ -228,7 +233,11 @@ def test_channels_last_and_non_contiguous_match_contiguous(tmp_path):
     reference = (conv.weight.detach().double()).numpy().ravel()
     conv = conv.to(memory_format=torch.channels_last)
     assert not conv.weight.is_contiguous()
-    _one_step(conv, tmp_path / "r", lambda m: m(torch.randn(2, 3, 6, 6).to(memory_format=torch.channels_last)).sum() * 0)
+    _one_step(
+        conv,
+        tmp_path / "r",
+        lambda m: m(torch.randn(2, 3, 6, 6).to(memory_format=torch.channels_last)).sum() * 0,
+    )
     s = gp.load_run(tmp_path / "r").stats
     theta = s[(s["param"] == "weight") & (s["quantity"] == "theta")].iloc[0]
     direct = gp.normality(reference)

@@ -82,7 +82,10 @@ def test_writer_appends_new_parts_after_existing_ones(tmp_path):
     again = RunWriter(tmp_path / "w")
     again.append("extra", [{"a": 2}])
     again.flush()
-    assert sorted(p.name for p in (tmp_path / "w" / "extra").iterdir()) == ["part-000000.parquet", "part-000001.parquet"]
+    assert sorted(p.name for p in (tmp_path / "w" / "extra").iterdir()) == [
+        "part-000000.parquet",
+        "part-000001.parquet",
+    ]
     assert list(gp.load_run(tmp_path / "w").table("extra")["a"]) == [1, 2]
 
 
