@@ -10,10 +10,10 @@ import goup_probe as gp
 from goup_probe import schema
 from goup_probe.stats.normality import (
     Moments,
+    assess_sample,
     lilliefors_statistic,
     moments,
     qq_r_critical,
-    assess_sample,
     wasserstein1_to_normal,
 )
 

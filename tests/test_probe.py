@@ -15,10 +15,33 @@ from goup_probe.stats.normality import moments
 from tests.helpers import TinyNet, batches, train
 
 REQUIRED_COLUMNS = (
-    "step param quantity axis lr status numel n_tested mean std skew excess_kurtosis nonfinite param_norm "
-    "grad_norm grad_to_param ks_d lilliefors_p shapiro_w shapiro_p anderson_a2 anderson_p qq_r qq_r_crit05 "
-    "w1_sigma verdict"
-).split()
+    "step",
+    "param",
+    "quantity",
+    "axis",
+    "lr",
+    "status",
+    "numel",
+    "n_tested",
+    "mean",
+    "std",
+    "skew",
+    "excess_kurtosis",
+    "nonfinite",
+    "param_norm",
+    "grad_norm",
+    "grad_to_param",
+    "ks_d",
+    "lilliefors_p",
+    "shapiro_w",
+    "shapiro_p",
+    "anderson_a2",
+    "anderson_p",
+    "qq_r",
+    "qq_r_crit05",
+    "w1_sigma",
+    "verdict",
+)
 
 
 def _rows(run, quantity, param=None):

@@ -153,7 +153,8 @@ def test_sigterm_leaves_a_readable_interrupted_run(tmp_path):
         import goup_probe as gp
         from tests.helpers import TinyNet, batches
         model = TinyNet(); opt = torch.optim.SGD(model.parameters(), lr=0.1)
-        with gp.attach(model, opt, run_dir={str(tmp_path / "r")!r}, every=1, flush_rows=10**6, flush_seconds=1e9):
+        run_dir = {str(tmp_path / "r")!r}
+        with gp.attach(model, opt, run_dir=run_dir, every=1, flush_rows=10**6, flush_seconds=1e9):
             for i, (x, y) in enumerate(batches(50)):
                 torch.nn.functional.cross_entropy(model(x), y).backward()
                 opt.step(); opt.zero_grad()
