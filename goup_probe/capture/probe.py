@@ -29,6 +29,7 @@ from torch import nn
 
 from goup_probe import schedule as schedules
 from goup_probe import schema
+from goup_probe.capture import distributed as _dist
 from goup_probe.capture.hooks import HookSet
 from goup_probe.capture.signals import SigtermGuard, Terminated
 from goup_probe.capture.reduce import Reduction, flat_view, gather, reduce_difference, reduce_flat
@@ -62,6 +63,8 @@ class TrackedParam:
     tracers: torch.Tensor | None
     skip_status: str | None = None
     skip_reason: str = ""
+    shard: _dist.ShardedTensor | None = None
+    """Layout of a DTensor (FSDP2) parameter; None for plain tensors."""
 
 
 @dataclass
@@ -244,6 +247,7 @@ class Probe:
         self._error_count = 0
         self._warned: set[tuple[str | None, str, str]] = set()
         self._sigterm = SigtermGuard()
+        self._dist = _dist.DistInfo()
 
     # ------------------------------------------------------------------ lifecycle
     @property
@@ -269,9 +273,9 @@ class Probe:
             raise ProbeError(
                 f"a goup_probe Probe is already attached to this {type(self.model).__name__}; detach it first"
             )
+        self._dist = _dist.detect(_unwrap(self.model))
         self._tracked = self._build_tracked()
-        path = prepare_run_dir(self._run_dir_arg, overwrite=self._overwrite)
-        self._writer = RunWriter(path, flush_rows=self._flush[0], flush_seconds=self._flush[1])
+        self._writer = self._open_writer()
         self._meta = self._initial_meta()
         self._writer.write_meta(self._meta)
         self._write_tracer_table()
@@ -323,6 +327,36 @@ class Probe:
         else:
             self.detach("failed", f"{exc_type.__name__}: {exc}")
 
+    def _open_writer(self) -> RunWriter | _dist.NullWriter:
+        """Rank 0 creates the run directory; other ranks get a writer that writes nothing.
+
+        Under ``torch.distributed`` every rank agrees on the outcome (and on which
+        sharded layouts are usable), so a failure raises on every rank instead of
+        leaving one waiting in a collective. A replicated (DDP) run's ranks > 0 stay
+        passive: they capture nothing.
+        """
+        writer, error = None, None
+        if self._dist.writes:
+            try:
+                path = prepare_run_dir(self._run_dir_arg, overwrite=self._overwrite)
+                writer = RunWriter(path, flush_rows=self._flush[0], flush_seconds=self._flush[1])
+            except Exception as exc:
+                error = exc
+        sharded = [t for t in self._tracked if t.shard is not None]
+        flags = _dist.agree([error is None] + [t.shard.check(t.param) for t in sharded], self._dist)
+        for tracked, ok in zip(sharded, flags[1:], strict=True):
+            if not ok:
+                tracked.skip_status = schema.STATUS_UNSUPPORTED
+                tracked.skip_reason = "the DTensor's local shard does not match its placements"
+                tracked.shard, tracked.tracers = None, None
+        if error is not None:
+            raise error
+        if not flags[0]:
+            raise ProbeError(f"rank 0 could not create the run directory {self._run_dir_arg}")
+        if self._dist.passive:
+            self._capture_disabled = True
+        return writer if writer is not None else _dist.NullWriter(self._run_dir_arg)
+
     def _at_exit(self) -> None:
         self.detach("interrupted", "the interpreter exited while the probe was attached")
 
@@ -373,6 +407,12 @@ class Probe:
         if n_tr:
             tracers_np = np.sort(rng.choice(numel, size=n_tr, replace=False)).astype(np.int64)
             tracers = torch.from_numpy(tracers_np).to(param.device)
+        shard, shard_error = None, ""
+        if _dist.is_dtensor(param) and param.requires_grad:
+            try:
+                shard = _dist.shard_layout(param, index_np, tracers_np if n_tr else None)
+            except _dist.UnsupportedLayout as exc:
+                shard_error = str(exc)
         status, reason = None, ""
         if not param.requires_grad:
             status, reason = schema.STATUS_FROZEN, "requires_grad is False"
@@ -380,6 +420,8 @@ class Probe:
             status, reason = schema.STATUS_FROZEN, "not in the optimizer's param groups"
         elif param.is_complex():
             status, reason = schema.STATUS_UNSUPPORTED, f"complex dtype {param.dtype} is not tested"
+        elif shard_error:
+            status, reason = schema.STATUS_UNSUPPORTED, shard_error
         return TrackedParam(
             name=name,
             param=param,
@@ -389,6 +431,7 @@ class Probe:
             tracers=tracers if status is None else None,
             skip_status=status,
             skip_reason=reason,
+            shard=shard if status is None else None,
         )
 
     def _initial_meta(self) -> dict[str, Any]:
@@ -443,7 +486,8 @@ class Probe:
                 "seed": self.seed,
                 "thresholds": vars(self.thresholds),
             },
-            "world_size": 1,
+            "world_size": self._dist.world_size,
+            "distributed": self._dist.describe(),
             "steps": 0,
             "captured_steps": 0,
             "errors": [],
@@ -499,6 +543,8 @@ class Probe:
 
     def _begin_step(self, lrs: dict[str, float]) -> None:
         step = self._step
+        if self._dist.sharded:  # a rank whose writing failed stops every rank, together
+            self._capture_disabled = _dist.any_rank(self._capture_disabled, self._dist)
         captured = (not self._capture_disabled) and bool(self.schedule(step))
         state = _StepState(step=step, captured=captured, lrs=lrs)
         self._state = state
@@ -518,10 +564,12 @@ class Probe:
         if state is None:
             return
         try:
-            if not self._capture_disabled:
+            # sharded: rank 0 may have stopped mid-step; it still joins this step's collectives
+            if not self._capture_disabled or self._dist.sharded:
                 for tracked in self._tracked:
                     if tracked.skip_status is None:
                         self._guard(state.step, tracked.name, "after step", self._after, state, tracked)
+            if not self._capture_disabled:
                 self._guard(state.step, None, "writing", self._writer.maybe_flush)
         finally:
             self._step += 1
@@ -569,6 +617,11 @@ class Probe:
 
     # ------------------------------------------------------------------ capture
     def _before(self, state: _StepState, tracked: TrackedParam) -> None:
+        if tracked.shard is not None:
+            self._before_sharded(state, tracked)
+            return
+        if not self._dist.writes:  # a replicated tensor in a sharded run: rank 0 alone
+            return
         theta = flat_view(tracked.param)
         grad = tracked.param.grad
         g = flat_view(grad) if grad is not None else None
@@ -610,6 +663,11 @@ class Probe:
             )
 
     def _after(self, state: _StepState, tracked: TrackedParam) -> None:
+        if tracked.shard is not None:
+            self._after_sharded(state, tracked)
+            return
+        if not self._dist.writes:
+            return
         theta_new = flat_view(tracked.param)
         if tracked.name in state.tracer_values:
             t_theta, t_grad = state.tracer_values.pop(tracked.name)
@@ -644,6 +702,106 @@ class Probe:
             snap.grad_norm,
             extra=shadow,
         )
+
+    # ------------------------------------------------------------------ sharded (FSDP2)
+    def _before_sharded(self, state: _StepState, tracked: TrackedParam) -> None:
+        """:meth:`_before` for a DTensor: every rank reduces its shard, rank 0 writes.
+
+        Everything that decides which collectives follow (tracer values, the
+        snapshot) is settled before rank 0 alone does any work.
+        """
+        shard = tracked.shard
+        theta = shard.local(tracked.param)
+        grad = tracked.param.grad
+        g = shard.local(grad) if grad is not None else None
+        res = _dist.reduce_before(
+            shard, theta, g, captured=state.captured, tracers=tracked.tracers is not None
+        )
+        self._count_bytes(res.bytes_received)
+        if res.tracer_theta is not None:
+            state.tracer_values[tracked.name] = (res.tracer_theta, res.tracer_grad)
+        if not state.captured:
+            return
+        lr = state.lrs.get(tracked.name, math.nan)
+        if res.grad is not None and schema.UPDATE in self.quantities:
+            state.snapshots[tracked.name] = _Snapshot(
+                theta=theta.clone(),
+                lr=lr,
+                grad_norm=res.grad.norm,
+                param_norm=res.theta.norm,
+                x_std=res.x.moments.std,
+                numel=shard.numel,
+            )
+        if not self._dist.writes:
+            return
+        param_norm = res.theta.norm
+        if res.grad is None:
+            self._emit(state.step, tracked, schema.THETA, lr, res.theta, param_norm, math.nan)
+            for quantity in (schema.THETA_MINUS_GRAD, schema.GRAD):
+                self._emit_status(
+                    state.step,
+                    tracked,
+                    quantity,
+                    lr,
+                    schema.STATUS_NO_GRAD,
+                    "grad is None at this step on at least one rank",
+                )
+            return
+        grad_norm = res.grad.norm
+        self._emit(state.step, tracked, schema.THETA_MINUS_GRAD, lr, res.x, param_norm, grad_norm)
+        self._emit(state.step, tracked, schema.THETA, lr, res.theta, param_norm, grad_norm)
+        self._emit(state.step, tracked, schema.GRAD, lr, res.grad, param_norm, grad_norm)
+
+    def _after_sharded(self, state: _StepState, tracked: TrackedParam) -> None:
+        """:meth:`_after` for a DTensor (one collective on every rank, rank 0 writes)."""
+        shard = tracked.shard
+        tracer = state.tracer_values.pop(tracked.name, None)
+        snap = state.snapshots.pop(tracked.name, None)
+        grad = tracked.param.grad
+        res = _dist.reduce_after(
+            shard,
+            shard.local(tracked.param),
+            snap.theta if snap is not None else None,
+            shard.local(grad) if grad is not None else None,
+            tracers=tracer is not None,
+        )
+        self._count_bytes(res.bytes_received)
+        if not self._dist.writes or self._capture_disabled:
+            return
+        if tracer is not None:
+            self._writer.append(
+                "trajectories",
+                [
+                    {
+                        "step": state.step,
+                        "param": tracked.name,
+                        "lr": state.lrs.get(tracked.name, math.nan),
+                        "theta": tracer[0].tolist(),
+                        "grad": tracer[1].tolist(),
+                        "theta_next": res.tracer_next.tolist(),
+                    }
+                ],
+            )
+        if snap is None:
+            return
+        shadow = {}
+        if grad is not None and self.optimizer is not None:
+            shadow = _shadow_from_dot(res.dot, snap, res.update.norm)
+        self._emit(
+            state.step,
+            tracked,
+            schema.UPDATE,
+            snap.lr,
+            res.update,
+            snap.param_norm,
+            snap.grad_norm,
+            extra=shadow,
+        )
+
+    def _count_bytes(self, nbytes: int) -> None:
+        if nbytes and "distributed" in self._meta:
+            info = self._meta["distributed"]
+            info["bytes_received"] = info.get("bytes_received", 0) + nbytes
 
     # ------------------------------------------------------------------ rows
     def _emit(
@@ -784,13 +942,18 @@ def _shadow_fidelity(
     * ``goup_w2_rel`` = W2(δ_Δ, N(−αg, α²σ²I)) / ‖αg‖, where
       W2² = ‖Δ + αg‖² + Nα²σ² (for plain SGD it equals ``noise_to_signal``).
     """
-    alpha = snap.lr
     dot = 0.0
     chunk = 1 << 22
     for start in range(0, grad.numel(), chunk):
         stop = start + chunk
         delta = theta_new[start:stop].to(torch.float64) - snap.theta[start:stop].to(torch.float64)
         dot += float(torch.dot(delta, grad[start:stop].to(torch.float64)))
+    return _shadow_from_dot(dot, snap, update_norm)
+
+
+def _shadow_from_dot(dot: float, snap: _Snapshot, update_norm: float) -> dict[str, float]:
+    """The shadow-fidelity columns from Σ(θ' − θ)·g (see :func:`_shadow_fidelity`)."""
+    alpha = snap.lr
     g_norm = snap.grad_norm
     out = {"noise_to_signal": math.nan, "goup_cosine": math.nan, "goup_w2_rel": math.nan}
     if g_norm > 0 and math.isfinite(g_norm):

@@ -1,0 +1,259 @@
+"""Step-time overhead of the probe against training without any logging.
+
+Two workloads (issue 7):
+
+* ``cnn``: ResNet-20 (~270k parameters), random 3×32×32 inputs, batch 128, SGD with momentum;
+* ``mlp``: 784-1024-1024-10, batch 256, SGD with momentum.
+
+Configurations are interleaved (A B C A B C …) so that drift of a shared machine
+hits all of them alike; each repetition builds a fresh model from the same seed,
+attaches the probe, runs warm-up steps (which include a captured step, so the
+one-off Lilliefors null tables are not charged), then times ``--steps`` steps
+*plus the detach* (final Parquet flush).
+The table shows the median ms/step over repetitions, the ratio of each
+repetition to the baseline of the same repetition (median), and the spread
+(min–max of those ratios).
+
+Usage::
+
+    python benchmarks/overhead.py            # default, a few minutes on 2 cores
+    python benchmarks/overhead.py --quick    # smoke run
+    python benchmarks/overhead.py --profile cnn:every1   # cProfile of one configuration
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import datetime as dt
+import importlib.util
+import os
+import platform
+import pstats
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+import goup_probe as gp
+from goup_probe.demo.models import resnet20
+
+NEVER = 10**9
+"""``every`` large enough that only step 0 would be captured; combined with a schedule that never fires."""
+
+
+@dataclass
+class Workload:
+    name: str
+    make_model: Callable[[], nn.Module]
+    batch: Callable[[torch.Generator], tuple[torch.Tensor, torch.Tensor]]
+    steps: int
+    warmup: int
+
+
+def _cnn_batch(gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    return torch.randn(128, 3, 32, 32, generator=gen), torch.randint(0, 10, (128,), generator=gen)
+
+
+def _mlp_batch(gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    return torch.randn(256, 784, generator=gen), torch.randint(0, 10, (256,), generator=gen)
+
+
+def _mlp() -> nn.Module:
+    return nn.Sequential(
+        nn.Linear(784, 1024), nn.ReLU(), nn.Linear(1024, 1024), nn.ReLU(), nn.Linear(1024, 10)
+    )
+
+
+def workloads(quick: bool) -> dict[str, Workload]:
+    return {
+        "cnn": Workload("cnn", lambda: resnet20(3, 10), _cnn_batch, 10 if quick else 20, 2 if quick else 3),
+        "mlp": Workload("mlp", _mlp, _mlp_batch, 40 if quick else 100, 5 if quick else 10),
+    }
+
+
+def _never(step: int) -> bool:
+    return False
+
+
+# name -> (description, attach options or None for no probe)
+CONFIGS: dict[str, tuple[str, dict[str, Any] | None]] = {
+    "baseline": ("no logging", None),
+    "every10": ("probe every 10th step, default statistics", {"every": 10}),
+    "every10_x": ("probe every 10th step, tests on X only", {"every": 10, "tested": ("theta_minus_grad",)}),
+    "every1": (
+        "probe every step, tests on X, moments on θ, g, update",
+        {"every": 1, "tested": ("theta_minus_grad",)},
+    ),
+    "hooks": ("probe attached, nothing captured, tracers=0", {"schedule": _never, "tracers": 0}),
+    "tracers": ("probe attached, only tracers (256/tensor) every step", {"schedule": _never}),
+}
+
+
+def _attach(model: nn.Module, opt: torch.optim.Optimizer, options: dict[str, Any], run_dir: Path) -> Any:
+    return gp.attach(model, opt, run_dir=run_dir, overwrite=True, **options)
+
+
+def run_once(work: Workload, config: str, root: Path, rep: int, extra: dict[str, Any]) -> float:
+    """Seconds per step of one repetition of one configuration (timed steps plus detach)."""
+    torch.manual_seed(0)
+    model = work.make_model()
+    opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+    gen = torch.Generator().manual_seed(1)
+    data = [work.batch(gen) for _ in range(4)]
+    loss_fn = nn.CrossEntropyLoss()
+    options = CONFIGS[config][1]
+    probe = None
+    if options is not None:
+        probe = _attach(model, opt, {**options, **extra}, root / f"{work.name}-{config}-{rep}")
+
+    def step(i: int) -> None:
+        x, y = data[i % len(data)]
+        opt.zero_grad(set_to_none=True)
+        loss_fn(model(x), y).backward()
+        opt.step()
+
+    # warm-up: steps 0..warmup-1 (step 0 is a captured step for every schedule above)
+    for i in range(work.warmup):
+        step(i)
+    # align the timed window to whole capture periods
+    start_step = work.warmup
+    if options is not None and options.get("every"):
+        period = options["every"]
+        while start_step % period:
+            step(start_step)
+            start_step += 1
+    t0 = time.perf_counter()
+    for i in range(start_step, start_step + work.steps):
+        step(i)
+    if probe is not None:
+        probe.detach()
+    elapsed = time.perf_counter() - t0
+    return elapsed / work.steps
+
+
+@dataclass
+class Row:
+    workload: str
+    config: str
+    ms: float
+    ratio: float
+    ratio_lo: float
+    ratio_hi: float
+    reps: int
+
+
+def measure(names: list[str], configs: list[str], reps: int, quick: bool, extra: dict[str, Any]) -> list[Row]:
+    root = Path(tempfile.mkdtemp(prefix="goup-bench-"))
+    rows = []
+    try:
+        for wname in names:
+            work = workloads(quick)[wname]
+            times: dict[str, list[float]] = {c: [] for c in configs}
+            for rep in range(reps):
+                for config in configs:
+                    times[config].append(run_once(work, config, root, rep, extra))
+                    shutil.rmtree(root / f"{work.name}-{config}-{rep}", ignore_errors=True)
+                print(
+                    f"  {wname} rep {rep + 1}/{reps}: "
+                    + " ".join(f"{c}={times[c][-1] * 1e3:.1f}" for c in configs),
+                    file=sys.stderr,
+                    flush=True,
+                )
+            base = times["baseline"]
+            for config in configs:
+                ratios = [t / b for t, b in zip(times[config], base, strict=True)]
+                rows.append(
+                    Row(
+                        wname,
+                        config,
+                        statistics.median(times[config]) * 1e3,
+                        statistics.median(ratios),
+                        min(ratios),
+                        max(ratios),
+                        reps,
+                    )
+                )
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+    return rows
+
+
+def format_rows(rows: list[Row]) -> str:
+    lines = [
+        "| workload | configuration | median ms/step | ratio to baseline | spread (min–max ratio) |",
+        "|---|---|---:|---:|---:|",
+    ]
+    for r in rows:
+        desc = CONFIGS[r.config][0]
+        lines.append(
+            f"| {r.workload} | {r.config}: {desc} | {r.ms:.1f} | {r.ratio:.3f}× | "
+            f"{r.ratio_lo:.3f}–{r.ratio_hi:.3f} |"
+        )
+    for tool, module in (("TensorBoard add_histogram", "torch.utils.tensorboard"), ("wandb.watch", "wandb")):
+        top = module.split(".")[-1] if module == "wandb" else "tensorboard"
+        if importlib.util.find_spec(top) is None:
+            lines.append(f"| both | {tool} | not installed | – | – |")
+    return "\n".join(lines)
+
+
+def header(reps: int, quick: bool) -> str:
+    return (
+        f"date {dt.date.today().isoformat()}, {platform.platform()}, "
+        f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
+        f"torch {torch.__version__}, threads {torch.get_num_threads()}, "
+        f"{reps} interleaved repetitions{' (quick)' if quick else ''}"
+    )
+
+
+def profile(target: str, quick: bool, extra: dict[str, Any]) -> None:
+    wname, config = target.split(":")
+    work = workloads(quick)[wname]
+    root = Path(tempfile.mkdtemp(prefix="goup-prof-"))
+    try:
+        run_once(work, config, root, 0, extra)  # warm caches
+        prof = cProfile.Profile()
+        prof.enable()
+        run_once(work, config, root, 1, extra)
+        prof.disable()
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+    pstats.Stats(prof).sort_stats("tottime").print_stats(25)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--quick", action="store_true", help="fewer steps and repetitions (smoke run)")
+    parser.add_argument("--reps", type=int, default=None, help="interleaved repetitions (default 5, quick 3)")
+    parser.add_argument("--workloads", default="cnn,mlp")
+    parser.add_argument("--configs", default="baseline,every10,every1,hooks,tracers")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--profile", metavar="WORKLOAD:CONFIG", help="cProfile one configuration instead")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    extra: dict[str, Any] = {}
+    if args.profile:
+        profile(args.profile, args.quick, extra)
+        return 0
+    reps = args.reps or (3 if args.quick else 5)
+    configs = args.configs.split(",")
+    if "baseline" not in configs:
+        configs.insert(0, "baseline")
+    rows = measure(args.workloads.split(","), configs, reps, args.quick, extra)
+    print(header(reps, args.quick))
+    print(format_rows(rows))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
