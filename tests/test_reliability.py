@@ -108,14 +108,14 @@ def test_disk_full_stops_capture_not_training(tmp_path, monkeypatch):
 
 
 def test_error_in_capture_is_recorded_and_training_continues(tmp_path, monkeypatch):
-    real = probe_module.reduce_difference
+    real = probe_module.reduce_components
 
-    def broken(left, right, index):
-        if left.numel() == 16 * 6:  # fc1.weight only
+    def broken(theta, grad, index):
+        if theta.numel() == 16 * 6:  # fc1.weight only
             raise RuntimeError("simulated reduction failure")
-        return real(left, right, index)
+        return real(theta, grad, index)
 
-    monkeypatch.setattr(probe_module, "reduce_difference", broken)
+    monkeypatch.setattr(probe_module, "reduce_components", broken)
     model = TinyNet()
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
     with pytest.warns(RuntimeWarning, match=r"'fc1.weight' \(before step\) at step 0"):
@@ -132,7 +132,7 @@ def test_error_in_capture_is_recorded_and_training_continues(tmp_path, monkeypat
 
 def test_strict_mode_reraises(tmp_path, monkeypatch):
     monkeypatch.setattr(
-        probe_module, "reduce_difference", lambda *a: (_ for _ in ()).throw(RuntimeError("x"))
+        probe_module, "reduce_components", lambda *a: (_ for _ in ()).throw(RuntimeError("x"))
     )
     model = TinyNet()
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
@@ -238,6 +238,7 @@ def test_channels_last_and_non_contiguous_match_contiguous(tmp_path):
         conv,
         tmp_path / "r",
         lambda m: m(torch.randn(2, 3, 6, 6).to(memory_format=torch.channels_last)).sum() * 0,
+        tested=schema.QUANTITIES,
     )
     s = gp.load_run(tmp_path / "r").stats
     theta = s[(s["param"] == "weight") & (s["quantity"] == "theta")].iloc[0]
@@ -294,7 +295,7 @@ def test_nonfinite_gradients_and_weights_are_counted(tmp_path):
         out = m(torch.randn(4, 30))
         return out[:, 1:].pow(2).sum()
 
-    with gp.attach(model, opt, run_dir=tmp_path / "r", every=1):
+    with gp.attach(model, opt, run_dir=tmp_path / "r", every=1, tested=schema.QUANTITIES):
         loss(model).backward()
         model.bias.grad[2] = float("inf")
         opt.step()

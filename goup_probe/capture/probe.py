@@ -10,6 +10,7 @@ Without one, call :meth:`Probe.capture` after ``backward()``.
 from __future__ import annotations
 
 import atexit
+import contextlib
 import datetime as _dt
 import fnmatch
 import math
@@ -31,8 +32,15 @@ from goup_probe import schedule as schedules
 from goup_probe import schema
 from goup_probe.capture import distributed as _dist
 from goup_probe.capture.hooks import HookSet
+from goup_probe.capture.reduce import (
+    Reduction,
+    flat_view,
+    gather,
+    reduce_components,
+    reduce_difference,
+    reduce_flat,
+)
 from goup_probe.capture.signals import SigtermGuard, Terminated
-from goup_probe.capture.reduce import Reduction, flat_view, gather, reduce_difference, reduce_flat
 from goup_probe.stats.normality import (
     DEFAULT_THRESHOLDS,
     MAX_TESTED,
@@ -159,7 +167,8 @@ class Probe:
     quantities : sequence of str
         Which of ``theta_minus_grad``, ``theta``, ``grad``, ``update`` to record.
     tested : sequence of str
-        Quantities that get the full test battery; the others get moments only.
+        Quantities that get the full test battery (default X = θ − g only); the
+        others get moments, norms and stored samples, which costs far less.
     sample_size : int
         Size of the seeded subsample the tests run on (at most 5000 for Shapiro-Wilk).
     keep_samples : int
@@ -191,7 +200,7 @@ class Probe:
         schedule: schedules.Schedule | None = None,
         layers: LayerSelector = None,
         quantities: Sequence[str] = schema.QUANTITIES,
-        tested: Sequence[str] = schema.QUANTITIES,
+        tested: Sequence[str] = (schema.THETA_MINUS_GRAD,),
         sample_size: int = MAX_TESTED,
         keep_samples: int = 1000,
         tracers: int = 256,
@@ -610,10 +619,8 @@ class Probe:
             self.errors.append(
                 {"step": step, "param": param, "where": where, "error": f"{type(exc).__name__}: {exc}"}
             )
-        try:
+        with contextlib.suppress(OSError):
             self._write_meta()
-        except OSError:
-            pass
 
     # ------------------------------------------------------------------ capture
     def _before(self, state: _StepState, tracked: TrackedParam) -> None:
@@ -632,9 +639,9 @@ class Probe:
         if not state.captured:
             return
         lr = state.lrs.get(tracked.name, math.nan)
-        red_theta = reduce_flat(theta, tracked.index)
-        param_norm = red_theta.norm
         if g is None:
+            red_theta = reduce_flat(theta, tracked.index)
+            param_norm = red_theta.norm
             self._emit(state.step, tracked, schema.THETA, lr, red_theta, param_norm, math.nan)
             for quantity in (schema.THETA_MINUS_GRAD, schema.GRAD):
                 self._emit_status(
@@ -646,9 +653,9 @@ class Probe:
                     "grad is None at this step (parameter unused in the forward pass?)",
                 )
             return
-        red_grad = reduce_flat(g, tracked.index)
-        grad_norm = red_grad.norm
-        red_x = reduce_difference(theta, g, tracked.index)
+        parts = reduce_components(theta, g, tracked.index)
+        red_theta, red_grad, red_x = parts.theta, parts.grad, parts.x
+        param_norm, grad_norm = red_theta.norm, red_grad.norm
         self._emit(state.step, tracked, schema.THETA_MINUS_GRAD, lr, red_x, param_norm, grad_norm)
         self._emit(state.step, tracked, schema.THETA, lr, red_theta, param_norm, grad_norm)
         self._emit(state.step, tracked, schema.GRAD, lr, red_grad, param_norm, grad_norm)

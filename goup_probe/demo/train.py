@@ -10,6 +10,7 @@ import pandas as pd
 import torch
 from torch import nn
 
+from goup_probe import schema
 from goup_probe.capture.probe import attach
 from goup_probe.demo.data import BatchStream, load_digits_data
 from goup_probe.demo.models import Init, SmallResNet
@@ -87,9 +88,8 @@ def run_demo(
     batches = BatchStream(data.train_x, data.train_y, batch_size, seed)
     criterion = nn.CrossEntropyLoss()
     meta = {"demo": {"data": data.name, "init": init, "batch_size": batch_size, "steps": steps}}
-    with attach(
-        model, optimizer, run_dir=out, every=every, seed=seed, overwrite=overwrite, metadata=meta
-    ) as probe:
+    options = {"seed": seed, "overwrite": overwrite, "metadata": meta, "tested": schema.QUANTITIES}
+    with attach(model, optimizer, run_dir=out, every=every, **options) as probe:  # small model: test all
         for _ in _progress(range(steps), progress):
             x, y = batches.next()
             loss = criterion(model(x), y)
