@@ -1,0 +1,380 @@
+"""OU fits, their diagnostics, and the per-layer OU validation of a probed run.
+
+Tolerances come from the estimators' sampling distributions:
+
+* one series of T transitions, φ = 1 − k: sd(k̂) ≈ √((1 − φ²)/T) = √((2k − k²)/T)
+  and E[k̂] − k ≈ (1 + 3φ)/T (Kendall 1954);
+* C independent series pooled: sd ≈ √((1 − φ²)/(T·C)), bias ≈ Nickell's (≈ 2/T);
+* a rejection rate estimated from m independent tests at level a: sd √(a(1 − a)/m).
+"""
+
+from __future__ import annotations
+
+import inspect
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from scipy import stats
+from statsmodels.stats.diagnostic import acorr_ljungbox
+from statsmodels.tsa.ar_model import AutoReg
+from statsmodels.tsa.stattools import adfuller
+from torch import nn
+
+import goup_probe as gp
+from goup_probe import ou as gou
+from goup_probe.cli import main
+from goup_probe.stats import ou
+
+ALPHA = 0.05
+
+
+def simulate_ou(k: float, steps: int, series: int, *, sigma: float = 1.0, mean: float = 0.0, seed: int = 0):
+    """(steps + 1, series) stationary discrete OU paths x_{t+1} = μ + (1 − k)(x_t − μ) + σ e_t."""
+    rng = np.random.default_rng(seed)
+    phi = 1.0 - k
+    x = np.empty((steps + 1, series))
+    x[0] = mean + sigma * rng.standard_normal(series) / math.sqrt(1.0 - phi * phi)
+    noise = sigma * rng.standard_normal((steps, series))
+    for t in range(steps):
+        x[t + 1] = mean + phi * (x[t] - mean) + noise[t]
+    return x
+
+
+def simulate_ar2(steps: int, series: int, phi1: float = 0.5, phi2: float = 0.3, seed: int = 0):
+    rng = np.random.default_rng(seed)
+    x = np.zeros((steps + 200, series))
+    e = rng.standard_normal(x.shape)
+    for t in range(2, x.shape[0]):
+        x[t] = phi1 * x[t - 1] + phi2 * x[t - 2] + e[t]
+    return x[200:]
+
+
+def rate_tolerance(m: int, level: float = ALPHA) -> float:
+    """Three binomial standard errors of a rejection rate from m independent tests."""
+    return 3.0 * math.sqrt(level * (1.0 - level) / m)
+
+
+def trajectories_frame(theta: np.ndarray, grad: np.ndarray, lr: float, param: str = "w") -> pd.DataFrame:
+    """A 'trajectories' table from a (T + 1, C) path θ and (T, C) gradients."""
+    return pd.DataFrame(
+        {
+            "step": np.arange(theta.shape[0] - 1),
+            "param": param,
+            "lr": lr,
+            "theta": list(theta[:-1]),
+            "grad": list(grad),
+            "theta_next": list(theta[1:]),
+        }
+    )
+
+
+# ----------------------------------------------------------------------------- equal to statsmodels / scipy
+
+
+def test_ar1_batch_equals_autoreg():
+    x = simulate_ou(0.1, 400, 1, sigma=0.3, mean=2.0, seed=1)[:, 0]
+    ref = AutoReg(x, lags=1, trend="c").fit()
+    fit = ou.ar1_batch(x[:-1], x[1:])
+    np.testing.assert_allclose(fit.intercept[0], ref.params[0], rtol=1e-9)
+    np.testing.assert_allclose(fit.phi[0], ref.params[1], rtol=1e-12)
+    np.testing.assert_allclose(fit.phi_se[0], ref.bse[1], rtol=1e-9)
+    np.testing.assert_allclose(fit.sigma2[0], ref.sigma2, rtol=1e-9)
+    np.testing.assert_allclose(fit.loglik[0], ref.llf, rtol=1e-9)
+    np.testing.assert_allclose(fit.resid[:, 0], ref.resid, atol=1e-9)
+    one = gp.fit_ou(x)
+    np.testing.assert_allclose(one.k, 1 - ref.params[1], rtol=1e-9)
+    np.testing.assert_allclose(one.k_se, ref.bse[1], rtol=1e-9)
+    np.testing.assert_allclose(one.loglik, ref.llf, rtol=1e-9)
+    np.testing.assert_allclose(one.k_ci, 1 - ref.conf_int()[1][::-1], rtol=1e-9)
+
+
+def test_batch_tests_equal_statsmodels_and_scipy():
+    rng = np.random.default_rng(2)
+    e = rng.standard_normal((300, 3)) * [1.0, 5.0, 0.01]
+    e[:, 2] = np.cumsum(e[:, 2])
+    q, p = ou.ljung_box_batch(e, 8, model_df=1)
+    stat, adf_p = ou.adf_batch(e, 4)
+    f, bf_p, _ = ou.brown_forsythe_batch(e, 4)
+    skew, kurt, norm_p = ou.normality_batch(e)
+    for j in range(3):
+        lb = acorr_ljungbox(e[:, j], lags=[8], model_df=1)
+        assert q[j] == pytest.approx(lb["lb_stat"].iloc[0], rel=1e-10)
+        assert p[j] == pytest.approx(lb["lb_pvalue"].iloc[0], rel=1e-8, abs=1e-300)
+        ref = adfuller(e[:, j], maxlag=4, autolag=None, regression="c", **_result_object())
+        ref_stat, ref_p = (ref.statistic, ref.pvalue) if hasattr(ref, "statistic") else ref[:2]
+        assert stat[j] == pytest.approx(ref_stat, rel=1e-9)
+        assert adf_p[j] == pytest.approx(ref_p, rel=1e-8, abs=1e-300)
+        lev = stats.levene(*np.array_split(e[:, j], 4), center="median")
+        assert f[j] == pytest.approx(lev.statistic, rel=1e-9)
+        assert bf_p[j] == pytest.approx(lev.pvalue, rel=1e-8, abs=1e-300)
+        assert norm_p[j] == pytest.approx(stats.normaltest(e[:, j]).pvalue, rel=1e-8, abs=1e-300)
+        assert skew[j] == pytest.approx(stats.skew(e[:, j]), rel=1e-9)
+        assert kurt[j] == pytest.approx(stats.kurtosis(e[:, j]), rel=1e-9)
+
+
+def _result_object() -> dict:
+    return {"result_object": True} if "result_object" in inspect.signature(adfuller).parameters else {}
+
+
+# ----------------------------------------------------------------------------- recovery of k
+
+
+def test_fit_ou_recovers_k_within_its_standard_error():
+    k, steps = 0.05, 4000
+    x = simulate_ou(k, steps, 1, sigma=0.2, mean=3.0, seed=3)[:, 0]
+    fit = gp.fit_ou(x)
+    se = math.sqrt((2 * k - k * k) / steps)
+    assert fit.status == "ok" and fit.axis == "time" and fit.n == steps
+    assert fit.k_se == pytest.approx(se, rel=0.1)
+    assert abs(fit.k - k - ou.kendall_bias(k, steps)) < 4 * se
+    assert fit.k_ci[0] < k < fit.k_ci[1]
+    assert fit.sigma == pytest.approx(0.2, abs=4 * 0.2 / math.sqrt(2 * steps))
+    assert fit.mean == pytest.approx(3.0, abs=4 * fit.stationary_std * math.sqrt(2 / (k * steps)))
+    assert fit.half_life == pytest.approx(math.log(2) / fit.k)
+    assert fit.ljung_box_p > 0.001 and fit.adf_p < 0.01
+
+
+def test_k_sampling_distribution_bias_sd_and_coverage():
+    """Over 400 replicates: mean k̂ = k + Kendall bias, sd(k̂) = √((2k − k²)/T), 95% CIs cover."""
+    k, steps, reps = 0.05, 2000, 400
+    x = simulate_ou(k, steps, reps, seed=4)
+    fit = ou.ar1_batch(x[:-1], x[1:])
+    sd = math.sqrt((2 * k - k * k) / steps)
+    assert abs(fit.k.mean() - k - ou.kendall_bias(k, steps)) < 4 * sd / math.sqrt(reps)
+    assert fit.k.std() == pytest.approx(sd, rel=0.15)
+    covered = np.mean(np.abs(fit.k - k) <= 1.96 * fit.k_se)
+    assert abs(covered - 0.95) < rate_tolerance(reps, 0.95)
+
+
+def test_pooled_k_recovers_k_and_clustered_se_handles_common_shocks():
+    k, steps, series = 0.1, 1500, 256
+    x = simulate_ou(k, steps, series, mean=np.linspace(-5.0, 5.0, series), seed=5)  # one mean each
+    pooled = ou.pooled_ar1(x[:-1], x[1:])
+    se = math.sqrt((2 * k - k * k) / (steps * series))
+    assert pooled.k_se == pytest.approx(se, rel=0.1)
+    assert abs(pooled.k - k - ou.nickell_bias(k, steps)) < 4 * se
+    # Rescaling all series leaves the estimate unchanged.
+    assert ou.pooled_ar1(7 * x[:-1] - 1, 7 * x[1:] - 1).k == pytest.approx(pooled.k, rel=1e-10)
+
+    # Half of every shock common to all series: the OLS se is too small, the clustered one is right.
+    reps, steps, series, phi = 150, 400, 40, 1 - k
+    rng = np.random.default_rng(6)
+    ks, se_cl, se_ols = [], [], []
+    for _ in range(reps):
+        shocks = math.sqrt(0.5) * (rng.standard_normal((steps, series)) + rng.standard_normal((steps, 1)))
+        path = np.empty((steps + 1, series))
+        path[0] = rng.standard_normal(series) / math.sqrt(1 - phi * phi)
+        for t in range(steps):
+            path[t + 1] = phi * path[t] + shocks[t]
+        fit = ou.pooled_ar1(path[:-1], path[1:])
+        ks.append(fit.k)
+        se_cl.append(fit.k_se)
+        se_ols.append(fit.k_se_ols)
+    empirical = float(np.std(ks))
+    assert np.mean(se_cl) == pytest.approx(empirical, rel=0.2)
+    assert np.mean(se_ols) < 0.7 * empirical
+
+
+# ----------------------------------------------------------------------------- misspecification
+
+
+def test_ar2_series_flagged_by_residual_whiteness():
+    x = simulate_ar2(2000, 1, seed=7)[:, 0]
+    fit = gp.fit_ou(x)
+    assert fit.ljung_box_p < 1e-6
+    assert abs(fit.resid_acf1) > 0.1
+    # A true AR(1) of the same length passes.
+    assert gp.fit_ou(simulate_ou(0.3, 2000, 1, seed=7)[:, 0]).ljung_box_p > 0.01
+
+
+def test_random_walk_reported_non_stationary():
+    rng = np.random.default_rng(8)
+    walk = np.cumsum(rng.standard_normal(2000))
+    fit = gp.fit_ou(walk)
+    assert fit.adf_p > 0.1
+    assert fit.k_ci[0] < 0.002  # no identifiable mean reversion
+    stationary = gp.fit_ou(simulate_ou(0.05, 2000, 1, seed=8)[:, 0])
+    assert stationary.adf_p < 0.01
+
+
+@pytest.mark.parametrize(
+    ("name", "make"),
+    [
+        ("ljung-box, white noise", lambda e: ou.ljung_box_batch(e, 10)[1]),
+        ("ljung-box, AR(1) residuals", None),
+        ("d'agostino", lambda e: ou.normality_batch(e)[2]),
+        ("brown-forsythe", lambda e: ou.brown_forsythe_batch(e, 4)[1]),
+        ("adf, random walks", lambda e: ou.adf_batch(np.cumsum(e, axis=0))[1]),
+    ],
+)
+def test_rejection_rates_under_the_null_are_near_alpha(name, make):
+    series = 2000
+    if make is None:
+        x = simulate_ou(0.2, 500, series, seed=9)
+        resid = ou.ar1_batch(x[:-1], x[1:]).resid
+        pvalues = ou.ljung_box_batch(resid, 10, model_df=1)[1]
+    else:
+        pvalues = make(np.random.default_rng(10).standard_normal((500, series)))
+    rate = ou.rejection_fraction(pvalues, ALPHA)
+    assert abs(rate - ALPHA) < rate_tolerance(series), name
+
+
+def test_fit_ou_is_scale_invariant():
+    x = simulate_ou(0.1, 500, 1, seed=11)[:, 0]
+    a, b = gp.fit_ou(x), gp.fit_ou(1e-4 * x + 50.0)
+    for name in ("k", "k_se", "ljung_box_p", "resid_normality_p", "adf_p", "var_stability_p", "resid_acf1"):
+        assert getattr(b, name) == pytest.approx(getattr(a, name), rel=1e-6), name
+    assert b.sigma == pytest.approx(1e-4 * a.sigma, rel=1e-9)
+    assert b.mean == pytest.approx(1e-4 * a.mean + 50.0, rel=1e-9)
+
+
+def test_fit_ou_guards_short_constant_and_invalid_series():
+    short = gp.fit_ou(np.arange(10.0))
+    assert short.status == "too_few" and math.isnan(short.k)
+    flat = gp.fit_ou(np.full(100, 3.0))
+    assert flat.status == "constant" and math.isnan(flat.k)
+    with pytest.raises(ValueError, match="NaN"):
+        gp.fit_ou(np.array([1.0, np.nan] * 20))
+    with pytest.raises(ValueError, match="1-D"):
+        gp.fit_ou(np.zeros((30, 2)))
+    as_dict = gp.fit_ou(simulate_ou(0.2, 100, 1)[:, 0]).to_dict()
+    assert as_dict["k_ci_low"] < as_dict["k"] < as_dict["k_ci_high"]
+
+
+# ----------------------------------------------------------------------------- validate_ou
+
+
+def test_validate_ou_true_innovations_hold():
+    """θ follows an OU process and η = α(θ − g) is its i.i.d. Gaussian innovation."""
+    k, lr, steps = 0.2, 0.1, 1000
+    rng = np.random.default_rng(12)
+    theta = np.empty((steps + 1, 64))
+    theta[0] = rng.standard_normal(64)
+    eta = rng.standard_normal((steps, 64))
+    for t in range(steps):
+        theta[t + 1] = (1 - k) * theta[t] + eta[t]
+    grad = theta[:-1] - eta / lr
+    row = gp.validate_ou(trajectories_frame(theta, grad, lr)).iloc[0]
+    assert row["verdict"] == gou.VERDICT_OU_HOLDS, row["reason"]
+    assert row["k_pooled_ci_low"] < k + ou.nickell_bias(k, steps) < row["k_pooled_ci_high"]
+    assert row["k_over_lr"] == pytest.approx(k / lr, rel=0.1)
+    assert abs(row["innovation_acf1"]) < 0.1 and abs(row["innovation_state_corr"]) < 0.1
+
+
+def test_validate_ou_flags_ar2_and_reports_axes():
+    x = simulate_ar2(1500, 32, seed=13)
+    table = gp.validate_ou(trajectories_frame(x, np.zeros((1500 - 1, 32)), 0.1))
+    row = table.iloc[0]
+    assert row["verdict"] == gou.VERDICT_OU_REJECTED
+    assert "residuals autocorrelated" in row["reason"]
+    assert row["resid_lb_reject"] > 0.9
+    assert table.attrs["axes"]["k_pooled"] == "panel"
+    assert table.attrs["axes"]["innovation_lb_reject"] == "time"
+    assert table.attrs["axes"]["innovation_normality_reject_pooled"] == "pooled"
+    assert list(table.columns) == list(gou.OU_COLUMNS)
+
+
+def test_validate_ou_random_walk_is_insufficient_and_non_stationary():
+    rng = np.random.default_rng(14)
+    walk = np.cumsum(rng.standard_normal((801, 32)), axis=0)
+    row = gp.validate_ou(trajectories_frame(walk, np.zeros((800, 32)), 0.1)).iloc[0]
+    assert row["verdict"] == gou.VERDICT_INSUFFICIENT
+    assert "non-stationary" in row["reason"]
+    assert row["adf_stationary"] < 0.2
+    assert row["steps_x_k"] < 100
+
+
+class NoiseModel(nn.Module):
+    """Parameters whose loss gradient is seeded N(0, 1) noise, independent of θ."""
+
+    def __init__(self, numel: int, small: int, sd: float) -> None:
+        super().__init__()
+        self.w = nn.Parameter(sd * torch.randn(numel, dtype=torch.float64))
+        self.b = nn.Parameter(sd * torch.randn(small, dtype=torch.float64))
+
+    def forward(self, gen: torch.Generator) -> torch.Tensor:
+        noise_w = torch.randn(self.w.shape, generator=gen, dtype=torch.float64)
+        noise_b = torch.randn(self.b.shape, generator=gen, dtype=torch.float64)
+        return (self.w * noise_w).sum() + (self.b * noise_b).sum()
+
+
+def probed_noise_run(run_dir, steps: int, lr: float, weight_decay: float):
+    """SGD with weight decay λ on pure-noise gradients: θ_{t+1} = (1 − αλ)θ_t − α ε_t."""
+    k = lr * weight_decay
+    model = NoiseModel(256, 8, sd=lr / math.sqrt(1 - (1 - k) ** 2))  # stationary from step 0
+    optimizer = torch.optim.SGD(model.parameters(), lr=lr, weight_decay=weight_decay)
+    gen = torch.Generator().manual_seed(0)
+    with gp.attach(model, optimizer, run_dir=run_dir, every=10_000, quantities=("theta_minus_grad",)):
+        for _ in range(steps):
+            model(gen).backward()
+            optimizer.step()
+            optimizer.zero_grad()
+    return gp.load_run(run_dir)
+
+
+@pytest.fixture(scope="module")
+def noise_run(tmp_path_factory):
+    return probed_noise_run(tmp_path_factory.mktemp("ou") / "run", steps=1500, lr=0.05, weight_decay=2.0)
+
+
+def test_probed_sgd_with_weight_decay_recovers_alpha_lambda(noise_run):
+    lr, weight_decay, steps, coords = 0.05, 2.0, 1500, 256
+    k = lr * weight_decay  # 0.1, while the seed's k = α would be 0.05
+    table = gp.validate_ou(noise_run)
+    row = table.set_index("param").loc["w"]
+    assert row["steps"] == steps and row["n_coords"] == coords and row["lr"] == lr
+    se = math.sqrt((2 * k - k * k) / (steps * coords))
+    assert abs(row["k_pooled"] - k - ou.nickell_bias(k, steps)) < 4 * se
+    assert row["k_over_lr"] == pytest.approx(weight_decay, abs=4 * se / lr + 2.5 / steps / lr)
+    assert row["half_life_steps"] == pytest.approx(math.log(2) / k, rel=0.05)
+    # The fitted OU is right: white, Gaussian, stationary residuals of constant variance.
+    tol = 0.05 + 0.1  # rate under the null plus slack for 256 correlated-free coordinates
+    assert row["resid_lb_reject"] < tol and row["resid_normality_reject"] < tol
+    assert row["var_unstable"] < tol and row["adf_stationary"] > 0.9
+    assert row["verdict"] in (gou.VERDICT_OU_HOLDS, gou.VERDICT_OU_NOT_SEED), row["reason"]
+    # Weight decay is not in g: the step is not θ − αg, and the seed's η carries −αθ.
+    assert row["sgd_identity_err"] > 0.05
+    small = table.set_index("param").loc["b"]
+    assert small["n_coords"] == 8 and math.isnan(small["innovation_normality_reject_pooled"])
+
+
+def test_validate_ou_on_a_too_short_run_says_insufficient_data(tmp_path):
+    run = probed_noise_run(tmp_path / "short", steps=12, lr=0.05, weight_decay=2.0)
+    table = gp.validate_ou(run)
+    assert (table["verdict"] == gou.VERDICT_INSUFFICIENT).all()
+    assert table["k_pooled"].isna().all() and table["half_life_steps"].isna().all()
+    assert table["reason"].str.contains("only 12 steps").all()
+
+
+def test_validate_ou_writes_and_replaces_the_ou_table(noise_run):
+    for _ in range(2):
+        gp.validate_ou(noise_run, write=True)
+    stored = gp.load_run(noise_run.path).table("ou")
+    assert len(stored) == 2 and set(stored["param"]) == {"w", "b"}
+    with pytest.raises(ValueError, match="no trajectories"):
+        gp.validate_ou(noise_run, params=["missing"])
+    with pytest.raises(ValueError, match="write=True"):
+        gp.validate_ou(noise_run.trajectories, write=True)
+
+
+def test_cli_ou_prints_the_per_layer_table(noise_run, capsys):
+    assert main(["ou", str(noise_run.path), "--from-step", "100"]) == 0
+    out = capsys.readouterr().out
+    assert "k_hat" in out and "verdict" in out and "Reasons:" in out
+    assert any(line.startswith("w ") for line in out.splitlines())
+
+
+def test_sgd_identity_error_is_zero_for_plain_sgd_and_not_with_weight_decay():
+    lr, steps = 0.1, 200
+    rng = np.random.default_rng(15)
+    grad = rng.standard_normal((steps, 16))
+    theta = np.vstack([np.ones((1, 16)), 1.0 - lr * np.cumsum(grad, axis=0)])
+    plain = gp.validate_ou(trajectories_frame(theta, grad, lr)).iloc[0]
+    assert plain["sgd_identity_err"] < 1e-12
+    decayed = theta.copy()
+    for t in range(steps):
+        decayed[t + 1] = decayed[t] - lr * (grad[t] + 0.5 * decayed[t])
+    assert gp.validate_ou(trajectories_frame(decayed, grad, lr)).iloc[0]["sgd_identity_err"] > 0.01
