@@ -48,6 +48,82 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         f"\nRun written to {result.run_dir} in {result.wall_seconds:.1f} s. "
         f"Summarise it again with: goup-probe summary {result.run_dir}"
     )
+    if not args.no_compare:
+        from goup_probe.fidelity import demo_comparison
+
+        comparison = demo_comparison(
+            result.run_dir, seed=args.seed, steps=args.compare_steps, progress=not args.no_progress
+        )
+        _print_comparison(comparison, "Short GO-UP comparison")
+    _write_report(result.run_dir, None)
+    return 0
+
+
+def _write_report(run_dir: Path, out: Path | None) -> None:
+    from goup_probe.report import report
+
+    built = report(run_dir, out)
+    print(f"\nReport ({len(built.figures)} figures, built in {built.seconds:.1f} s): {built.index}")
+    for section, note in built.notes.items():
+        print(f"  {section}: {note}")
+
+
+def _cmd_report(args: argparse.Namespace) -> int:
+    _write_report(args.run_dir, args.out)
+    return 0
+
+
+def _print_comparison(result, title: str) -> None:
+    from goup_probe.fidelity import summary_table
+    from goup_probe.summary import format_table
+
+    cfg = result.config
+    print(
+        f"\n{title}: {cfg['data']}, {cfg['steps']} steps, lr {cfg['lr']:g}, batch {cfg['batch_size']}, "
+        f"seeds {cfg['seeds']}; same init and mini-batches in every arm; final held-out metrics, "
+        "mean [95% t-interval over seeds], gap paired per seed:\n"
+    )
+    print(format_table(summary_table(result.summary)))
+    where = f" to {result.run_dir}" if result.run_dir is not None else ""
+    print(f"\nComparison written{where} in {result.wall_seconds:.1f} s.")
+
+
+def _cmd_compare(args: argparse.Namespace) -> int:
+    from goup_probe.fidelity import compare
+
+    if args.dataset == "cifar10":
+        from goup_probe.demo.cifar import load_cifar10
+        from goup_probe.demo.models import resnet20
+
+        if args.data_root is None:
+            raise ValueError("--dataset cifar10 needs --data-root DIR (the folder with cifar-10-batches-py)")
+        data = load_cifar10(
+            args.data_root, train_limit=args.train_limit, test_limit=args.heldout, download=args.download
+        )
+
+        def model_fn():
+            return resnet20(data.in_channels, data.num_classes)
+
+    else:
+        from goup_probe.demo.data import load_digits_data
+
+        data, model_fn = load_digits_data(), None
+    result = compare(
+        model_fn,
+        data,
+        modes=args.modes,
+        steps=args.steps,
+        lr=args.lr,
+        batch_size=args.batch_size,
+        seeds=args.seeds,
+        eval_every=args.eval_every,
+        max_heldout=args.heldout,
+        num_threads=args.threads if args.threads is not None else (1 if args.dataset == "digits" else None),
+        out=args.out,
+        overwrite=True,
+        progress=not args.no_progress,
+    )
+    _print_comparison(result, f"GO-UP vs {result.summary['arm'].iloc[0]}")
     return 0
 
 
@@ -61,6 +137,36 @@ def _cmd_summary(args: argparse.Namespace) -> int:
         f"{run.meta.get('captured_steps', '?')} captured"
     )
     print(format_table(layer_summary(run, args.quantity)))
+    return 0
+
+
+def _cmd_ou(args: argparse.Namespace) -> int:
+    import time
+
+    from goup_probe.ou import OUThresholds, ou_summary, validate_ou
+    from goup_probe.store import load_run
+    from goup_probe.summary import format_table
+
+    start = time.perf_counter()
+    run = load_run(args.run_dir)
+    table = validate_ou(
+        run, thresholds=OUThresholds(alpha=args.alpha), min_step=args.from_step, write=args.write
+    )
+    elapsed = time.perf_counter() - start
+    print(
+        f"{args.run_dir}: OU validation from the tracer trajectories ({run.meta.get('steps', '?')} steps). "
+        "Axes: k = panel (all tracers over time, one k), η/resid/ADF = time (per coordinate, "
+        "share of coordinates rejecting at level alpha)."
+    )
+    if table.empty:
+        print("No trajectories in this run (was the probe attached with tracers=0?).")
+        return 1
+    print(format_table(ou_summary(table)))
+    print("\nReasons:")
+    for param, verdict, reason in zip(table["param"], table["verdict"], table["reason"], strict=True):
+        print(f"  {param}: {verdict}: {reason}")
+    saved = f"; table 'ou' written to {args.run_dir}" if args.write else ""
+    print(f"\nComputed in {elapsed:.1f} s{saved}.")
     return 0
 
 
@@ -86,7 +192,56 @@ def build_parser() -> argparse.ArgumentParser:
         help="PyTorch's Kaiming-uniform (default) or Gaussian Kaiming-normal init",
     )
     demo.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    demo.add_argument(
+        "--compare-steps",
+        type=_positive_int,
+        default=150,
+        help="steps of the short GO-UP comparison (3 seeds) run after the probe run (default 150)",
+    )
+    demo.add_argument("--no-compare", action="store_true", help="skip the short GO-UP comparison")
     demo.set_defaults(func=_cmd_demo)
+
+    cmp_ = sub.add_parser(
+        "compare", help="twin runs: SGD vs GO-UP from the same init on the same mini-batches"
+    )
+    cmp_.add_argument("--dataset", choices=("digits", "cifar10"), default="digits", help="default digits")
+    cmp_.add_argument("--data-root", type=Path, default=None, help="folder with cifar-10-batches-py")
+    cmp_.add_argument(
+        "--download", action="store_true", help="download CIFAR-10 into --data-root if it is missing"
+    )
+    cmp_.add_argument("--steps", type=_positive_int, default=300, help="updates per run (default 300)")
+    cmp_.add_argument("--seeds", type=_positive_int, default=3, help="number of seeds (default 3)")
+    cmp_.add_argument(
+        "--modes", nargs="+", choices=("seed", "scalar"), default=["seed", "scalar"], help="GO-UP arms"
+    )
+    cmp_.add_argument("--lr", type=float, default=0.05, help="learning rate of every arm (default 0.05)")
+    cmp_.add_argument("--batch-size", type=_positive_int, default=64, help="mini-batch size (default 64)")
+    cmp_.add_argument(
+        "--eval-every", type=_positive_int, default=25, help="held-out evaluation period (default 25)"
+    )
+    cmp_.add_argument("--heldout", type=_positive_int, default=None, help="evaluate on the first N held-out")
+    cmp_.add_argument(
+        "--train-limit", type=_positive_int, default=None, help="cifar10: first N training images only"
+    )
+    cmp_.add_argument(
+        "--out", type=Path, default=DEFAULT_OUT / "compare", help="run directory (default reports/compare)"
+    )
+    cmp_.add_argument(
+        "--threads",
+        type=_positive_int,
+        default=None,
+        help="intra-op CPU threads (default: 1 for digits, whose model is too small to gain from more; "
+        "torch's default for cifar10)",
+    )
+    cmp_.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    cmp_.set_defaults(func=_cmd_compare)
+
+    rep = sub.add_parser("report", help="write the HTML/PNG report of a run directory")
+    rep.add_argument("run_dir", type=_existing_dir)
+    rep.add_argument(
+        "--out", type=Path, default=None, help="report folder (default RUN_DIR/report); opens offline"
+    )
+    rep.set_defaults(func=_cmd_report)
 
     summary = sub.add_parser("summary", help="print the per-layer summary of a run directory")
     summary.add_argument("run_dir", type=_existing_dir)
@@ -94,6 +249,15 @@ def build_parser() -> argparse.ArgumentParser:
         "--quantity", default="theta_minus_grad", choices=("theta_minus_grad", "theta", "grad", "update")
     )
     summary.set_defaults(func=_cmd_summary)
+
+    ou = sub.add_parser("ou", help="validate the Ornstein-Uhlenbeck model per layer from the trajectories")
+    ou.add_argument("run_dir", type=_existing_dir)
+    ou.add_argument("--alpha", type=float, default=0.05, help="level of every test (default 0.05)")
+    ou.add_argument(
+        "--from-step", type=int, default=0, help="ignore steps before this one (burn-in; default 0)"
+    )
+    ou.add_argument("--write", action="store_true", help="also store the result as table 'ou' in RUN_DIR")
+    ou.set_defaults(func=_cmd_ou)
     return parser
 
 
@@ -103,7 +267,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return int(args.func(args))
-    except (RunDirectoryError, ValueError) as exc:
+    except (RunDirectoryError, ValueError, OSError) as exc:
         print(f"goup-probe: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

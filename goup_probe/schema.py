@@ -108,10 +108,72 @@ TRACER_FIELDS: tuple[tuple[str, pa.DataType, str], ...] = (
 )
 TRACER_SCHEMA = pa.schema([pa.field(name, dtype) for name, dtype, _ in TRACER_FIELDS])
 
+# Twin-run comparison (goup_probe.fidelity): base optimizer vs GO-UP arms.
+COMPARE_CURVES = "compare_curves"
+COMPARE_LAYERS = "compare_layers"
+COMPARE_SUMMARY = "compare_summary"
+
+COMPARE_CURVES_FIELDS: tuple[tuple[str, pa.DataType, str], ...] = (
+    ("arm", pa.string(), "arm name: the base optimizer (e.g. 'sgd') or 'goup-<mode>'"),
+    ("mode", pa.string(), "GO-UP mode ('seed' | 'scalar'); null for the base arm"),
+    ("seed", pa.int64(), "seed of init, mini-batch order and GO-UP noise (shared by the arms)"),
+    ("step", pa.int64(), "optimizer updates taken; 0 = initial weights"),
+    ("lr", pa.float64(), "learning rate of the update that led to this row"),
+    ("train_loss", pa.float64(), "mini-batch loss of this step's update (before it); NaN at step 0"),
+    ("heldout_loss", pa.float64(), "held-out loss after the update (eval steps only, else NaN)"),
+    ("heldout_acc", pa.float64(), "held-out accuracy after the update (eval steps only, else NaN)"),
+    ("rel_distance", pa.float64(), "||theta_arm - theta_base|| / ||theta_base||, all parameters"),
+    ("update_cosine", pa.float64(), "cos(theta_arm - theta_0, theta_base - theta_0), all parameters"),
+    ("update_ratio", pa.float64(), "||theta_arm - theta_0|| / ||theta_base - theta_0||"),
+    ("diverged", pa.bool_(), "the arm stopped: non-finite loss or GO-UP refused non-finite theta - g"),
+    ("batch_digest", pa.int64(), "CRC32 of the arm's mini-batch (same in every arm; 0 at step 0)"),
+)
+COMPARE_CURVES_SCHEMA = pa.schema([pa.field(n, t) for n, t, _ in COMPARE_CURVES_FIELDS])
+
+COMPARE_LAYERS_FIELDS: tuple[tuple[str, pa.DataType, str], ...] = (
+    ("arm", pa.string(), "arm name"),
+    ("mode", pa.string(), "GO-UP mode; null for the base arm"),
+    ("seed", pa.int64(), "seed"),
+    ("step", pa.int64(), "optimizer updates taken (eval steps only)"),
+    ("param", pa.string(), "qualified parameter name"),
+    ("numel", pa.int64(), "elements in the tensor"),
+    ("rel_distance", pa.float64(), "||theta_arm - theta_base|| / ||theta_base|| for this tensor"),
+    ("update_cosine", pa.float64(), "cos of the two arms' cumulative updates of this tensor"),
+    ("update_ratio", pa.float64(), "||theta_arm - theta_0|| / ||theta_base - theta_0|| for this tensor"),
+)
+COMPARE_LAYERS_SCHEMA = pa.schema([pa.field(n, t) for n, t, _ in COMPARE_LAYERS_FIELDS])
+
+COMPARE_SUMMARY_FIELDS: tuple[tuple[str, pa.DataType, str], ...] = (
+    ("arm", pa.string(), "arm name"),
+    ("mode", pa.string(), "GO-UP mode; null for the base arm"),
+    ("steps", pa.int64(), "optimizer updates per run"),
+    ("n_seeds", pa.int64(), "seeds with finite final metrics (the intervals' n)"),
+    ("n_diverged", pa.int64(), "seeds where the arm diverged"),
+    ("heldout_acc", pa.float64(), "final held-out accuracy, mean over seeds"),
+    ("heldout_acc_lo", pa.float64(), "lower bound of its Student-t interval"),
+    ("heldout_acc_hi", pa.float64(), "upper bound"),
+    ("heldout_loss", pa.float64(), "final held-out loss, mean over seeds"),
+    ("heldout_loss_lo", pa.float64(), "lower bound"),
+    ("heldout_loss_hi", pa.float64(), "upper bound"),
+    ("acc_gap", pa.float64(), "mean over seeds of (arm - base) final held-out accuracy (paired)"),
+    ("acc_gap_lo", pa.float64(), "lower bound of the paired t-interval"),
+    ("acc_gap_hi", pa.float64(), "upper bound"),
+    ("loss_gap", pa.float64(), "mean over seeds of (arm - base) final held-out loss (paired)"),
+    ("loss_gap_lo", pa.float64(), "lower bound"),
+    ("loss_gap_hi", pa.float64(), "upper bound"),
+    ("rel_distance", pa.float64(), "final relative parameter distance to the base arm, mean over seeds"),
+    ("update_cosine", pa.float64(), "final cumulative-update cosine with the base arm, mean over seeds"),
+    ("level", pa.float64(), "confidence level of the intervals"),
+)
+COMPARE_SUMMARY_SCHEMA = pa.schema([pa.field(n, t) for n, t, _ in COMPARE_SUMMARY_FIELDS])
+
 TABLES = {
     "stats": STATS_SCHEMA,
     "samples": SAMPLES_SCHEMA,
     "trajectories": TRAJECTORY_SCHEMA,
     "tracers": TRACER_SCHEMA,
+    COMPARE_CURVES: COMPARE_CURVES_SCHEMA,
+    COMPARE_LAYERS: COMPARE_LAYERS_SCHEMA,
+    COMPARE_SUMMARY: COMPARE_SUMMARY_SCHEMA,
 }
 """Table name (= sub-folder of the run directory) to its Parquet schema."""

@@ -187,8 +187,13 @@ class RunWriter:
         self.rows_written[table] = self.rows_written.get(table, 0) + len(rows)
 
     def write_table(self, table: str, frame: pd.DataFrame) -> None:
-        """Write a whole DataFrame as one new part of ``table`` (used by analyses)."""
-        self._write_part(table, frame.to_dict(orient="records"))
+        """Write a whole DataFrame as one new part of ``table`` (used by analyses).
+
+        Missing values (NaN, None, NaT) become Parquet nulls, so a string column
+        with gaps keeps its type.
+        """
+        records = frame.astype(object).where(frame.notna(), None).to_dict(orient="records")
+        self._write_part(table, records)
 
     def write_meta(self, meta: Mapping[str, Any]) -> None:
         """Rewrite ``run.json`` atomically."""

@@ -16,7 +16,10 @@ class TinyNet(nn.Module):
 
 def batches(n, batch=32, d_in=6, d_out=3, seed=0):
     g = torch.Generator().manual_seed(seed)
-    return [(torch.randn(batch, d_in, generator=g), torch.randint(0, d_out, (batch,), generator=g)) for _ in range(n)]
+    return [
+        (torch.randn(batch, d_in, generator=g), torch.randint(0, d_out, (batch,), generator=g))
+        for _ in range(n)
+    ]
 
 
 def train(model, optimizer, data, loss_fn=nn.functional.cross_entropy):

@@ -193,7 +193,8 @@ def test_update_row_is_the_applied_update_and_shadow_fidelity_for_sgd(tmp_path):
     assert upd["std"] == pytest.approx(0.2 * grad["std"], rel=1e-5)
     assert upd["skew"] == pytest.approx(-grad["skew"], rel=1e-4, abs=1e-6)
     assert upd["goup_cosine"] == pytest.approx(1.0, abs=1e-6)
-    expected_nsr = x["std"] * math.sqrt(x["numel"]) / grad["grad_norm"]
+    n = x["numel"]
+    expected_nsr = x["std"] * math.sqrt(n / (n - 1)) * math.sqrt(n) / grad["grad_norm"]
     assert upd["noise_to_signal"] == pytest.approx(expected_nsr, rel=1e-6)
     # plain SGD: the update equals GO-UP's mean, so W2 reduces to the noise norm
     assert upd["goup_w2_rel"] == pytest.approx(expected_nsr, rel=1e-4)

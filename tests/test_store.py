@@ -64,9 +64,9 @@ def test_damaged_part_raises_naming_the_file_or_is_skipped(tmp_path):
 def test_malformed_run_json_names_the_file(tmp_path):
     run = _probe_run(tmp_path / "r")
     (run / "run.json").write_text("{not json")
-    with pytest.raises(gp.RunDirectoryError, match="run.json"):
+    with pytest.raises(gp.RunDirectoryError, match=r"run\.json"):
         gp.load_run(run)
-    with pytest.warns(RuntimeWarning, match="run.json"):
+    with pytest.warns(RuntimeWarning, match=r"run\.json"):
         assert gp.load_run(run, on_error="skip").meta == {}
 
 
@@ -94,3 +94,16 @@ def test_run_json_is_plain_json(tmp_path):
     run = _probe_run(tmp_path / "r")
     meta = json.loads((run / "run.json").read_text())
     assert meta["schema_version"] == 1 and meta["status"] == "completed"
+
+
+def test_write_table_keeps_string_columns_with_missing_values(tmp_path):
+    import pandas as pd
+
+    writer = RunWriter(prepare_run_dir(tmp_path / "w"))
+    writer.write_meta({"schema_version": 1})
+    writer.write_table(
+        "summary", pd.DataFrame({"arm": ["sgd", "goup"], "mode": [None, "seed"], "x": [1.0, None]})
+    )
+    back = gp.load_run(tmp_path / "w").table("summary")
+    assert back["mode"].isna().tolist() == [True, False] and back["mode"].iloc[1] == "seed"
+    assert back["x"].isna().tolist() == [False, True]

@@ -138,7 +138,7 @@ def _to_float(value: Any) -> float:
 
 
 def _now() -> str:
-    return _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
+    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
 
 
 class Probe:
@@ -944,7 +944,8 @@ def _shadow_fidelity(
     GO-UP's update is Δ_GO-UP ~ N(−αg, α²σ²I) with σ = std(θ − g). With the
     actual update Δ:
 
-    * ``noise_to_signal`` = σ√N / ‖g‖ (GO-UP's noise norm over its mean's norm);
+    * ``noise_to_signal`` = σ√N / ‖g‖ (GO-UP's noise norm over its mean's norm),
+      with σ the unbiased std of θ − g over the tensor, as ``torch.std`` in GO-UP;
     * ``goup_cosine`` = cos(Δ, −αg);
     * ``goup_w2_rel`` = W2(δ_Δ, N(−αg, α²σ²I)) / ‖αg‖, where
       W2² = ‖Δ + αg‖² + Nα²σ² (for plain SGD it equals ``noise_to_signal``).
@@ -962,14 +963,16 @@ def _shadow_from_dot(dot: float, snap: _Snapshot, update_norm: float) -> dict[st
     """The shadow-fidelity columns from Σ(θ' − θ)·g (see :func:`_shadow_fidelity`)."""
     alpha = snap.lr
     g_norm = snap.grad_norm
+    n = snap.numel
+    sigma = snap.x_std * math.sqrt(n / (n - 1)) if n > 1 else 0.0  # GO-UP's unbiased torch.std
     out = {"noise_to_signal": math.nan, "goup_cosine": math.nan, "goup_w2_rel": math.nan}
     if g_norm > 0 and math.isfinite(g_norm):
-        out["noise_to_signal"] = snap.x_std * math.sqrt(snap.numel) / g_norm
+        out["noise_to_signal"] = sigma * math.sqrt(n) / g_norm
         if update_norm > 0:
             out["goup_cosine"] = -dot / (update_norm * g_norm)
         if alpha > 0 and math.isfinite(alpha):
             mean_gap2 = update_norm**2 + 2 * alpha * dot + (alpha * g_norm) ** 2
-            w2 = math.sqrt(max(mean_gap2, 0.0) + snap.numel * (alpha * snap.x_std) ** 2)
+            w2 = math.sqrt(max(mean_gap2, 0.0) + n * (alpha * sigma) ** 2)
             out["goup_w2_rel"] = w2 / (alpha * g_norm)
     return out
 

@@ -40,7 +40,7 @@ def load_digits_data(test_fraction: float = 0.2, seed: int = 0) -> ImageData:
     images = bunch.images.astype(np.float32)[:, None, :, :]
     labels = bunch.target.astype(np.int64)
     order = np.random.default_rng(seed).permutation(len(labels))
-    n_test = int(round(test_fraction * len(labels)))
+    n_test = round(test_fraction * len(labels))
     test, train = order[:n_test], order[n_test:]
     mean, std = images[train].mean(), images[train].std()
     images = (images - mean) / std

@@ -1,0 +1,19 @@
+"""Does GO-UP train like the optimizer it replaces? Twin runs and shadow (one-step) fidelity."""
+
+from goup_probe.fidelity.intervals import Interval, summarise, summary_table, t_interval
+from goup_probe.fidelity.shadow import SHADOW_COLUMNS, shadow_summary
+from goup_probe.fidelity.twin import CompareResult, compare, demo_comparison, sgd, write_comparison
+
+__all__ = [
+    "SHADOW_COLUMNS",
+    "CompareResult",
+    "Interval",
+    "compare",
+    "demo_comparison",
+    "sgd",
+    "shadow_summary",
+    "summarise",
+    "summary_table",
+    "t_interval",
+    "write_comparison",
+]

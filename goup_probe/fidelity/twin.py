@@ -1,0 +1,585 @@
+"""Twin training runs: the same start and the same data, only the update rule differs.
+
+For each seed one model is built, copied into every arm (the base optimizer and
+one GO-UP arm per mode), and all arms are stepped in lockstep on the very same
+mini-batch. Before each arm's step the global RNG is reset to a common state,
+so dropout masks agree as well; GO-UP draws its noise from its own generator.
+"""
+
+from __future__ import annotations
+
+import copy
+import datetime as _dt
+import math
+import time
+import zlib
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import torch
+from torch import nn
+
+from goup_probe import schema
+from goup_probe.demo.data import BatchStream, ImageData, load_digits_data
+from goup_probe.demo.models import SmallResNet
+from goup_probe.fidelity.intervals import summarise
+from goup_probe.optim.goup import GOUP, MODES
+from goup_probe.store import RunDirectoryError, RunWriter, load_run, prepare_run_dir, read_meta
+
+DEFAULT_STEPS = 300
+DEFAULT_LR = 0.05
+DEFAULT_BATCH_SIZE = 64
+DEFAULT_SEEDS = 3
+DEFAULT_EVAL_EVERY = 25
+DEFAULT_MODES: tuple[str, ...] = ("seed", "scalar")
+EVAL_CHUNK = 1000
+
+BaseOptimizer = Callable[[list[nn.Parameter], float], torch.optim.Optimizer]
+"""``(parameters, lr) -> optimizer`` for the base arm."""
+LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+def sgd(params: list[nn.Parameter], lr: float) -> torch.optim.Optimizer:
+    """The default base arm: plain SGD (no momentum, no weight decay), GO-UP's noiseless mean."""
+    return torch.optim.SGD(params, lr=lr)
+
+
+@dataclass
+class CompareResult:
+    """What :func:`compare` produced.
+
+    Attributes
+    ----------
+    curves : DataFrame
+        One row per (arm, seed, step), ``step`` = updates taken (0 = init); see
+        :data:`goup_probe.schema.COMPARE_CURVES_FIELDS`.
+    layers : DataFrame
+        Per-parameter distances to the base arm at the evaluation steps.
+    summary : DataFrame
+        One row per arm: final held-out accuracy and loss with t-intervals over
+        seeds, and the paired gap to the base arm.
+    config : dict
+        The settings of the comparison (JSON-serialisable).
+    run_dir : Path or None
+        Where the tables were written, if anywhere.
+    wall_seconds : float
+        Wall time of the training and evaluation.
+    """
+
+    curves: pd.DataFrame
+    layers: pd.DataFrame
+    summary: pd.DataFrame
+    config: dict[str, Any] = field(default_factory=dict)
+    run_dir: Path | None = None
+    wall_seconds: float = math.nan
+
+    @classmethod
+    def from_run(cls, run_dir: str | Path) -> CompareResult:
+        """Read a comparison back from a run directory (see :func:`write_comparison`)."""
+        run = load_run(run_dir)
+        config = dict(run.meta.get("compare") or {})
+        if schema.COMPARE_SUMMARY not in run.tables:
+            raise RunDirectoryError(f"{run_dir} holds no comparison (no {schema.COMPARE_SUMMARY} table)")
+        return cls(
+            curves=run.table(schema.COMPARE_CURVES),
+            layers=run.table(schema.COMPARE_LAYERS),
+            summary=run.table(schema.COMPARE_SUMMARY),
+            config=config,
+            run_dir=Path(run_dir),
+            wall_seconds=float(config.get("wall_seconds", math.nan)),
+        )
+
+
+@dataclass
+class _Arm:
+    name: str
+    mode: str | None
+    model: nn.Module
+    optimizer: torch.optim.Optimizer
+    diverged_at: int | None = None
+
+
+def compare(
+    model_fn: Callable[[], nn.Module] | None = None,
+    data: ImageData | None = None,
+    *,
+    modes: Sequence[str] = DEFAULT_MODES,
+    base: BaseOptimizer = sgd,
+    base_name: str = "sgd",
+    steps: int = DEFAULT_STEPS,
+    lr: float = DEFAULT_LR,
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    seeds: int | Sequence[int] = DEFAULT_SEEDS,
+    eval_every: int = DEFAULT_EVAL_EVERY,
+    max_heldout: int | None = None,
+    loss_fn: LossFn | None = None,
+    device: str | torch.device = "cpu",
+    num_threads: int | None = None,
+    out: str | Path | None = None,
+    overwrite: bool = False,
+    progress: bool = False,
+) -> CompareResult:
+    """Train twin runs that differ only in the update rule, and compare them.
+
+    Per seed, every arm starts from the same weights (``model_fn()`` built under
+    ``torch.manual_seed(seed)``, then deep-copied), sees the same sequence of
+    mini-batches (one seeded :class:`~goup_probe.demo.data.BatchStream` feeds all
+    arms in lockstep) and the same global-RNG state at every step, and takes the
+    same number of steps with the same lr. GO-UP's noise comes from its own
+    generator (seeded per seed and mode). The caller's global RNG state is
+    restored afterwards.
+
+    Parameters
+    ----------
+    model_fn : callable, optional
+        Builds the model (no arguments). Default: the demo's :class:`SmallResNet`
+        for ``data``.
+    data : ImageData, optional
+        Train and held-out images. Default: the bundled digits.
+    modes : sequence of {"seed", "scalar"}
+        One GO-UP arm per mode (arm names ``goup-<mode>``).
+    base : callable
+        ``(parameters, lr) -> optimizer`` of the base arm; default plain SGD.
+    base_name : str
+        Name of the base arm.
+    steps, lr, batch_size : int, float, int
+        Updates per run, learning rate (all arms), mini-batch size.
+    seeds : int or sequence of int
+        Number of seeds (``0..n-1``) or the seeds themselves. Default 3.
+    eval_every : int
+        Held-out evaluation and parameter distances every ``eval_every`` updates
+        (and at step 0 and the last step).
+    max_heldout : int, optional
+        Evaluate on the first ``max_heldout`` held-out examples only.
+    loss_fn : callable, optional
+        ``(logits, targets) -> mean loss``; default cross-entropy. Accuracy is
+        the argmax of the logits.
+    device : str or torch.device
+        Where the models train.
+    num_threads : int, optional
+        Intra-op CPU threads during the comparison (``torch.set_num_threads``;
+        the previous value is restored afterwards). ``None`` leaves torch's
+        setting. For small models 1 is often fastest: on a 2-core machine shared
+        with other work, the demo's SmallResNet step took 8 ms with 1 thread and
+        320 ms with 2.
+    out : path, optional
+        Run directory to write the tables to (created; refused if not empty
+        unless ``overwrite``). ``None`` keeps the result in memory only.
+    overwrite : bool
+        Replace an earlier run in ``out``.
+    progress : bool
+        Show a progress bar on stderr.
+
+    Returns
+    -------
+    CompareResult
+        ``curves``, ``layers``, ``summary`` (one row per arm) and ``config``.
+
+    Notes
+    -----
+    An arm whose training loss becomes non-finite, or whose GO-UP step meets a
+    non-finite θ − g (``FloatingPointError``), is marked ``diverged`` and stops;
+    its later metrics are NaN and the summary counts it in ``n_diverged``.
+    """
+    seed_list = _seed_list(seeds)
+    modes = _check_modes(modes)
+    _check_positive(steps=steps, batch_size=batch_size, eval_every=eval_every)
+    if max_heldout is not None:
+        _check_positive(max_heldout=max_heldout)
+    if num_threads is not None:
+        _check_positive(num_threads=num_threads)
+    if not (math.isfinite(lr) and lr > 0):
+        raise ValueError(f"lr must be finite and > 0, got {lr}")
+    if base_name in {_goup_name(m) for m in MODES}:
+        raise ValueError(f"base_name {base_name!r} clashes with a GO-UP arm name")
+    data = load_digits_data() if data is None else data
+    if model_fn is None:
+        in_channels, num_classes = data.in_channels, data.num_classes
+
+        def model_fn() -> nn.Module:
+            return SmallResNet(in_channels, num_classes)
+
+    loss_fn = nn.functional.cross_entropy if loss_fn is None else loss_fn
+    device = torch.device(device)
+    config = {
+        "data": data.name,
+        "n_train": len(data.train_x),
+        "n_heldout": len(data.test_x) if max_heldout is None else min(max_heldout, len(data.test_x)),
+        "base": base_name,
+        "modes": list(modes),
+        "steps": steps,
+        "lr": lr,
+        "batch_size": batch_size,
+        "seeds": seed_list,
+        "eval_every": eval_every,
+        "device": str(device),
+        "num_threads": num_threads if num_threads is not None else torch.get_num_threads(),
+    }
+    run_dir = None
+    if out is not None:
+        run_dir = prepare_run_dir(out, overwrite=overwrite)
+        RunWriter(run_dir).write_meta(_fresh_meta(config, "running"))
+    start = time.perf_counter()
+    curves: list[dict[str, Any]] = []
+    layers: list[dict[str, Any]] = []
+    heldout = (data.test_x[:max_heldout], data.test_y[:max_heldout])
+    bar = _progress_bar(progress, steps * len(seed_list))
+    previous_threads = torch.get_num_threads()
+    try:
+        if num_threads is not None:
+            torch.set_num_threads(num_threads)
+        fork_devices = [device] if device.type == "cuda" else []
+        with torch.random.fork_rng(devices=fork_devices):
+            for seed in seed_list:
+                model_fn_seeded = _seeded(model_fn, seed)
+                config["model"] = _twin_run(
+                    model_fn_seeded, data, heldout, modes, base, base_name, steps, lr, batch_size,
+                    seed, eval_every, loss_fn, device, curves, layers, bar,
+                )  # fmt: skip
+    except BaseException as exc:
+        if run_dir is not None:
+            status = "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed"
+            meta = _fresh_meta(config, status)
+            meta["status_reason"] = f"{type(exc).__name__}: {exc}"
+            RunWriter(run_dir).write_meta(meta)
+        raise
+    finally:
+        torch.set_num_threads(previous_threads)
+        if bar is not None:
+            bar.close()
+    curves_df = pd.DataFrame(curves, columns=[n for n, _, _ in schema.COMPARE_CURVES_FIELDS])
+    layers_df = pd.DataFrame(layers, columns=[n for n, _, _ in schema.COMPARE_LAYERS_FIELDS])
+    summary = summarise(curves_df, base_name)
+    config["wall_seconds"] = time.perf_counter() - start
+    result = CompareResult(curves_df, layers_df, summary, config, None, config["wall_seconds"])
+    if run_dir is not None:
+        write_comparison(result, run_dir)
+        meta = read_meta(run_dir)
+        meta.update(status="completed", ended_at=_now())
+        RunWriter(run_dir).write_meta(meta)
+    return result
+
+
+def write_comparison(result: CompareResult, run_dir: str | Path) -> Path:
+    """Write a comparison's tables into an existing run directory (one with ``run.json``).
+
+    Earlier comparison tables there are replaced; ``run.json`` gets the settings
+    under ``"compare"``; everything else (e.g. a probe run's tables) is kept.
+    Read it back with ``load_run(run_dir).table("compare_summary")`` or
+    :meth:`CompareResult.from_run`.
+    """
+    path = Path(run_dir)
+    meta = read_meta(path)
+    for table in (schema.COMPARE_CURVES, schema.COMPARE_LAYERS, schema.COMPARE_SUMMARY):
+        folder = path / table
+        if folder.is_dir():
+            for part in folder.glob("part-*.parquet"):
+                part.unlink()
+    writer = RunWriter(path)
+    writer.write_table(schema.COMPARE_CURVES, _nulls_for_missing_strings(result.curves))
+    writer.write_table(schema.COMPARE_LAYERS, _nulls_for_missing_strings(result.layers))
+    writer.write_table(schema.COMPARE_SUMMARY, _nulls_for_missing_strings(result.summary))
+    meta["compare"] = dict(result.config)
+    writer.write_meta(meta)
+    result.run_dir = path
+    return path
+
+
+def _nulls_for_missing_strings(frame: pd.DataFrame) -> pd.DataFrame:
+    """A copy where missing values of text columns are ``None`` (pandas may hold NaN there)."""
+    out = frame.copy()
+    for column in out.columns:
+        if not (pd.api.types.is_numeric_dtype(out[column]) or pd.api.types.is_bool_dtype(out[column])):
+            values = out[column].astype(object)
+            out[column] = values.where(values.notna(), None)
+    return out
+
+
+# ---------------------------------------------------------------------- the loop
+def _twin_run(
+    model_fn: Callable[[], nn.Module],
+    data: ImageData,
+    heldout: tuple[torch.Tensor, torch.Tensor],
+    modes: Sequence[str],
+    base: BaseOptimizer,
+    base_name: str,
+    steps: int,
+    lr: float,
+    batch_size: int,
+    seed: int,
+    eval_every: int,
+    loss_fn: LossFn,
+    device: torch.device,
+    curves: list[dict[str, Any]],
+    layers: list[dict[str, Any]],
+    bar: Any,
+) -> str:
+    """Train all arms of one seed in lockstep; append rows; return the model's class name."""
+    init = model_fn().to(device)
+    model_name = type(init).__name__
+    theta0 = {name: p.detach().clone() for name, p in init.named_parameters()}
+    base_model = copy.deepcopy(init)
+    arms = [_Arm(base_name, None, base_model, base(list(base_model.parameters()), lr))]
+    for k, mode in enumerate(modes):
+        model = copy.deepcopy(init)
+        noise_seed = _noise_seed(seed, k)
+        arms.append(
+            _Arm(_goup_name(mode), mode, model, GOUP(model.parameters(), lr, mode=mode, seed=noise_seed))
+        )
+    del init
+    batches = BatchStream(data.train_x, data.train_y, batch_size, seed)
+    _record_eval(arms, 0, seed, lr, {a.name: (math.nan, 0) for a in arms}, heldout, loss_fn, device, theta0,
+                 curves, layers)  # fmt: skip
+    for step in range(1, steps + 1):
+        x, y = batches.next()
+        x, y = x.to(device), y.to(device)
+        rng = _rng_state(device)
+        trained = {}
+        for arm in arms:
+            _set_rng_state(rng, device)
+            trained[arm.name] = _train_step(arm, x, y, loss_fn, step)
+        if step % eval_every == 0 or step == steps:
+            _record_eval(arms, step, seed, lr, trained, heldout, loss_fn, device, theta0, curves, layers)
+        else:
+            for arm in arms:
+                loss, digest = trained[arm.name]
+                curves.append(_curve_row(arm, seed, step, lr, loss, digest))
+        if bar is not None:
+            bar.update(1)
+    return model_name
+
+
+def _train_step(arm: _Arm, x: torch.Tensor, y: torch.Tensor, loss_fn: LossFn, step: int) -> tuple[float, int]:
+    """One update of one arm; returns (mini-batch loss, CRC32 of the batch it saw)."""
+    digest = _digest(x, y)
+    if arm.diverged_at is not None:
+        return math.nan, digest
+    arm.model.train()
+    arm.optimizer.zero_grad(set_to_none=True)
+    loss = loss_fn(arm.model(x), y)
+    value = float(loss.detach())
+    if not math.isfinite(value):
+        arm.diverged_at = step
+        return math.nan, digest
+    loss.backward()
+    try:
+        arm.optimizer.step()
+    except FloatingPointError:
+        arm.diverged_at = step
+    return value, digest
+
+
+def _record_eval(
+    arms: list[_Arm],
+    step: int,
+    seed: int,
+    lr: float,
+    trained: dict[str, tuple[float, int]],
+    heldout: tuple[torch.Tensor, torch.Tensor],
+    loss_fn: LossFn,
+    device: torch.device,
+    theta0: dict[str, torch.Tensor],
+    curves: list[dict[str, Any]],
+    layers: list[dict[str, Any]],
+) -> None:
+    base_params = dict(arms[0].model.named_parameters())
+    for arm in arms:
+        loss, digest = trained[arm.name]
+        row = _curve_row(arm, seed, step, lr, loss, digest)
+        if arm.diverged_at is None:
+            row["heldout_loss"], row["heldout_acc"] = _evaluate(arm.model, *heldout, loss_fn, device)
+        totals = [0.0, 0.0, 0.0, 0.0, 0.0]
+        for name, p in arm.model.named_parameters():
+            sums = _distance_sums(p, base_params[name], theta0[name])
+            totals = [a + b for a, b in zip(totals, sums, strict=True)]
+            if arm.diverged_at is None:
+                layers.append(
+                    {"arm": arm.name, "mode": arm.mode, "seed": seed, "step": step, "param": name,
+                     "numel": p.numel(), **_distances(*sums)}
+                )  # fmt: skip
+        if arm.diverged_at is None:
+            row.update(_distances(*totals))
+        curves.append(row)
+
+
+def _curve_row(arm: _Arm, seed: int, step: int, lr: float, loss: float, digest: int) -> dict[str, Any]:
+    return {
+        "arm": arm.name,
+        "mode": arm.mode,
+        "seed": seed,
+        "step": step,
+        "lr": _current_lr(arm.optimizer, lr),
+        "train_loss": loss,
+        "heldout_loss": math.nan,
+        "heldout_acc": math.nan,
+        "rel_distance": math.nan,
+        "update_cosine": math.nan,
+        "update_ratio": math.nan,
+        "diverged": arm.diverged_at is not None,
+        "batch_digest": digest,
+    }
+
+
+# ---------------------------------------------------------------------- measurements
+def _distance_sums(p: torch.Tensor, q: torch.Tensor, p0: torch.Tensor) -> tuple[float, ...]:
+    """‖p − q‖², ‖q‖², ⟨p − p0, q − p0⟩, ‖p − p0‖², ‖q − p0‖² in float64."""
+    a = p.detach().to(torch.float64).flatten()
+    b = q.detach().to(torch.float64).flatten()
+    a0 = p0.to(torch.float64).flatten()
+    ua, ub = a - a0, b - a0
+    return (
+        float(torch.dot(a - b, a - b)),
+        float(torch.dot(b, b)),
+        float(torch.dot(ua, ub)),
+        float(torch.dot(ua, ua)),
+        float(torch.dot(ub, ub)),
+    )
+
+
+def _distances(diff2: float, base2: float, dot: float, arm2: float, moved2: float) -> dict[str, float]:
+    nan = math.nan
+    return {
+        "rel_distance": math.sqrt(diff2 / base2) if base2 > 0 else nan,
+        "update_cosine": dot / math.sqrt(arm2 * moved2) if arm2 > 0 and moved2 > 0 else nan,
+        "update_ratio": math.sqrt(arm2 / moved2) if moved2 > 0 else nan,
+    }
+
+
+def _evaluate(
+    model: nn.Module, x: torch.Tensor, y: torch.Tensor, loss_fn: LossFn, device: torch.device
+) -> tuple[float, float]:
+    """Held-out mean loss and accuracy in eval mode, in chunks (train mode restored)."""
+    was_training = model.training
+    model.eval()
+    total_loss, correct = 0.0, 0
+    try:
+        with torch.no_grad():
+            for start in range(0, len(x), EVAL_CHUNK):
+                xb = x[start : start + EVAL_CHUNK].to(device)
+                yb = y[start : start + EVAL_CHUNK].to(device)
+                logits = model(xb)
+                total_loss += float(loss_fn(logits, yb)) * len(yb)
+                correct += int((logits.argmax(1) == yb).sum())
+    finally:
+        model.train(was_training)
+    n = len(x)
+    return total_loss / n, correct / n
+
+
+def _digest(x: torch.Tensor, y: torch.Tensor) -> int:
+    crc = zlib.crc32(x.detach().cpu().contiguous().numpy().tobytes())
+    return zlib.crc32(y.detach().cpu().contiguous().numpy().tobytes(), crc)
+
+
+# ---------------------------------------------------------------------- helpers
+def _rng_state(device: torch.device) -> tuple[torch.Tensor, torch.Tensor | None]:
+    cuda = torch.cuda.get_rng_state(device) if device.type == "cuda" else None
+    return torch.get_rng_state(), cuda
+
+
+def _set_rng_state(state: tuple[torch.Tensor, torch.Tensor | None], device: torch.device) -> None:
+    torch.set_rng_state(state[0])
+    if state[1] is not None:
+        torch.cuda.set_rng_state(state[1], device)
+
+
+def _seeded(model_fn: Callable[[], nn.Module], seed: int) -> Callable[[], nn.Module]:
+    def build() -> nn.Module:
+        torch.manual_seed(seed)
+        model = model_fn()
+        if not isinstance(model, nn.Module):
+            raise TypeError(f"model_fn must return an nn.Module, got {type(model).__name__}")
+        return model
+
+    return build
+
+
+def _noise_seed(seed: int, arm_index: int) -> int:
+    """Seed of the GO-UP generator of the ``arm_index``-th GO-UP arm of ``seed``."""
+    return (seed * 1_000_003 + 7919 * (arm_index + 1)) % (2**63)
+
+
+def _current_lr(optimizer: torch.optim.Optimizer, default: float) -> float:
+    groups = optimizer.param_groups
+    return float(groups[0]["lr"]) if groups else default
+
+
+def _goup_name(mode: str) -> str:
+    return f"goup-{mode}"
+
+
+def _seed_list(seeds: int | Sequence[int]) -> list[int]:
+    if isinstance(seeds, int) and not isinstance(seeds, bool):
+        if seeds < 1:
+            raise ValueError(f"seeds must be >= 1, got {seeds}")
+        return list(range(seeds))
+    out = [int(s) for s in seeds]
+    if not out or len(set(out)) != len(out):
+        raise ValueError(f"seeds must be a non-empty sequence of distinct integers, got {seeds!r}")
+    return out
+
+
+def _check_modes(modes: Iterable[str]) -> tuple[str, ...]:
+    modes = tuple(modes)
+    bad = [m for m in modes if m not in MODES]
+    if not modes or bad or len(set(modes)) != len(modes):
+        raise ValueError(f"modes must be distinct values from {MODES}, got {modes!r}")
+    return modes
+
+
+def _check_positive(**values: int) -> None:
+    for name, value in values.items():
+        if int(value) < 1:
+            raise ValueError(f"{name} must be >= 1, got {value}")
+
+
+def _now() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+
+
+def _fresh_meta(config: dict[str, Any], status: str) -> dict[str, Any]:
+    from goup_probe import __version__
+
+    return {
+        "schema_version": schema.SCHEMA_VERSION,
+        "kind": "compare",
+        "status": status,
+        "status_reason": "",
+        "started_at": _now(),
+        "ended_at": None,
+        "versions": {"goup_probe": __version__, "torch": torch.__version__},
+        "compare": config,
+    }
+
+
+def _progress_bar(enabled: bool, total: int) -> Any:
+    if not enabled:
+        return None
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc="compare", unit="step", leave=False)
+
+
+def demo_comparison(
+    run_dir: str | Path,
+    *,
+    seed: int = 0,
+    steps: int = 150,
+    seeds: int = 3,
+    num_threads: int | None = 1,
+    progress: bool = False,
+) -> CompareResult:
+    """A short comparison on the digits, written into an existing run directory (the demo's).
+
+    Runs :func:`compare` with its defaults except ``steps``, ``seeds`` (seeds
+    ``seed, seed + 1, ...``) and ``num_threads`` (1: the model is tiny), then
+    :func:`write_comparison` into ``run_dir``.
+    """
+    result = compare(
+        steps=steps, seeds=[seed + i for i in range(seeds)], num_threads=num_threads, progress=progress
+    )
+    write_comparison(result, run_dir)
+    return result

@@ -1,0 +1,160 @@
+"""What the report reads from a run: only the needed subsamples, and optional analysis tables."""
+
+from __future__ import annotations
+
+import importlib
+import warnings
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from goup_probe import schema
+from goup_probe.store import Run, RunDirectoryError
+
+SAMPLE_QUANTITIES = (schema.THETA_MINUS_GRAD, schema.THETA, schema.GRAD)
+"""Quantities whose stored subsamples the per-layer figures draw."""
+
+
+def load_samples(run: Run, params: Sequence[str], steps: Sequence[int]) -> pd.DataFrame:
+    """Stored subsamples of X, θ and g for some tensors and steps, without reading the whole table.
+
+    Reads each Parquet part of ``samples`` with a row filter, so a run with
+    hundreds of tensors × hundreds of steps costs only the rows drawn. Uses the
+    already-loaded ``run.samples`` when it is in memory. Damaged parts follow
+    ``run.on_error`` as in :meth:`Run.table`.
+
+    Parameters
+    ----------
+    run : Run
+        The loaded run.
+    params, steps : sequence
+        Tensors and captured steps wanted.
+
+    Returns
+    -------
+    DataFrame
+        Columns of :data:`goup_probe.schema.SAMPLES_SCHEMA`.
+    """
+    params, steps = [str(p) for p in params], [int(s) for s in steps]
+    if "samples" in run.__dict__:  # cached_property already evaluated
+        s = run.samples
+        return s[s["param"].isin(params) & s["step"].isin(steps) & s["quantity"].isin(SAMPLE_QUANTITIES)]
+    empty = schema.SAMPLES_SCHEMA.empty_table().to_pandas()
+    folder = run.path / "samples"
+    if not params or not steps or not folder.is_dir():
+        return empty
+    filters = [("param", "in", params), ("step", "in", steps), ("quantity", "in", list(SAMPLE_QUANTITIES))]
+    pieces = []
+    for part in sorted(folder.glob("part-*.parquet")):
+        try:
+            pieces.append(pq.read_table(part, filters=filters))
+        except (pa.ArrowException, OSError, ValueError) as exc:
+            message = f"cannot read {part}: the Parquet part is damaged or truncated ({exc})"
+            if run.on_error == "raise":
+                raise RunDirectoryError(message) from exc
+            warnings.warn(message + "; skipped", RuntimeWarning, stacklevel=2)
+    if not pieces:
+        return empty
+    return pa.concat_tables(pieces, promote_options="default").to_pandas()
+
+
+@dataclass(frozen=True)
+class OptionalTable:
+    """An optional analysis table for the report, or the reason it is absent."""
+
+    frame: pd.DataFrame | None
+    note: str
+    source: str = ""
+
+    @property
+    def present(self) -> bool:
+        """Whether there is something to show."""
+        return self.frame is not None and not self.frame.empty
+
+
+def _find(candidates: Sequence[tuple[str, str]]) -> Callable[..., Any] | None:
+    """The first importable ``module:function`` of ``candidates`` (analyses added over time)."""
+    for module_name, attr in candidates:
+        try:
+            module = importlib.import_module(module_name)
+        except ImportError:
+            continue
+        fn = getattr(module, attr, None)
+        if callable(fn):
+            return fn
+    return None
+
+
+def _stored(run: Run, names: Sequence[str]) -> tuple[str, pd.DataFrame] | None:
+    present = set(run.tables)
+    for name in names:
+        if name in present:
+            frame = run.table(name)
+            if not frame.empty:
+                return name, frame
+    return None
+
+
+OU_TABLES = ("ou", "ou_validation", "ou_layers")
+"""Table names under which an OU validation may be stored in a run directory."""
+OU_FUNCTIONS = (("goup_probe.ou", "validate_ou"), ("goup_probe.stats.ou", "validate_ou"))
+"""Where the OU validation function may live; the first importable one is used."""
+
+
+def load_ou(run: Run) -> OptionalTable:
+    """The per-tensor OU validation: a stored table, else computed from the tracer trajectories.
+
+    Returns an :class:`OptionalTable` whose ``note`` says why it is absent: no tracer
+    trajectories were recorded, the OU analysis is not installed, or it failed
+    (the error message is kept; the report is still written).
+    """
+    stored = _stored(run, OU_TABLES)
+    if stored is not None:
+        return OptionalTable(stored[1], "", f"table '{stored[0]}' of the run")
+    if "trajectories" not in run.tables:
+        return OptionalTable(
+            None, "This run recorded no tracer trajectories (tracers=0), so the OU model cannot be checked."
+        )
+    fn = _find(OU_FUNCTIONS)
+    if fn is None:
+        return OptionalTable(
+            None, "The OU analysis (validate_ou) is not available in this version of goup_probe."
+        )
+    try:
+        frame = fn(run)
+    except Exception as exc:  # an analysis bug must not cost the user the whole report
+        return OptionalTable(None, f"The OU analysis failed on this run: {type(exc).__name__}: {exc}")
+    if not isinstance(frame, pd.DataFrame) or frame.empty:
+        return OptionalTable(None, "The OU analysis returned no rows for this run.")
+    return OptionalTable(frame, "", f"{fn.__module__}.{fn.__name__}(run)")
+
+
+def _schema_name(attr: str, default: str) -> str:
+    return str(getattr(schema, attr, default))
+
+
+def load_fidelity(run: Run) -> dict[str, OptionalTable]:
+    """Tables written by a GO-UP comparison (curves, per-layer distances, summary), when present.
+
+    Returns
+    -------
+    dict
+        ``"curves"``, ``"layers"`` and ``"summary"`` entries; each an :class:`OptionalTable`.
+    """
+    names = {
+        "curves": (_schema_name("COMPARE_CURVES", "compare_curves"), "fidelity_curves", "curves"),
+        "layers": (_schema_name("COMPARE_LAYERS", "compare_layers"), "fidelity_layers"),
+        "summary": (_schema_name("COMPARE_SUMMARY", "compare_summary"), "fidelity_summary"),
+    }
+    out = {}
+    for key, candidates in names.items():
+        stored = _stored(run, candidates)
+        if stored is None:
+            out[key] = OptionalTable(None, f"no {key} table")
+        else:
+            out[key] = OptionalTable(stored[1], "", f"table '{stored[0]}' of the run")
+    return out
