@@ -132,6 +132,7 @@ class RunWriter:
         self.flush_rows = flush_rows
         self.flush_seconds = flush_seconds
         self._buffers: dict[str, list[dict[str, Any]]] = {}
+        self._arrow_buffers: dict[str, list[pa.Table]] = {}
         self._next_part: dict[str, int] = {}
         self._last_flush = time.monotonic()
         self.rows_written: dict[str, int] = {}
@@ -143,6 +144,13 @@ class RunWriter:
         if len(buffer) >= self.flush_rows:
             self.flush(table)
 
+    def append_arrow(self, table: str, data: pa.Table) -> None:
+        """Buffer a ready Arrow table for ``table`` (the fast path for bulk rows)."""
+        buffer = self._arrow_buffers.setdefault(table, [])
+        buffer.append(data)
+        if sum(t.num_rows for t in buffer) >= self.flush_rows:
+            self.flush(table)
+
     def maybe_flush(self) -> None:
         """Flush everything if ``flush_seconds`` have passed since the last flush."""
         if time.monotonic() - self._last_flush >= self.flush_seconds:
@@ -150,16 +158,29 @@ class RunWriter:
 
     def flush(self, table: str | None = None) -> None:
         """Write buffered rows of one table (or all tables) as new parts."""
-        names = [table] if table is not None else list(self._buffers)
+        names = [table] if table is not None else list({**self._buffers, **self._arrow_buffers})
         for name in names:
             rows = self._buffers.get(name)
             if rows:
                 self._write_part(name, rows)
                 self._buffers[name] = []
+            tables = self._arrow_buffers.get(name)
+            if tables:
+                self._write_arrow(name, pa.concat_tables(tables))
+                self._arrow_buffers[name] = []
         if table is None:
             self._last_flush = time.monotonic()
 
     def _write_part(self, table: str, rows: list[dict[str, Any]]) -> None:
+        arrow_schema = schema.TABLES.get(table)
+        if arrow_schema is not None:
+            columns = {f.name: [r.get(f.name) for r in rows] for f in arrow_schema}
+            data = pa.table(columns, schema=arrow_schema)
+        else:
+            data = pa.Table.from_pylist(rows)
+        self._write_arrow(table, data)
+
+    def _write_arrow(self, table: str, data: pa.Table) -> None:
         folder = self.path / table
         folder.mkdir(exist_ok=True)
         index = self._next_part.get(table)
@@ -168,12 +189,6 @@ class RunWriter:
                 (int(m.group(1)) for p in folder.iterdir() if (m := _PART_RE.match(p.name))),
                 default=-1,
             )
-        arrow_schema = schema.TABLES.get(table)
-        if arrow_schema is not None:
-            columns = {f.name: [r.get(f.name) for r in rows] for f in arrow_schema}
-            data = pa.table(columns, schema=arrow_schema)
-        else:
-            data = pa.Table.from_pylist(rows)
         target = folder / f"part-{index:06d}.parquet"
         fd, tmp = tempfile.mkstemp(dir=folder, prefix=".part-", suffix=".tmp")
         os.close(fd)
@@ -184,7 +199,7 @@ class RunWriter:
             Path(tmp).unlink(missing_ok=True)
             raise
         self._next_part[table] = index + 1
-        self.rows_written[table] = self.rows_written.get(table, 0) + len(rows)
+        self.rows_written[table] = self.rows_written.get(table, 0) + data.num_rows
 
     def write_table(self, table: str, frame: pd.DataFrame) -> None:
         """Write a whole DataFrame as one new part of ``table`` (used by analyses).

@@ -35,12 +35,12 @@ from goup_probe.capture.hooks import HookSet
 from goup_probe.capture.reduce import (
     Reduction,
     flat_view,
-    gather,
     reduce_components,
     reduce_difference,
     reduce_flat,
 )
 from goup_probe.capture.signals import SigtermGuard, Terminated
+from goup_probe.capture.tracers import TracerRecorder, TracerSet
 from goup_probe.stats.normality import (
     DEFAULT_THRESHOLDS,
     MAX_TESTED,
@@ -257,6 +257,7 @@ class Probe:
         self._warned: set[tuple[str | None, str, str]] = set()
         self._sigterm = SigtermGuard()
         self._dist = _dist.DistInfo()
+        self._tracer_recorder: TracerRecorder | None = None
 
     # ------------------------------------------------------------------ lifecycle
     @property
@@ -285,6 +286,13 @@ class Probe:
         self._dist = _dist.detect(_unwrap(self.model))
         self._tracked = self._build_tracked()
         self._writer = self._open_writer()
+        local_tracers = [
+            TracerSet(t.name, t.param, t.tracers)
+            for t in self._tracked
+            if t.tracers is not None and t.shard is None
+        ]
+        if local_tracers and self._dist.writes:
+            self._tracer_recorder = TracerRecorder(local_tracers)
         self._meta = self._initial_meta()
         self._writer.write_meta(self._meta)
         self._write_tracer_table()
@@ -559,6 +567,10 @@ class Probe:
         self._state = state
         if self._capture_disabled:
             return
+        if self._tracer_recorder is not None:
+            self._guard(step, None, "tracers", self._tracer_recorder.before, step)
+        if not (captured or self._dist.sharded):  # sharded tracers need every rank every step
+            return
         for tracked in self._tracked:
             if tracked.skip_status is not None:
                 if captured:
@@ -574,14 +586,21 @@ class Probe:
             return
         try:
             # sharded: rank 0 may have stopped mid-step; it still joins this step's collectives
-            if not self._capture_disabled or self._dist.sharded:
+            if (state.captured and not self._capture_disabled) or self._dist.sharded:
                 for tracked in self._tracked:
                     if tracked.skip_status is None:
                         self._guard(state.step, tracked.name, "after step", self._after, state, tracked)
+            if not self._capture_disabled and self._tracer_recorder is not None:
+                self._guard(state.step, None, "tracers", self._record_tracers, state)
             if not self._capture_disabled:
                 self._guard(state.step, None, "writing", self._writer.maybe_flush)
         finally:
             self._step += 1
+
+    def _record_tracers(self, state: _StepState) -> None:
+        table = self._tracer_recorder.after(state.lrs)
+        if table is not None:
+            self._writer.append_arrow("trajectories", table)
 
     def _guard(self, step: int, param: str | None, where: str, fn: Callable[..., Any], *args: Any) -> None:
         try:
@@ -627,17 +646,11 @@ class Probe:
         if tracked.shard is not None:
             self._before_sharded(state, tracked)
             return
-        if not self._dist.writes:  # a replicated tensor in a sharded run: rank 0 alone
+        if not self._dist.writes or not state.captured:  # replicated tensors: rank 0 alone
             return
         theta = flat_view(tracked.param)
         grad = tracked.param.grad
         g = flat_view(grad) if grad is not None else None
-        if tracked.tracers is not None:
-            t_theta = gather(theta, tracked.tracers)
-            t_grad = gather(g, tracked.tracers) if g is not None else np.full(t_theta.shape, np.nan)
-            state.tracer_values[tracked.name] = (t_theta, t_grad)
-        if not state.captured:
-            return
         lr = state.lrs.get(tracked.name, math.nan)
         if g is None:
             red_theta = reduce_flat(theta, tracked.index)
@@ -675,25 +688,10 @@ class Probe:
             return
         if not self._dist.writes:
             return
-        theta_new = flat_view(tracked.param)
-        if tracked.name in state.tracer_values:
-            t_theta, t_grad = state.tracer_values.pop(tracked.name)
-            self._writer.append(
-                "trajectories",
-                [
-                    {
-                        "step": state.step,
-                        "param": tracked.name,
-                        "lr": state.lrs.get(tracked.name, math.nan),
-                        "theta": t_theta.tolist(),
-                        "grad": t_grad.tolist(),
-                        "theta_next": gather(theta_new, tracked.tracers).tolist(),
-                    }
-                ],
-            )
         snap = state.snapshots.pop(tracked.name, None)
         if snap is None:
             return
+        theta_new = flat_view(tracked.param)
         red_update = reduce_difference(theta_new, snap.theta, tracked.index)
         grad = tracked.param.grad
         shadow = {}

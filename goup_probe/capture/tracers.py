@@ -1,0 +1,86 @@
+"""Tracer coordinates recorded at every optimizer step, cheaply.
+
+For the OU analysis the probe follows a fixed seeded set of coordinates per
+tensor (θ_t, g_t, θ_{t+1}) at *every* step. Doing that tensor by tensor, with
+Python lists per row, costs more than a small network's step; here all
+tensors' tracer values are gathered into one device tensor per phase, copied to
+the host once per step, and handed to the writer as a ready Arrow table.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import pyarrow as pa
+import torch
+
+from goup_probe import schema
+from goup_probe.capture.reduce import flat_view
+
+
+@dataclass(frozen=True)
+class TracerSet:
+    """One tensor's tracer coordinates."""
+
+    name: str
+    param: torch.Tensor
+    index: torch.Tensor
+
+
+class TracerRecorder:
+    """Gathers the tracer values of many tensors per step into one Arrow table.
+
+    Call :meth:`before` in the optimizer's pre-step hook and :meth:`after` in its
+    post-step hook; :meth:`after` returns the rows of that step (one per tensor).
+    """
+
+    def __init__(self, tracers: Sequence[TracerSet]) -> None:
+        self.tracers = list(tracers)
+        sizes = np.array([t.index.numel() for t in self.tracers], dtype=np.int64)
+        self._offsets = pa.array(np.concatenate([[0], np.cumsum(sizes)]).astype(np.int32))
+        self._names = pa.array([t.name for t in self.tracers], pa.string())
+        self._pending: tuple[int, torch.Tensor, torch.Tensor] | None = None
+
+    def __len__(self) -> int:
+        return len(self.tracers)
+
+    def _gather(self, tensors: Sequence[torch.Tensor | None]) -> torch.Tensor:
+        parts = []
+        for tracer, tensor in zip(self.tracers, tensors, strict=True):
+            if tensor is None:
+                parts.append(torch.full((tracer.index.numel(),), math.nan, dtype=torch.float64))
+            else:
+                parts.append(flat_view(tensor).index_select(0, tracer.index).to(torch.float64).cpu())
+        return torch.cat(parts)
+
+    def before(self, step: int) -> None:
+        """Gather θ_t and g_t (NaN where a tensor has no gradient)."""
+        theta = self._gather([t.param for t in self.tracers])
+        grad = self._gather([t.param.grad for t in self.tracers])
+        self._pending = (step, theta, grad)
+
+    def after(self, lrs: Mapping[str, float]) -> pa.Table | None:
+        """Gather θ_{t+1} and return this step's rows (None if :meth:`before` was not called)."""
+        if self._pending is None:
+            return None
+        step, theta, grad = self._pending
+        self._pending = None
+        theta_next = self._gather([t.param for t in self.tracers])
+        values = torch.stack([theta, grad, theta_next]).numpy()
+        n = len(self.tracers)
+        columns = {
+            "step": pa.array(np.full(n, step, dtype=np.int64)),
+            "param": self._names,
+            "lr": pa.array([lrs.get(t.name, math.nan) for t in self.tracers], pa.float64()),
+            "theta": pa.ListArray.from_arrays(self._offsets, pa.array(values[0])),
+            "grad": pa.ListArray.from_arrays(self._offsets, pa.array(values[1])),
+            "theta_next": pa.ListArray.from_arrays(self._offsets, pa.array(values[2])),
+        }
+        return pa.table(columns).cast(schema.TRAJECTORY_SCHEMA)
+
+    def discard(self) -> None:
+        """Forget a step whose post-hook never came (the optimizer step raised)."""
+        self._pending = None
