@@ -11,12 +11,9 @@ from __future__ import annotations
 
 import atexit
 import contextlib
-import datetime as _dt
 import fnmatch
 import math
 import os
-import platform
-import sys
 import warnings
 import zlib
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -32,6 +29,7 @@ from goup_probe import schedule as schedules
 from goup_probe import schema
 from goup_probe.capture import distributed as _dist
 from goup_probe.capture.hooks import HookSet
+from goup_probe.capture.meta import initial_meta, utc_now
 from goup_probe.capture.reduce import (
     Reduction,
     flat_view,
@@ -39,6 +37,7 @@ from goup_probe.capture.reduce import (
     reduce_difference,
     reduce_flat,
 )
+from goup_probe.capture.shadow import Snapshot, shadow_fidelity, shadow_from_dot
 from goup_probe.capture.signals import SigtermGuard, Terminated
 from goup_probe.capture.tracers import TracerRecorder, TracerSet
 from goup_probe.stats.normality import (
@@ -76,23 +75,11 @@ class TrackedParam:
 
 
 @dataclass
-class _Snapshot:
-    """State kept between the pre and post hook of a captured step."""
-
-    theta: torch.Tensor
-    lr: float
-    grad_norm: float
-    param_norm: float
-    x_std: float
-    numel: int
-
-
-@dataclass
 class _StepState:
     step: int
     captured: bool
     lrs: dict[str, float] = field(default_factory=dict)
-    snapshots: dict[str, _Snapshot] = field(default_factory=dict)
+    snapshots: dict[str, Snapshot] = field(default_factory=dict)
     tracer_values: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
 
 
@@ -116,29 +103,10 @@ def _unwrap(model: nn.Module) -> nn.Module:
     return model.module if isinstance(model, ddp) else model
 
 
-def _optimizer_summary(optimizer: torch.optim.Optimizer | None) -> dict[str, Any] | None:
-    if optimizer is None:
-        return None
-    groups = []
-    for group in optimizer.param_groups:
-        entry = {k: v for k, v in group.items() if k != "params"}
-        entry["num_tensors"] = len(group["params"])
-        groups.append(entry)
-    return {
-        "class": type(optimizer).__name__,
-        "defaults": dict(optimizer.defaults),
-        "param_groups": groups,
-    }
-
-
 def _to_float(value: Any) -> float:
     if isinstance(value, torch.Tensor):
         return float(value.detach().cpu().item())
     return float(value)
-
-
-def _now() -> str:
-    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
 
 
 class Probe:
@@ -452,65 +420,28 @@ class Probe:
         )
 
     def _initial_meta(self) -> dict[str, Any]:
-        from goup_probe import __version__
-
-        module = _unwrap(self.model)
-        tracked = {t.name: t for t in self._tracked}
-        tensors = []
-        for name, p in module.named_parameters():
-            entry = {
-                "name": name,
-                "shape": list(p.shape),
-                "dtype": str(p.dtype).replace("torch.", ""),
-                "numel": p.numel(),
-                "requires_grad": p.requires_grad,
-                "tracked": name in tracked and tracked[name].skip_status is None,
-            }
-            if name in tracked and tracked[name].skip_status is not None:
-                entry["skipped"] = tracked[name].skip_reason
-            tensors.append(entry)
-        return {
-            "schema_version": schema.SCHEMA_VERSION,
-            "status": "running",
-            "status_reason": "",
-            "started_at": _now(),
-            "ended_at": None,
-            "versions": {
-                "goup_probe": __version__,
-                "python": platform.python_version(),
-                "torch": torch.__version__,
-                "numpy": np.__version__,
-                "platform": platform.platform(),
-            },
-            "command": " ".join(sys.argv[:1]),
-            "model": {
-                "class": type(module).__name__,
-                "num_tensors": len(tensors),
-                "num_params": sum(t["numel"] for t in tensors),
-                "num_trainable": sum(t["numel"] for t in tensors if t["requires_grad"]),
-                "tensors": tensors,
-            },
-            "optimizer": _optimizer_summary(self.optimizer),
-            "capture": {
-                "mode": "hooks" if self.optimizer is not None else "manual",
-                "schedule": schedules.describe(self.schedule),
-                "layers": repr(self.layers) if self.layers is not None else None,
-                "quantities": list(self.quantities),
-                "tested": sorted(self.tested),
-                "sample_size": self.sample_size,
-                "keep_samples": self.keep_samples,
-                "tracers": self.n_tracers,
-                "seed": self.seed,
-                "thresholds": vars(self.thresholds),
-            },
-            "world_size": self._dist.world_size,
-            "distributed": self._dist.describe(),
-            "steps": 0,
-            "captured_steps": 0,
-            "errors": [],
-            "error_count": 0,
-            "user": self._user_meta,
+        capture = {
+            "mode": "hooks" if self.optimizer is not None else "manual",
+            "schedule": schedules.describe(self.schedule),
+            "layers": repr(self.layers) if self.layers is not None else None,
+            "quantities": list(self.quantities),
+            "tested": sorted(self.tested),
+            "sample_size": self.sample_size,
+            "keep_samples": self.keep_samples,
+            "tracers": self.n_tracers,
+            "seed": self.seed,
+            "thresholds": vars(self.thresholds),
         }
+        return initial_meta(
+            _unwrap(self.model),
+            self.optimizer,
+            tracked={t.name for t in self._tracked if t.skip_status is None},
+            skipped={t.name: t.skip_reason for t in self._tracked if t.skip_status is not None},
+            capture=capture,
+            world_size=self._dist.world_size,
+            distributed=self._dist.describe(),
+            user=self._user_meta,
+        )
 
     def _write_tracer_table(self) -> None:
         rows = [
@@ -673,7 +604,7 @@ class Probe:
         self._emit(state.step, tracked, schema.THETA, lr, red_theta, param_norm, grad_norm)
         self._emit(state.step, tracked, schema.GRAD, lr, red_grad, param_norm, grad_norm)
         if schema.UPDATE in self.quantities:
-            state.snapshots[tracked.name] = _Snapshot(
+            state.snapshots[tracked.name] = Snapshot(
                 theta=theta.clone(),
                 lr=lr,
                 grad_norm=grad_norm,
@@ -696,7 +627,7 @@ class Probe:
         grad = tracked.param.grad
         shadow = {}
         if grad is not None and self.optimizer is not None:
-            shadow = _shadow_fidelity(theta_new, snap, flat_view(grad), red_update.norm)
+            shadow = shadow_fidelity(theta_new, snap, flat_view(grad), red_update.norm)
         self._emit(
             state.step,
             tracked,
@@ -729,7 +660,7 @@ class Probe:
             return
         lr = state.lrs.get(tracked.name, math.nan)
         if res.grad is not None and schema.UPDATE in self.quantities:
-            state.snapshots[tracked.name] = _Snapshot(
+            state.snapshots[tracked.name] = Snapshot(
                 theta=theta.clone(),
                 lr=lr,
                 grad_norm=res.grad.norm,
@@ -791,7 +722,7 @@ class Probe:
             return
         shadow = {}
         if grad is not None and self.optimizer is not None:
-            shadow = _shadow_from_dot(res.dot, snap, res.update.norm)
+            shadow = shadow_from_dot(res.dot, snap, res.update.norm)
         self._emit(
             state.step,
             tracked,
@@ -925,54 +856,13 @@ class Probe:
             status, reason = "failed", f"final flush failed: {exc}"
             warnings.warn(f"goup_probe: {reason}", RuntimeWarning, stacklevel=3)
         finally:
-            self._meta.update(status=status, status_reason=reason, ended_at=_now())
+            self._meta.update(status=status, status_reason=reason, ended_at=utc_now())
             try:
                 self._write_meta()
             except OSError as exc:
                 warnings.warn(
                     f"goup_probe: cannot write {self.run_dir}/run.json: {exc}", RuntimeWarning, stacklevel=3
                 )
-
-
-def _shadow_fidelity(
-    theta_new: torch.Tensor, snap: _Snapshot, grad: torch.Tensor, update_norm: float
-) -> dict[str, float]:
-    """Compare the update taken with the one GO-UP would have taken at this step.
-
-    GO-UP's update is Δ_GO-UP ~ N(−αg, α²σ²I) with σ = std(θ − g). With the
-    actual update Δ:
-
-    * ``noise_to_signal`` = σ√N / ‖g‖ (GO-UP's noise norm over its mean's norm),
-      with σ the unbiased std of θ − g over the tensor, as ``torch.std`` in GO-UP;
-    * ``goup_cosine`` = cos(Δ, −αg);
-    * ``goup_w2_rel`` = W2(δ_Δ, N(−αg, α²σ²I)) / ‖αg‖, where
-      W2² = ‖Δ + αg‖² + Nα²σ² (for plain SGD it equals ``noise_to_signal``).
-    """
-    dot = 0.0
-    chunk = 1 << 22
-    for start in range(0, grad.numel(), chunk):
-        stop = start + chunk
-        delta = theta_new[start:stop].to(torch.float64) - snap.theta[start:stop].to(torch.float64)
-        dot += float(torch.dot(delta, grad[start:stop].to(torch.float64)))
-    return _shadow_from_dot(dot, snap, update_norm)
-
-
-def _shadow_from_dot(dot: float, snap: _Snapshot, update_norm: float) -> dict[str, float]:
-    """The shadow-fidelity columns from Σ(θ' − θ)·g (see :func:`_shadow_fidelity`)."""
-    alpha = snap.lr
-    g_norm = snap.grad_norm
-    n = snap.numel
-    sigma = snap.x_std * math.sqrt(n / (n - 1)) if n > 1 else 0.0  # GO-UP's unbiased torch.std
-    out = {"noise_to_signal": math.nan, "goup_cosine": math.nan, "goup_w2_rel": math.nan}
-    if g_norm > 0 and math.isfinite(g_norm):
-        out["noise_to_signal"] = sigma * math.sqrt(n) / g_norm
-        if update_norm > 0:
-            out["goup_cosine"] = -dot / (update_norm * g_norm)
-        if alpha > 0 and math.isfinite(alpha):
-            mean_gap2 = update_norm**2 + 2 * alpha * dot + (alpha * g_norm) ** 2
-            w2 = math.sqrt(max(mean_gap2, 0.0) + n * (alpha * sigma) ** 2)
-            out["goup_w2_rel"] = w2 / (alpha * g_norm)
-    return out
 
 
 def attach(

@@ -17,7 +17,7 @@ Pitfalls respected (see DESIGN.md §2):
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass, fields, replace
 from functools import lru_cache
 
 import numpy as np
@@ -187,8 +187,8 @@ class NormalityResult:
     verdict: str
 
     def to_dict(self) -> dict[str, object]:
-        """Plain dictionary, ready to become a stats row."""
-        return asdict(self)
+        """Plain dictionary, ready to become a stats row (shallow: every field is a scalar)."""
+        return {f.name: getattr(self, f.name) for f in fields(self)}
 
 
 _TEST_FIELDS = (

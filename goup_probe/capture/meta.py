@@ -1,0 +1,101 @@
+"""The metadata of a run (``run.json``): versions, model, optimizer, capture settings, status."""
+
+from __future__ import annotations
+
+import datetime as _dt
+import platform
+import sys
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from goup_probe import schema
+
+
+def optimizer_summary(optimizer: torch.optim.Optimizer | None) -> dict[str, Any] | None:
+    """Class, defaults and per-group hyperparameters of an optimizer (None without one)."""
+    if optimizer is None:
+        return None
+    groups = []
+    for group in optimizer.param_groups:
+        entry = {k: v for k, v in group.items() if k != "params"}
+        entry["num_tensors"] = len(group["params"])
+        groups.append(entry)
+    return {
+        "class": type(optimizer).__name__,
+        "defaults": dict(optimizer.defaults),
+        "param_groups": groups,
+    }
+
+
+def utc_now() -> str:
+    """The current UTC time, ISO 8601 to the second."""
+    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+
+
+def model_summary(module: nn.Module, tracked: set[str], skipped: Mapping[str, str]) -> dict[str, Any]:
+    """Class, sizes and every parameter tensor (shape, dtype, whether captured, why skipped)."""
+    tensors = []
+    for name, p in module.named_parameters():
+        entry = {
+            "name": name,
+            "shape": list(p.shape),
+            "dtype": str(p.dtype).replace("torch.", ""),
+            "numel": p.numel(),
+            "requires_grad": p.requires_grad,
+            "tracked": name in tracked,
+        }
+        if name in skipped:
+            entry["skipped"] = skipped[name]
+        tensors.append(entry)
+    return {
+        "class": type(module).__name__,
+        "num_tensors": len(tensors),
+        "num_params": sum(t["numel"] for t in tensors),
+        "num_trainable": sum(t["numel"] for t in tensors if t["requires_grad"]),
+        "tensors": tensors,
+    }
+
+
+def initial_meta(
+    module: nn.Module,
+    optimizer: torch.optim.Optimizer | None,
+    *,
+    tracked: set[str],
+    skipped: Mapping[str, str],
+    capture: Mapping[str, Any],
+    world_size: int,
+    distributed: Mapping[str, Any] | None,
+    user: Mapping[str, Any],
+) -> dict[str, Any]:
+    """The content of ``run.json`` when a probe attaches (status "running")."""
+    from goup_probe import __version__
+
+    return {
+        "schema_version": schema.SCHEMA_VERSION,
+        "status": "running",
+        "status_reason": "",
+        "started_at": utc_now(),
+        "ended_at": None,
+        "versions": {
+            "goup_probe": __version__,
+            "python": platform.python_version(),
+            "torch": torch.__version__,
+            "numpy": np.__version__,
+            "platform": platform.platform(),
+        },
+        "command": " ".join(sys.argv[:1]),
+        "model": model_summary(module, tracked, skipped),
+        "optimizer": optimizer_summary(optimizer),
+        "capture": dict(capture),
+        "world_size": world_size,
+        "distributed": distributed,
+        "steps": 0,
+        "captured_steps": 0,
+        "errors": [],
+        "error_count": 0,
+        "user": dict(user),
+    }
