@@ -48,13 +48,16 @@ class TracerRecorder:
         return len(self.tracers)
 
     def _gather(self, tensors: Sequence[torch.Tensor | None]) -> torch.Tensor:
+        """Tracer values of every tensor, concatenated, as one float64 host tensor."""
         parts = []
         for tracer, tensor in zip(self.tracers, tensors, strict=True):
             if tensor is None:
                 parts.append(torch.full((tracer.index.numel(),), math.nan, dtype=torch.float64))
             else:
-                parts.append(flat_view(tensor).index_select(0, tracer.index).to(torch.float64).cpu())
-        return torch.cat(parts)
+                parts.append(flat_view(tensor).index_select(0, tracer.index))
+        if len({(p.dtype, p.device) for p in parts}) == 1:  # the usual case: one cat, one conversion
+            return torch.cat(parts).to(torch.float64).cpu()
+        return torch.cat([p.to(torch.float64).cpu() for p in parts])
 
     def before(self, step: int) -> None:
         """Gather θ_t and g_t (NaN where a tensor has no gradient)."""
