@@ -368,3 +368,17 @@ def test_loading_never_unpickles(tmp_path):
     assert len(gp.load_run(tmp_path / "r").stats) == len(run.stats)
     meta = json.loads((tmp_path / "r" / "run.json").read_text())
     assert isinstance(meta, dict)
+
+
+def test_report_built_while_training_is_still_writing(tmp_path):
+    model = TinyNet()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    with gp.attach(model, opt, run_dir=tmp_path / "r", every=1, flush_rows=5) as probe:
+        train(model, opt, batches(3))
+        result = gp.report(tmp_path / "r", out=tmp_path / "live-report")
+        train(model, opt, batches(2))  # training continues after the report
+    assert probe.step == 5
+    html = result.index.read_text(encoding="utf-8")
+    assert "running" in html and result.figures
+    final = gp.load_run(tmp_path / "r")
+    assert final.status == "completed" and sorted(final.stats["step"].unique()) == [0, 1, 2, 3, 4]
