@@ -234,7 +234,7 @@ SUMMARY_COLUMNS: dict[str, str] = {
     "resid_lb_reject": "res_lb_rej",
     "resid_normality_reject": "res_nrm_rej",
     "resid_kurtosis": "res_kurt",
-    "adf_stationary": "adf_stat",
+    "adf_stationary": "adf_rej",
     "var_unstable": "var_rej",
     "verdict": "verdict",
 }
@@ -291,6 +291,10 @@ def _validate_param(param: str, rows: pd.DataFrame, th: OUThresholds) -> dict[st
     finite = np.isfinite(theta).all(0) & np.isfinite(theta_next).all(0) & np.isfinite(grad).all(0)
     spread = theta.std(axis=0)
     moving = finite & (spread > 1e-12 * np.abs(theta.mean(axis=0))) & (spread > 0)
+    if moving.any():  # noiseless coordinates (e.g. zero gradient under weight decay) are no OU sample
+        fit = sou.ar1_batch(theta[:, moving], theta_next[:, moving])
+        noisy = fit.sigma2 > 1e-20 * theta[:, moving].var(axis=0)
+        moving[np.flatnonzero(moving)[~noisy]] = False
     out["n_coords"] = int(moving.sum())
     n_steps = len(rows)
     if n_steps < th.min_steps or not moving.any():

@@ -42,13 +42,15 @@ def layer_summary(run: Run | pd.DataFrame, quantity: str = schema.THETA_MINUS_GR
         Tensors never tested keep their status as verdict.
     """
     stats = run.stats if isinstance(run, Run) else run
-    rows = stats[stats["quantity"] == quantity]
+    rows = stats[
+        (stats["quantity"] == quantity) & (stats["axis"].fillna(schema.AXIS_POOLED) == schema.AXIS_POOLED)
+    ]
     if rows.empty:
         return pd.DataFrame(columns=list(SUMMARY_COLUMNS))
     order = list(dict.fromkeys(rows.sort_values("step", kind="stable")["param"]))
     out = []
     for param in order:
-        sub = rows[rows["param"] == param].sort_values("step")
+        sub = rows[rows["param"] == param].sort_values("step", kind="stable")
         first, last = sub.iloc[0], sub.iloc[-1]
         tested = sub[
             sub["status"].isin(schema.TESTED_STATUSES) & (sub["verdict"] != schema.VERDICT_NOT_TESTED)

@@ -125,7 +125,7 @@ def test_nonfinite_values_are_counted_and_excluded():
         (np.full(100, 2.5), schema.STATUS_CONSTANT),
         (np.array([1.0, 2.0, 3.0]), schema.STATUS_TOO_FEW),
         (np.array([np.nan, np.inf]), schema.STATUS_ALL_NONFINITE),
-        (np.array([]), schema.STATUS_ALL_NONFINITE),
+        (np.array([]), schema.STATUS_TOO_FEW),
     ],
 )
 def test_degenerate_inputs_get_a_status_not_a_number(values, status):
@@ -182,3 +182,8 @@ def test_closed_form_dagostino_and_jarque_bera_match_scipy(n):
 def test_huge_values_do_not_overflow():
     r = gp.normality(np.random.default_rng(0).normal(size=100) * 1e200)
     assert r.status == "ok" and np.isfinite(r.shapiro_w)
+
+
+def test_shapiro_runs_on_at_most_5000_values_even_when_more_are_tested():
+    r = gp.normality(np.random.default_rng(0).standard_normal(20000), max_tested=20000)
+    assert r.n_tested == 20000 and np.isfinite(r.shapiro_p)

@@ -1,5 +1,6 @@
 """Issue 6: a diagnostic must never harm the training it watches, and must lose nothing."""
 
+import contextlib
 import errno
 import json
 import math
@@ -382,3 +383,58 @@ def test_report_built_while_training_is_still_writing(tmp_path):
     assert "running" in html and result.figures
     final = gp.load_run(tmp_path / "r")
     assert final.status == "completed" and sorted(final.stats["step"].unique()) == [0, 1, 2, 3, 4]
+
+
+def test_optimizer_step_raising_after_the_pre_hook_leaves_unique_rows(tmp_path):
+    model = TinyNet()
+    opt = gp.GOUP(model.parameters(), lr=0.1, seed=0)
+    data = batches(4)
+    with gp.attach(model, opt, run_dir=tmp_path / "r", every=1) as probe:
+        for i, (x, y) in enumerate(data):
+            loss = nn.functional.cross_entropy(model(x), y)
+            if i == 1:
+                loss = loss * float("nan")  # GO-UP refuses the non-finite step, raising inside step()
+            loss.backward()
+            with contextlib.suppress(FloatingPointError):
+                opt.step()
+            opt.zero_grad()
+    run = gp.load_run(tmp_path / "r")
+    assert probe.step == 4 and run.meta["captured_steps"] == 4
+    assert not run.stats.duplicated(["step", "param", "quantity"]).any()
+    assert any(e["where"] == "optimizer.step" and e["step"] == 1 for e in run.meta["errors"])
+    nan_step = run.stats[(run.stats["step"] == 1) & (run.stats["quantity"] == "grad")]
+    assert nan_step["grad_norm"].isna().all()  # never a made-up finite norm
+    traj = run.trajectories
+    assert sorted(traj[traj["param"] == "fc1.weight"]["step"]) == [0, 2, 3]
+
+
+def test_group_without_lr_records_nan_and_training_continues(tmp_path):
+    class NoLr(torch.optim.Optimizer):
+        def __init__(self, params):
+            super().__init__(params, {"lr": None})
+
+        def step(self, closure=None):
+            for group in self.param_groups:
+                for p in group["params"]:
+                    p.data.add_(p.grad, alpha=-0.1)
+
+    model = TinyNet()
+    opt = NoLr(model.parameters())
+    with gp.attach(model, opt, run_dir=tmp_path / "r", every=1) as probe:
+        train(model, opt, batches(2))
+    assert probe.step == 2
+    assert gp.load_run(tmp_path / "r").stats["lr"].isna().all()
+
+
+def test_wrapped_models_give_plain_parameter_names(tmp_path):
+    class CompiledLike(nn.Module):  # the shape of torch.compile's OptimizedModule
+        def __init__(self, mod):
+            super().__init__()
+            self._orig_mod = mod
+
+    inner = nn.Sequential(nn.Linear(3, 4))
+    for i, wrapped in enumerate([nn.DataParallel(inner), CompiledLike(nn.DataParallel(inner))]):
+        opt = torch.optim.SGD(wrapped.parameters(), lr=0.1)
+        probe = gp.attach(wrapped, opt, run_dir=tmp_path / f"r{i}")
+        assert probe.tracked == ["0.weight", "0.bias"]
+        probe.detach()

@@ -98,15 +98,29 @@ def _select(names: Iterable[str], layers: LayerSelector) -> set[str]:
 
 
 def _unwrap(model: nn.Module) -> nn.Module:
-    """The module whose parameter names are recorded (DDP's inner module)."""
-    ddp = nn.parallel.DistributedDataParallel
-    return model.module if isinstance(model, ddp) else model
+    """The module whose parameter names are recorded.
+
+    Unwraps ``DistributedDataParallel`` and ``DataParallel`` (``.module``) and
+    ``torch.compile``'s wrapper (``._orig_mod``), so names match the plain model.
+    """
+    wrappers = (nn.parallel.DistributedDataParallel, nn.DataParallel)
+    while True:
+        if isinstance(model, wrappers):
+            model = model.module
+        elif isinstance(getattr(model, "_orig_mod", None), nn.Module):
+            model = model._orig_mod
+        else:
+            return model
 
 
 def _to_float(value: Any) -> float:
-    if isinstance(value, torch.Tensor):
-        return float(value.detach().cpu().item())
-    return float(value)
+    """A learning rate as a float; NaN when the group has none (``lr=None``, no key)."""
+    try:
+        if isinstance(value, torch.Tensor):
+            return float(value.detach().cpu().item())
+        return float(value)
+    except (TypeError, ValueError, RuntimeError):
+        return math.nan
 
 
 class Probe:
@@ -290,6 +304,7 @@ class Probe:
                 object.__delattr__(self.model, _ATTACHED_FLAG)
             if self.optimizer is None and self._state is not None:
                 self._finish_step()
+            self._state = None  # a step whose post hook never came: drop its snapshots
             self._close(status, reason)
 
     def __enter__(self) -> Probe:
@@ -455,12 +470,29 @@ class Probe:
 
     # ------------------------------------------------------------------ hooks
     def _pre_hook(self, optimizer: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
+        if self._state is not None:
+            self._abandon_step()
         lrs = {
-            t.name: _to_float(optimizer.param_groups[t.group]["lr"])
+            t.name: _to_float(optimizer.param_groups[t.group].get("lr"))
             for t in self._tracked
             if t.group is not None
         }
         self._begin_step(lrs)
+
+    def _abandon_step(self) -> None:
+        """The last ``optimizer.step()`` raised after its pre hook: close that step without an update.
+
+        Its θ, g and X rows stay (they describe that step's gradient); the update
+        was never measured. The step keeps its index, so the next step's rows do
+        not collide with it.
+        """
+        state, self._state = self._state, None
+        if self._tracer_recorder is not None:
+            self._tracer_recorder.discard()
+        self._record_error(
+            state.step, None, "optimizer.step", RuntimeError("optimizer.step() raised after the pre hook")
+        )
+        self._step += 1
 
     def _post_hook(self, optimizer: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
         self._finish_step()

@@ -19,6 +19,7 @@ and makes sums from several shards or ranks add up exactly.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -272,7 +273,9 @@ class Reduction:
 
     @property
     def norm(self) -> float:
-        """L2 norm of the finite values of the whole tensor."""
+        """L2 norm of the whole tensor; NaN when it holds NaN/Inf (never a made-up finite number)."""
+        if self.sums.count < self.sums.numel:
+            return math.nan
         return float(np.sqrt(max(self.sums.sum_of_squares, 0.0)))
 
 

@@ -647,13 +647,15 @@ def adf_batch(series: np.ndarray, lags: int | None = None) -> tuple[np.ndarray, 
         design = np.stack([r - r.mean(axis=0) for r in regs], axis=-1).transpose(1, 0, 2).copy()
         design /= np.sqrt(np.einsum("cnm,cnm->cm", design, design))[:, None, :]
         y = (y - y.mean(axis=0)).T[..., None]  # (C', nobs, 1)
-        gram_inv = np.linalg.inv(np.matmul(design.transpose(0, 2, 1), design))
+        # pinv: a deterministic series (e.g. pure weight decay) makes the design singular
+        gram_inv = np.linalg.pinv(np.matmul(design.transpose(0, 2, 1), design))
         coef = np.matmul(gram_inv, np.matmul(design.transpose(0, 2, 1), y))
         resid = y - np.matmul(design, coef)
         rss = np.einsum("cn,cn->c", resid[..., 0], resid[..., 0])
         var_gamma = rss / (nobs - n_reg) * gram_inv[:, 0, 0]
         coef = coef[..., 0]
-        stat[ok] = coef[:, 0] / np.sqrt(var_gamma)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            stat[ok] = np.where(var_gamma > 0, coef[:, 0] / np.sqrt(np.abs(var_gamma)), np.nan)
     pval = np.full(cols, np.nan)
     finite = np.isfinite(stat)
     pval[finite] = [mackinnonp(float(s), regression="c", N=1) for s in stat[finite]]
