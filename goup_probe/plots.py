@@ -36,6 +36,7 @@ VERDICT_COLORS = {
     schema.VERDICT_GAUSSIAN: "#1b9e77",
     schema.VERDICT_NEGLIGIBLE: "#a6d854",
     schema.VERDICT_NON_GAUSSIAN: "#d95f02",
+    schema.VERDICT_INCONCLUSIVE: "#9ecae1",
     schema.VERDICT_NOT_TESTED: "#bdbdbd",
 }
 """One fixed colour per verdict, shared by every figure."""

@@ -40,6 +40,8 @@ TESTED_STATUSES = (STATUS_OK, STATUS_NONFINITE_EXCLUDED)
 VERDICT_GAUSSIAN = "Gaussian"
 VERDICT_NEGLIGIBLE = "negligible deviation"
 VERDICT_NON_GAUSSIAN = "non-Gaussian"
+VERDICT_INCONCLUSIVE = "inconclusive"
+"""Not rejected, but on too few values for 'Gaussian' to mean anything."""
 VERDICT_NOT_TESTED = "not tested"
 
 STATS_FIELDS: tuple[tuple[str, pa.DataType, str], ...] = (
@@ -76,7 +78,7 @@ STATS_FIELDS: tuple[tuple[str, pa.DataType, str], ...] = (
     ("qq_r_crit05", pa.float64(), "5% null critical value of qq_r for n_tested"),
     ("shapiro_francia_p", pa.float64(), "p-value of qq_r^2 (Royston 1993)"),
     ("w1_sigma", pa.float64(), "Wasserstein-1 distance to the fitted normal, in std units"),
-    ("verdict", pa.string(), "Gaussian | negligible deviation | non-Gaussian | not tested"),
+    ("verdict", pa.string(), "Gaussian | negligible deviation | non-Gaussian | inconclusive | not tested"),
     ("noise_to_signal", pa.float64(), "GO-UP shadow: sigma*sqrt(N)/||g||"),
     ("goup_cosine", pa.float64(), "GO-UP shadow: cos(actual update, GO-UP mean update)"),
     ("goup_w2_rel", pa.float64(), "GO-UP shadow: W2(actual, GO-UP) / ||GO-UP mean update||"),

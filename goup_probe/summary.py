@@ -52,9 +52,8 @@ def layer_summary(run: Run | pd.DataFrame, quantity: str = schema.THETA_MINUS_GR
     for param in order:
         sub = rows[rows["param"] == param].sort_values("step", kind="stable")
         first, last = sub.iloc[0], sub.iloc[-1]
-        tested = sub[
-            sub["status"].isin(schema.TESTED_STATUSES) & (sub["verdict"] != schema.VERDICT_NOT_TESTED)
-        ]
+        decided = ~sub["verdict"].isin([schema.VERDICT_NOT_TESTED, schema.VERDICT_INCONCLUSIVE])
+        tested = sub[sub["status"].isin(schema.TESTED_STATUSES) & decided]
         good = tested["verdict"].isin([schema.VERDICT_GAUSSIAN, schema.VERDICT_NEGLIGIBLE])
         out.append(
             {

@@ -187,3 +187,34 @@ def test_huge_values_do_not_overflow():
 def test_shapiro_runs_on_at_most_5000_values_even_when_more_are_tested():
     r = gp.normality(np.random.default_rng(0).standard_normal(20000), max_tested=20000)
     assert r.n_tested == 20000 and np.isfinite(r.shapiro_p)
+
+
+@pytest.mark.parametrize("n", [8, 50, 700, 5000])
+@pytest.mark.parametrize("dist", ["normal", "uniform", "laplace"])
+def test_anderson_darling_matches_statsmodels(n, dist):
+    from statsmodels.stats.diagnostic import normal_ad
+
+    from goup_probe.stats.normality import anderson_darling
+
+    x = getattr(np.random.default_rng(n), dist)(size=n)
+    a2, p = anderson_darling(np.sort(x))
+    ref_a2, ref_p = normal_ad(x)
+    assert a2 == pytest.approx(ref_a2, rel=1e-8)
+    assert p == pytest.approx(ref_p, rel=1e-8, abs=1e-300)
+
+
+def test_unwrapped_shapiro_equals_scipys_public_function():
+    from goup_probe.stats.normality import _shapiro
+
+    x = np.random.default_rng(12).gamma(2.0, size=1234)
+    assert tuple(_shapiro(x)) == tuple(stats.shapiro(x))
+
+
+def test_not_rejected_on_few_values_is_inconclusive_not_gaussian():
+    rng = np.random.default_rng(5)
+    verdicts = [gp.normality(rng.uniform(size=16)).verdict for _ in range(50)]
+    assert set(verdicts) <= {schema.VERDICT_INCONCLUSIVE, schema.VERDICT_NON_GAUSSIAN}
+    assert verdicts.count(schema.VERDICT_INCONCLUSIVE) > 25  # the test has little power at n = 16
+    assert gp.normality(rng.normal(size=60)).verdict in (schema.VERDICT_GAUSSIAN, schema.VERDICT_NON_GAUSSIAN)
+    lenient = gp.VerdictThresholds(min_n_gaussian=10)
+    assert gp.normality(rng.normal(size=16), thresholds=lenient).verdict != schema.VERDICT_INCONCLUSIVE

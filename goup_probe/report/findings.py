@@ -29,6 +29,7 @@ class StepVerdicts:
     negligible: int
     non_gaussian: int
     not_tested: int
+    inconclusive: int
     median_one_minus_qq_r: float
     median_excess_kurtosis: float
     median_grad_to_param: float
@@ -38,7 +39,7 @@ class StepVerdicts:
     @property
     def total(self) -> int:
         """All tensors with a row at this step."""
-        return self.gaussian + self.negligible + self.non_gaussian + self.not_tested
+        return self.gaussian + self.negligible + self.non_gaussian + self.inconclusive + self.not_tested
 
 
 @dataclass(frozen=True)
@@ -68,6 +69,7 @@ class Findings:
                     schema.VERDICT_GAUSSIAN: s.gaussian,
                     schema.VERDICT_NEGLIGIBLE: s.negligible,
                     schema.VERDICT_NON_GAUSSIAN: s.non_gaussian,
+                    schema.VERDICT_INCONCLUSIVE: s.inconclusive,
                     schema.VERDICT_NOT_TESTED: s.not_tested,
                     "median 1 − qq_r": s.median_one_minus_qq_r,
                     "median excess kurtosis": s.median_excess_kurtosis,
@@ -111,6 +113,7 @@ def _step_verdicts(x_rows: pd.DataFrame, step: int, label: str) -> StepVerdicts:
         negligible=int((verdicts == schema.VERDICT_NEGLIGIBLE).sum()),
         non_gaussian=int((verdicts == schema.VERDICT_NON_GAUSSIAN).sum()),
         not_tested=int((verdicts == schema.VERDICT_NOT_TESTED).sum()),
+        inconclusive=int((verdicts == schema.VERDICT_INCONCLUSIVE).sum()),
         median_one_minus_qq_r=_median(1.0 - at["qq_r"]),
         median_excess_kurtosis=_median((big if len(big) else at)["excess_kurtosis"]),
         median_grad_to_param=_median(at["grad_to_param"]),
@@ -186,6 +189,7 @@ def compute_findings(stats: pd.DataFrame, meta: dict[str, Any]) -> Findings:
         sentences.append(
             f"At the {s.label} captured step ({s.step}): {s.gaussian} Gaussian, {s.negligible} with a "
             f"negligible deviation, {s.non_gaussian} non-Gaussian"
+            + (f", {s.inconclusive} inconclusive (too few values)" if s.inconclusive else "")
             + (f", {s.not_tested} not tested" if s.not_tested else "")
             + f" (of {s.total}); median effect size 1 − qq_r = {_fmt(s.median_one_minus_qq_r)}"
             + (

@@ -91,8 +91,13 @@ def glossary_items(meta: dict[str, Any]) -> list[tuple[str, str]]:
         ),
         (
             "verdict: Gaussian",
-            f"Shapiro–Wilk does not reject normality at α = {t['alpha']}. On few values "
-            "this means little: the test has no power.",
+            f"Shapiro–Wilk does not reject normality at α = {t['alpha']} on at least "
+            f"{t.get('min_n_gaussian', 50)} values.",
+        ),
+        (
+            "verdict: inconclusive",
+            f"Not rejected, but on fewer than {t.get('min_n_gaussian', 50)} values: the test has "
+            "almost no power there (it misses a uniform distribution 87% of the time at n = 16).",
         ),
         (
             "verdict: negligible deviation",

@@ -22,7 +22,6 @@ from functools import lru_cache
 
 import numpy as np
 from scipy import special, stats
-from statsmodels.stats.diagnostic import normal_ad
 
 from goup_probe import schema
 
@@ -35,6 +34,8 @@ MIN_DAGOSTINO = 20
 LILLIEFORS_NULL_DRAWS = 2000
 """Monte Carlo draws of the Lilliefors null distribution per sample size."""
 _RELATIVE_CONSTANT = 1e-12
+_shapiro = getattr(stats.shapiro, "__wrapped__", stats.shapiro)
+"""scipy's Shapiro-Wilk without its axis/NaN-policy wrapper (3× faster on a clean 1-D sample)."""
 
 
 @dataclass(frozen=True)
@@ -43,7 +44,11 @@ class VerdictThresholds:
 
     A sample is called
 
-    * **Gaussian** when Shapiro-Wilk does not reject normality at ``alpha``;
+    * **Gaussian** when Shapiro-Wilk does not reject normality at ``alpha`` on at
+      least ``min_n_gaussian`` values;
+    * **inconclusive** when it does not reject on fewer values: with n = 16 the
+      test misses a uniform distribution 87% of the time, so "not rejected"
+      says nothing about the shape;
     * **negligible deviation** when it rejects, but every effect size is small:
       ``w1_sigma <= max_w1_sigma``, ``|skew| <= max_abs_skew`` and
       ``|excess_kurtosis| <= max_abs_excess_kurtosis`` (with n in the thousands a
@@ -59,11 +64,12 @@ class VerdictThresholds:
     max_w1_sigma: float = 0.05
     max_abs_skew: float = 0.5
     max_abs_excess_kurtosis: float = 1.0
+    min_n_gaussian: int = 50
 
     def __post_init__(self) -> None:
         if not 0 < self.alpha < 1:
             raise ValueError(f"alpha must lie in (0, 1), got {self.alpha}")
-        for name in ("max_w1_sigma", "max_abs_skew", "max_abs_excess_kurtosis"):
+        for name in ("max_w1_sigma", "max_abs_skew", "max_abs_excess_kurtosis", "min_n_gaussian"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0")
 
@@ -354,8 +360,8 @@ def _run_tests(z: np.ndarray) -> dict[str, float]:
     ks_d = float(lilliefors_statistic(ordered[None, :])[0])
     lf_p = lilliefors_p(ks_d, n)
     # Shapiro-Wilk's p-values are valid up to 5000 values: a larger max_tested tests a seeded 5000
-    shapiro = stats.shapiro(z if n <= MAX_TESTED else z[subsample_indices(n, MAX_TESTED, n)])
-    a2, ad_p = normal_ad(z)
+    shapiro = _shapiro(z if n <= MAX_TESTED else z[subsample_indices(n, MAX_TESTED, n)])
+    a2, ad_p = anderson_darling(ordered)
     g1, g2 = _sample_skew_kurtosis(z)
     dagostino_p = dagostino_pearson_p(g1, g2, n) if n >= MIN_DAGOSTINO else float("nan")
     jb_p = jarque_bera_p(g1, g2, n)
@@ -374,6 +380,38 @@ def _run_tests(z: np.ndarray) -> dict[str, float]:
         "shapiro_francia_p": shapiro_francia_p(qq_r, n),
         "w1_sigma": wasserstein1_to_normal(ordered),
     }
+
+
+def anderson_darling(ordered: np.ndarray) -> tuple[float, float]:
+    """Anderson-Darling A² against the normal with estimated mean and std, and its p-value.
+
+    A² = −n − Σ (2i − 1)/n [ln Φ(w_i) + ln(1 − Φ(w_{n+1−i}))] with w the sample
+    standardised by its mean and std (ddof=1); the p-value uses Stephens' case-3
+    modification A²(1 + 0.75/n + 2.25/n²) and D'Agostino & Stephens' (1986)
+    piecewise formulas — the same as ``statsmodels.stats.diagnostic.normal_ad``,
+    with log Φ computed stably in the tails.
+
+    Parameters
+    ----------
+    ordered : ndarray
+        The sample, sorted ascending (n >= 8).
+    """
+    n = ordered.size
+    w = (ordered - ordered.mean()) / ordered.std(ddof=1)
+    i = np.arange(1, n + 1, dtype=np.float64)
+    a2 = float(-n - np.sum((2 * i - 1) / n * (special.log_ndtr(w) + special.log_ndtr(-w[::-1]))))
+    m = a2 * (1 + 0.75 / n + 2.25 / n**2)
+    if m < 0.2:
+        p = 1 - math.exp(-13.436 + 101.14 * m - 223.73 * m * m)
+    elif m < 0.34:
+        p = 1 - math.exp(-8.318 + 42.796 * m - 59.938 * m * m)
+    elif m < 0.6:
+        p = math.exp(0.9177 - 4.279 * m - 1.38 * m * m)
+    elif m <= 13:
+        p = math.exp(1.2937 - 5.709 * m + 0.0186 * m * m)
+    else:
+        p = 0.0
+    return a2, p
 
 
 def lilliefors_statistic(ordered: np.ndarray) -> np.ndarray:
@@ -548,10 +586,12 @@ def wasserstein1_to_normal(ordered: np.ndarray) -> float:
 
 
 def verdict(result: NormalityResult, thresholds: VerdictThresholds = DEFAULT_THRESHOLDS) -> str:
-    """Verdict of a tested result: Gaussian, negligible deviation, or non-Gaussian."""
+    """Verdict of a tested result: Gaussian, negligible deviation, non-Gaussian or inconclusive."""
     if result.status not in schema.TESTED_STATUSES or not math.isfinite(result.shapiro_p):
         return schema.VERDICT_NOT_TESTED
     if result.shapiro_p >= thresholds.alpha:
+        if result.n_tested < thresholds.min_n_gaussian:
+            return schema.VERDICT_INCONCLUSIVE
         return schema.VERDICT_GAUSSIAN
     small = (
         result.w1_sigma <= thresholds.max_w1_sigma
