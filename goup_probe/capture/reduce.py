@@ -28,9 +28,11 @@ import torch
 
 from goup_probe.stats.normality import Moments
 
-CHUNK_ELEMENTS = 1 << 22
+CHUNK_ELEMENTS = 1 << 18
 """Elements (summed over the fused rows) reduced at once: the float64 work matrix
-of a chunk holds 2 × CHUNK_ELEMENTS values (64 MiB), whatever the tensor size."""
+of a chunk holds 2 × CHUNK_ELEMENTS values (4 MiB), whatever the tensor size.
+Small enough to stay in cache across the passes of a chunk: reducing θ, g and X
+of a 10⁶-element tensor takes 7 ms with 2¹⁸ against 19 ms with 2²² (2 CPU cores)."""
 
 
 @dataclass(frozen=True)

@@ -7,6 +7,8 @@ from dataclasses import dataclass
 
 import torch
 
+from goup_probe.capture.reduce import CHUNK_ELEMENTS
+
 
 @dataclass
 class Snapshot:
@@ -34,13 +36,12 @@ def shadow_fidelity(
     * ``goup_w2_rel`` = W2(δ_Δ, N(−αg, α²σ²I)) / ‖αg‖, where
       W2² = ‖Δ + αg‖² + Nα²σ² (for plain SGD it equals ``noise_to_signal``).
     """
-    dot = 0.0
-    chunk = 1 << 22
-    for start in range(0, grad.numel(), chunk):
-        stop = start + chunk
+    dot = torch.zeros((), dtype=torch.float64, device=grad.device)
+    for start in range(0, grad.numel(), CHUNK_ELEMENTS):
+        stop = start + CHUNK_ELEMENTS
         delta = theta_new[start:stop].to(torch.float64) - snap.theta[start:stop].to(torch.float64)
-        dot += float(torch.dot(delta, grad[start:stop].to(torch.float64)))
-    return shadow_from_dot(dot, snap, update_norm)
+        dot += torch.dot(delta, grad[start:stop].to(torch.float64))
+    return shadow_from_dot(float(dot), snap, update_norm)
 
 
 def shadow_from_dot(dot: float, snap: Snapshot, update_norm: float) -> dict[str, float]:
