@@ -153,9 +153,13 @@ class RunWriter:
         if sum(t.num_rows for t in buffer) >= self.flush_rows:
             self.flush(table)
 
+    def flush_due(self) -> bool:
+        """Whether ``flush_seconds`` have passed since the last full flush."""
+        return time.monotonic() - self._last_flush >= self.flush_seconds
+
     def maybe_flush(self) -> None:
         """Flush everything if ``flush_seconds`` have passed since the last flush."""
-        if time.monotonic() - self._last_flush >= self.flush_seconds:
+        if self.flush_due():
             self.flush()
 
     def flush(self, table: str | None = None) -> None:

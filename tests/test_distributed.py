@@ -266,7 +266,7 @@ def _failing_worker(rank: int, out: Path) -> None:
             def refuse() -> None:
                 raise OSError("disk full (injected)")
 
-            probe._writer.maybe_flush = refuse
+            probe._writer.flush_due = refuse
         _train(model, opt, x, y)
     assert probe.step == STEPS
     assert probe._capture_disabled

@@ -334,3 +334,23 @@ def test_default_init_weights_are_uniform_like_at_step_zero(tmp_path):
     row = _rows(gp.load_run(tmp_path / "r"), "theta_minus_grad", "0.weight").iloc[0]
     assert row["verdict"] == schema.VERDICT_NON_GAUSSIAN
     assert row["excess_kurtosis"] == pytest.approx(-1.2, abs=0.05)
+
+
+def test_trajectories_are_identical_whatever_the_flush_size(tmp_path):
+    frames = []
+    for flush_rows in (3, 10_000):
+        torch.manual_seed(3)
+        model = TinyNet()
+        opt = torch.optim.SGD(model.parameters(), lr=0.1)
+        with gp.attach(
+            model, opt, run_dir=tmp_path / f"r{flush_rows}", every=100, tracers=7, flush_rows=flush_rows
+        ):
+            train(model, opt, batches(5))
+        t = gp.load_run(tmp_path / f"r{flush_rows}").trajectories.sort_values(["step", "param"])
+        frames.append(t.reset_index(drop=True))
+    assert len(list((tmp_path / "r3" / "trajectories").iterdir())) > 1
+    assert len(frames[0]) == 5 * 4
+    for col in ("step", "param", "lr"):
+        assert frames[0][col].tolist() == frames[1][col].tolist()
+    for col in ("theta", "grad", "theta_next"):
+        np.testing.assert_array_equal(np.stack(frames[0][col]), np.stack(frames[1][col]))

@@ -151,9 +151,17 @@ class NullWriter:
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = Path(path)
+        self.flush_rows = 0
 
     def append(self, table: str, rows: Iterable[Mapping[str, Any]]) -> None:
         """Discard ``rows``."""
+
+    def append_arrow(self, table: str, data: Any) -> None:
+        """Discard ``data``."""
+
+    def flush_due(self) -> bool:
+        """Never: nothing is buffered."""
+        return False
 
     def maybe_flush(self) -> None:
         """Do nothing."""

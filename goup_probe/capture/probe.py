@@ -556,14 +556,25 @@ class Probe:
             if not self._capture_disabled and self._tracer_recorder is not None:
                 self._guard(state.step, None, "tracers", self._record_tracers, state)
             if not self._capture_disabled:
-                self._guard(state.step, None, "writing", self._writer.maybe_flush)
+                self._guard(state.step, None, "writing", self._maybe_flush)
         finally:
             self._step += 1
 
     def _record_tracers(self, state: _StepState) -> None:
-        table = self._tracer_recorder.after(state.lrs)
-        if table is not None:
-            self._writer.append_arrow("trajectories", table)
+        self._tracer_recorder.after(state.lrs)
+        if self._tracer_recorder.rows >= self._writer.flush_rows:
+            self._drain_tracers()
+
+    def _drain_tracers(self) -> None:
+        if self._tracer_recorder is not None:
+            table = self._tracer_recorder.drain()
+            if table is not None:
+                self._writer.append_arrow("trajectories", table)
+
+    def _maybe_flush(self) -> None:
+        if self._writer.flush_due():
+            self._drain_tracers()
+            self._writer.flush()
 
     def _guard(self, step: int, param: str | None, where: str, fn: Callable[..., Any], *args: Any) -> None:
         try:
@@ -882,6 +893,7 @@ class Probe:
     def _close(self, status: str, reason: str) -> None:
         try:
             if not self._capture_disabled:
+                self._drain_tracers()
                 self._writer.flush()
         except OSError as exc:
             self._record_error(self._step, None, "final flush", exc)

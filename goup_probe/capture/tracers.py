@@ -34,15 +34,24 @@ class TracerRecorder:
     """Gathers the tracer values of many tensors per step into one Arrow table.
 
     Call :meth:`before` in the optimizer's pre-step hook and :meth:`after` in its
-    post-step hook; :meth:`after` returns the rows of that step (one per tensor).
+    post-step hook; the values of each step are kept as one small array and
+    :meth:`drain` turns every step kept so far into one Arrow table (one row per
+    step and tensor), so no per-step table is ever built.
     """
 
     def __init__(self, tracers: Sequence[TracerSet]) -> None:
         self.tracers = list(tracers)
-        sizes = np.array([t.index.numel() for t in self.tracers], dtype=np.int64)
-        self._offsets = pa.array(np.concatenate([[0], np.cumsum(sizes)]).astype(np.int32))
-        self._names = pa.array([t.name for t in self.tracers], pa.string())
+        self._sizes = np.array([t.index.numel() for t in self.tracers], dtype=np.int64)
+        self._names = [t.name for t in self.tracers]
         self._pending: tuple[int, torch.Tensor, torch.Tensor] | None = None
+        self._steps: list[int] = []
+        self._lrs: list[list[float]] = []
+        self._values: list[np.ndarray] = []
+
+    @property
+    def rows(self) -> int:
+        """Rows (step × tensor) kept and not yet drained."""
+        return len(self._steps) * len(self.tracers)
 
     def __len__(self) -> int:
         return len(self.tracers)
@@ -65,23 +74,33 @@ class TracerRecorder:
         grad = self._gather([t.param.grad for t in self.tracers])
         self._pending = (step, theta, grad)
 
-    def after(self, lrs: Mapping[str, float]) -> pa.Table | None:
-        """Gather θ_{t+1} and return this step's rows (None if :meth:`before` was not called)."""
+    def after(self, lrs: Mapping[str, float]) -> None:
+        """Gather θ_{t+1} and keep this step's values (nothing if :meth:`before` was not called)."""
         if self._pending is None:
-            return None
+            return
         step, theta, grad = self._pending
         self._pending = None
         theta_next = self._gather([t.param for t in self.tracers])
-        values = torch.stack([theta, grad, theta_next]).numpy()
-        n = len(self.tracers)
+        self._values.append(torch.stack([theta, grad, theta_next]).numpy())
+        self._steps.append(step)
+        self._lrs.append([lrs.get(name, math.nan) for name in self._names])
+
+    def drain(self) -> pa.Table | None:
+        """All kept steps as one table with :data:`schema.TRAJECTORY_SCHEMA` (None if none)."""
+        if not self._steps:
+            return None
+        n, k = len(self.tracers), len(self._steps)
+        values = np.concatenate(self._values, axis=1)  # (3, k · Σ sizes), step-major
+        offsets = pa.array(np.concatenate([[0], np.cumsum(np.tile(self._sizes, k))]).astype(np.int32))
         columns = {
-            "step": pa.array(np.full(n, step, dtype=np.int64)),
-            "param": self._names,
-            "lr": pa.array([lrs.get(t.name, math.nan) for t in self.tracers], pa.float64()),
-            "theta": pa.ListArray.from_arrays(self._offsets, pa.array(values[0])),
-            "grad": pa.ListArray.from_arrays(self._offsets, pa.array(values[1])),
-            "theta_next": pa.ListArray.from_arrays(self._offsets, pa.array(values[2])),
+            "step": pa.array(np.repeat(np.asarray(self._steps, dtype=np.int64), n)),
+            "param": pa.array(self._names * k, pa.string()),
+            "lr": pa.array(np.asarray(self._lrs, dtype=np.float64).ravel()),
+            "theta": pa.ListArray.from_arrays(offsets, pa.array(values[0])),
+            "grad": pa.ListArray.from_arrays(offsets, pa.array(values[1])),
+            "theta_next": pa.ListArray.from_arrays(offsets, pa.array(values[2])),
         }
+        self._steps, self._lrs, self._values = [], [], []
         return pa.table(columns).cast(schema.TRAJECTORY_SCHEMA)
 
     def discard(self) -> None:
