@@ -438,3 +438,22 @@ def test_wrapped_models_give_plain_parameter_names(tmp_path):
         probe = gp.attach(wrapped, opt, run_dir=tmp_path / f"r{i}")
         assert probe.tracked == ["0.weight", "0.bias"]
         probe.detach()
+
+
+def test_closure_optimizer_is_flagged_once(tmp_path):
+    model = TinyNet()
+    opt = torch.optim.LBFGS(model.parameters(), lr=0.1, max_iter=2)
+    x, y = batches(1)[0]
+
+    def closure():
+        opt.zero_grad()
+        loss = nn.functional.cross_entropy(model(x), y)
+        loss.backward()
+        return loss
+
+    with pytest.warns(RuntimeWarning, match="closure") as record:
+        with gp.attach(model, opt, run_dir=tmp_path / "r", every=1):
+            for _ in range(3):
+                opt.step(closure)
+    assert sum("closure" in str(w.message) for w in record) == 1
+    assert "closure" in gp.load_run(tmp_path / "r").meta["warnings"]

@@ -472,6 +472,14 @@ class Probe:
     def _pre_hook(self, optimizer: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
         if self._state is not None:
             self._abandon_step()
+        closure = kwargs.get("closure", args[1] if len(args) > 1 else None)  # args[0] is the optimizer
+        if callable(closure) and "closure" not in self._meta.get("warnings", {}):
+            message = (
+                f"{type(optimizer).__name__}.step(closure) computes its gradient inside step(), after the "
+                "probe's pre hook: captured gradients are those left by the previous closure call"
+            )
+            self._meta.setdefault("warnings", {})["closure"] = message
+            warnings.warn(f"goup_probe: {message}", RuntimeWarning, stacklevel=3)
         lrs = {
             t.name: _to_float(optimizer.param_groups[t.group].get("lr"))
             for t in self._tracked
