@@ -357,11 +357,13 @@ def _run_tests(z: np.ndarray) -> dict[str, float]:
     """All tests on a standardised sample ``z`` (mean 0, std 1, n >= MIN_TESTED)."""
     n = z.size
     ordered = np.sort(z)
-    ks_d = float(lilliefors_statistic(ordered[None, :])[0])
+    w = (ordered - ordered.mean()) / ordered.std(ddof=1)  # the standardisation of Lilliefors and A-D
+    cdf = special.ndtr(w)
+    ks_d = _ks_distance(cdf)
     lf_p = lilliefors_p(ks_d, n)
     # Shapiro-Wilk's p-values are valid up to 5000 values: a larger max_tested tests a seeded 5000
     shapiro = _shapiro(z if n <= MAX_TESTED else z[subsample_indices(n, MAX_TESTED, n)])
-    a2, ad_p = anderson_darling(ordered)
+    a2, ad_p = anderson_darling(ordered, cdf=cdf)
     g1, g2 = _sample_skew_kurtosis(z)
     dagostino_p = dagostino_pearson_p(g1, g2, n) if n >= MIN_DAGOSTINO else float("nan")
     jb_p = jarque_bera_p(g1, g2, n)
@@ -382,7 +384,14 @@ def _run_tests(z: np.ndarray) -> dict[str, float]:
     }
 
 
-def anderson_darling(ordered: np.ndarray) -> tuple[float, float]:
+def _ks_distance(cdf: np.ndarray) -> float:
+    """Max |F_n − F| from the fitted CDF at the sorted sample."""
+    n = cdf.size
+    i = np.arange(1, n + 1, dtype=np.float64)
+    return float(max(np.max(i / n - cdf), np.max(cdf - (i - 1) / n)))
+
+
+def anderson_darling(ordered: np.ndarray, cdf: np.ndarray | None = None) -> tuple[float, float]:
     """Anderson-Darling A² against the normal with estimated mean and std, and its p-value.
 
     A² = −n − Σ (2i − 1)/n [ln Φ(w_i) + ln(1 − Φ(w_{n+1−i}))] with w the sample
@@ -395,11 +404,20 @@ def anderson_darling(ordered: np.ndarray) -> tuple[float, float]:
     ----------
     ordered : ndarray
         The sample, sorted ascending (n >= 8).
+    cdf : ndarray, optional
+        Φ of the standardised sample, if already computed; the logs are taken
+        from it unless a value is 0 or 1, where ``log_ndtr`` keeps the tails exact.
     """
     n = ordered.size
     w = (ordered - ordered.mean()) / ordered.std(ddof=1)
+    if cdf is None:
+        cdf = special.ndtr(w)
     i = np.arange(1, n + 1, dtype=np.float64)
-    a2 = float(-n - np.sum((2 * i - 1) / n * (special.log_ndtr(w) + special.log_ndtr(-w[::-1]))))
+    with np.errstate(divide="ignore"):
+        log_terms = np.log(cdf) + np.log1p(-cdf[::-1])
+    if not np.isfinite(log_terms).all():
+        log_terms = special.log_ndtr(w) + special.log_ndtr(-w[::-1])
+    a2 = float(-n - np.sum((2 * i - 1) / n * log_terms))
     m = a2 * (1 + 0.75 / n + 2.25 / n**2)
     if m < 0.2:
         p = 1 - math.exp(-13.436 + 101.14 * m - 223.73 * m * m)
@@ -559,6 +577,19 @@ def shapiro_francia_p(qq_r: float, n: int) -> float:
     return float(special.ndtr(-(math.log(one_minus_w) - mu) / sigma))
 
 
+@lru_cache(maxsize=256)
+def _w1_grid(n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Quantile-interval ends u = i/n and φ(Φ⁻¹(u)) at both ends, for sample size n (cached)."""
+    u = np.arange(n + 1, dtype=np.float64) / n
+    q = special.ndtri(u)  # -inf ... +inf
+    phi = np.exp(-0.5 * np.where(np.isfinite(q), q, 0.0) ** 2) / math.sqrt(2 * math.pi)
+    phi[~np.isfinite(q)] = 0.0
+    grid = (u[:-1], u[1:], phi[:-1], phi[1:])
+    for array in grid:
+        array.setflags(write=False)
+    return grid
+
+
 def wasserstein1_to_normal(ordered: np.ndarray) -> float:
     """Exact Wasserstein-1 distance between the empirical law of a standardised sample and N(0, 1).
 
@@ -566,14 +597,8 @@ def wasserstein1_to_normal(ordered: np.ndarray) -> float:
     quantile intervals using ∫ Φ⁻¹(u) du = −φ(Φ⁻¹(u)). In units of σ because
     the sample is standardised.
     """
-    n = ordered.size
-    u = np.arange(n + 1, dtype=np.float64) / n
-    q = special.ndtri(u)  # -inf ... +inf
-    phi = np.exp(-0.5 * np.where(np.isfinite(q), q, 0.0) ** 2) / math.sqrt(2 * math.pi)
-    phi[~np.isfinite(q)] = 0.0
+    u1, u2, phi1, phi2 = _w1_grid(ordered.size)
     a = ordered
-    u1, u2 = u[:-1], u[1:]
-    phi1, phi2 = phi[:-1], phi[1:]
     ua = special.ndtr(a)
     ua = np.clip(ua, u1, u2)
     phia = np.exp(-0.5 * a * a) / math.sqrt(2 * math.pi)
