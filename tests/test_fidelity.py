@@ -254,3 +254,13 @@ def test_cli_compare_prints_the_summary(tmp_path, capsys):
     assert code == 0
     assert "held-out acc (95% CI)" in printed and "goup-seed" in printed and "sgd" in printed
     assert len(gp.load_run(out).table(schema.COMPARE_SUMMARY)) == 2
+
+
+def test_accuracy_interval_is_clipped_to_its_range():
+    from goup_probe.fidelity.intervals import t_interval
+
+    raw = t_interval([0.99, 0.93, 1.0])
+    assert raw.high > 1.0
+    clipped = raw.clipped(0.0, 1.0)
+    assert clipped.high == 1.0 and clipped.low == raw.low and clipped.mean == raw.mean
+    assert math.isnan(t_interval([0.5]).clipped(0.0, 1.0).low)

@@ -20,6 +20,16 @@ class Interval:
     n: int
     level: float
 
+    def clipped(self, lower: float, upper: float) -> Interval:
+        """The interval intersected with the range the quantity can take.
+
+        Clipping never lowers coverage (the true value lies in the range), and it
+        keeps an accuracy interval from reaching past 1 with few seeds.
+        """
+        low = self.low if math.isnan(self.low) else min(max(self.low, lower), upper)
+        high = self.high if math.isnan(self.high) else min(max(self.high, lower), upper)
+        return Interval(self.mean, low, high, self.n, self.level)
+
 
 def t_interval(values: np.ndarray | pd.Series | list[float], level: float = 0.95) -> Interval:
     """Mean ± t_{(1+level)/2, n−1} · s/√n over the finite values.
@@ -53,6 +63,9 @@ def t_interval(values: np.ndarray | pd.Series | list[float], level: float = 0.95
 def summarise(curves: pd.DataFrame, base_arm: str, level: float = 0.95) -> pd.DataFrame:
     """One row per arm: final held-out accuracy and loss over seeds, and the paired gap to the base arm.
 
+    Intervals are clipped to the range of their metric (accuracy to [0, 1], loss
+    to [0, ∞), the accuracy gap to [−1, 1]).
+
     The arms of one seed share initial weights and mini-batches, so the gap is
     taken per seed (arm − base) and its interval is a paired t-interval. Seeds
     where the arm diverged have NaN metrics and are left out (``n_seeds`` counts
@@ -80,13 +93,13 @@ def summarise(curves: pd.DataFrame, base_arm: str, level: float = 0.95) -> pd.Da
     rows = []
     for arm in dict.fromkeys(curves["arm"]):
         sub = final.loc[arm]
-        acc = t_interval(sub["heldout_acc"], level)
-        loss = t_interval(sub["heldout_loss"], level)
+        acc = t_interval(sub["heldout_acc"], level).clipped(0.0, 1.0)
+        loss = t_interval(sub["heldout_loss"], level).clipped(0.0, math.inf)
         metrics = ["heldout_acc", "heldout_loss"]
         paired = sub[metrics].merge(
             base[metrics], left_index=True, right_index=True, how="inner", suffixes=("", "_base")
         )
-        acc_gap = t_interval(paired["heldout_acc"] - paired["heldout_acc_base"], level)
+        acc_gap = t_interval(paired["heldout_acc"] - paired["heldout_acc_base"], level).clipped(-1.0, 1.0)
         loss_gap = t_interval(paired["heldout_loss"] - paired["heldout_loss_base"], level)
         mode = sub["mode"].iloc[0]
         rows.append(
