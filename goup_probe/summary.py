@@ -87,7 +87,7 @@ def format_table(frame: pd.DataFrame, float_digits: int = 3) -> str:
 
     def fmt(value: object) -> str:
         if isinstance(value, float | np.floating):
-            return "nan" if not np.isfinite(value) else f"{value:.{float_digits}g}"
+            return f"{value:.{float_digits}g}"  # also prints inf and nan as such
         return str(value)
 
     cells = [[str(c) for c in frame.columns]] + [

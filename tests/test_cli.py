@@ -51,3 +51,13 @@ def test_bad_arguments_exit_nonzero(tmp_path, capsys):
     assert info.value.code == 2
     assert main(["summary", str(tmp_path)]) == 2
     assert "run.json" in capsys.readouterr().err
+
+
+def test_format_table_shows_infinite_values_as_inf():
+    import numpy as np
+    import pandas as pd
+
+    from goup_probe.summary import format_table
+
+    text = format_table(pd.DataFrame({"half_life": [12.5, np.inf, np.nan]}))
+    assert text.split("\n")[2:] == ["12.5", "inf", "nan"]
