@@ -8,6 +8,7 @@ A process-group timeout turns a hang into a failure.
 from __future__ import annotations
 
 import datetime
+import gc
 import json
 import os
 import socket
@@ -93,6 +94,9 @@ def _entry(rank: int, fn, port: int, args: tuple) -> None:
     dist.init_process_group("gloo", rank=rank, world_size=WORLD, timeout=datetime.timedelta(seconds=40))
     try:
         fn(rank, *args)
+        # free DDP/FSDP objects (and the probes that reference them) while the process group is
+        # alive: destroyed later, at interpreter exit, gloo's reducer can abort the process
+        gc.collect()
         dist.barrier()
     finally:
         dist.destroy_process_group()
