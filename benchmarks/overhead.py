@@ -97,7 +97,26 @@ CONFIGS: dict[str, tuple[str, dict[str, Any] | None]] = {
     ),
     "hooks": ("probe attached, nothing captured, tracers=0", {"schedule": _never, "tracers": 0}),
     "tracers": ("probe attached, only tracers (256/tensor) every step", {"schedule": _never}),
+    "tb1": ("TensorBoard add_histogram of θ and g, every step", None),
+    "tb10": ("TensorBoard add_histogram of θ and g, every 10th step", None),
 }
+TENSORBOARD_EVERY = {"tb1": 1, "tb10": 10}
+"""TensorBoard configurations: histograms of every parameter and its gradient after ``step()``."""
+
+
+def _tensorboard_logger(model: nn.Module, log_dir: Path, every: int) -> tuple[Callable[[int], None], Any]:
+    from torch.utils.tensorboard import SummaryWriter
+
+    writer = SummaryWriter(log_dir=str(log_dir))
+
+    def log(i: int) -> None:
+        if i % every == 0:
+            for name, p in model.named_parameters():
+                writer.add_histogram(name, p, i)
+                if p.grad is not None:
+                    writer.add_histogram(f"{name}.grad", p.grad, i)
+
+    return log, writer
 
 
 FLUSH_ROWS = 500
@@ -121,12 +140,20 @@ def run_once(work: Workload, config: str, root: Path, rep: int, extra: dict[str,
     probe = None
     if options is not None:
         probe = _attach(model, opt, {**options, **extra}, root / f"{work.name}-{config}-{rep}")
+    log, tb_writer = None, None
+    if config in TENSORBOARD_EVERY:
+        log, tb_writer = _tensorboard_logger(
+            model, root / f"{work.name}-{config}-{rep}", TENSORBOARD_EVERY[config]
+        )
+        options = {"every": TENSORBOARD_EVERY[config]}
 
     def step(i: int) -> None:
         x, y = data[i % len(data)]
         opt.zero_grad(set_to_none=True)
         loss_fn(model(x), y).backward()
         opt.step()
+        if log is not None:
+            log(i)
 
     # warm-up: steps 0..warmup-1 (step 0 is a captured step for every schedule above)
     for i in range(work.warmup):
@@ -144,6 +171,8 @@ def run_once(work: Workload, config: str, root: Path, rep: int, extra: dict[str,
     elapsed = time.perf_counter() - t0
     if probe is not None:
         probe.detach()
+    if tb_writer is not None:
+        tb_writer.close()
     return elapsed / work.steps
 
 
@@ -205,10 +234,9 @@ def format_rows(rows: list[Row]) -> str:
             f"| {r.workload} | {r.config}: {desc} | {r.ms:.1f} | {r.ratio:.3f}× | "
             f"{r.ratio_lo:.3f}–{r.ratio_hi:.3f} |"
         )
-    for tool, module in (("TensorBoard add_histogram", "torch.utils.tensorboard"), ("wandb.watch", "wandb")):
-        top = module.split(".")[-1] if module == "wandb" else "tensorboard"
-        if importlib.util.find_spec(top) is None:
-            lines.append(f"| both | {tool} | not installed | – | – |")
+    if importlib.util.find_spec("tensorboard") is None:
+        lines.append("| both | TensorBoard add_histogram (tb1, tb10) | not installed | – | – |")
+    lines.append("| both | wandb.watch | not measured by this script | – | – |")
     return "\n".join(lines)
 
 
@@ -243,7 +271,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="fewer steps and repetitions (smoke run)")
     parser.add_argument("--reps", type=int, default=None, help="interleaved repetitions (default 5, quick 3)")
     parser.add_argument("--workloads", default="cnn,mlp")
-    parser.add_argument("--configs", default="baseline,every10,every1,hooks,tracers")
+    parser.add_argument(
+        "--configs",
+        default=None,
+        help="comma-separated (default: baseline,every10,every1,hooks,tracers, plus tb1,tb10 "
+        "when tensorboard is installed)",
+    )
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--profile", metavar="WORKLOAD:CONFIG", help="cProfile one configuration instead")
     args = parser.parse_args(argv)
@@ -253,7 +286,10 @@ def main(argv: list[str] | None = None) -> int:
         profile(args.profile, args.quick, extra)
         return 0
     reps = args.reps or (3 if args.quick else 5)
-    configs = args.configs.split(",")
+    default = "baseline,every10,every1,hooks,tracers"
+    if importlib.util.find_spec("tensorboard") is not None:
+        default += ",tb1,tb10"
+    configs = (args.configs or default).split(",")
     if "baseline" not in configs:
         configs.insert(0, "baseline")
     rows = measure(args.workloads.split(","), configs, reps, args.quick, extra)
