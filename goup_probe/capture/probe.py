@@ -635,34 +635,49 @@ class Probe:
         g = flat_view(grad) if grad is not None else None
         lr = state.lrs.get(tracked.name, math.nan)
         if g is None:
-            red_theta = reduce_flat(theta, tracked.index)
-            param_norm = red_theta.norm
-            self._emit(state.step, tracked, schema.THETA, lr, red_theta, param_norm, math.nan)
-            for quantity in (schema.THETA_MINUS_GRAD, schema.GRAD):
-                self._emit_status(
-                    state.step,
-                    tracked,
-                    quantity,
-                    lr,
-                    schema.STATUS_NO_GRAD,
-                    "grad is None at this step (parameter unused in the forward pass?)",
-                )
+            self._emit_components(
+                state.step,
+                tracked,
+                lr,
+                reduce_flat(theta, tracked.index),
+                None,
+                None,
+                "grad is None at this step (parameter unused in the forward pass?)",
+            )
             return
         parts = reduce_components(theta, g, tracked.index)
-        red_theta, red_grad, red_x = parts.theta, parts.grad, parts.x
-        param_norm, grad_norm = red_theta.norm, red_grad.norm
-        self._emit(state.step, tracked, schema.THETA_MINUS_GRAD, lr, red_x, param_norm, grad_norm)
-        self._emit(state.step, tracked, schema.THETA, lr, red_theta, param_norm, grad_norm)
-        self._emit(state.step, tracked, schema.GRAD, lr, red_grad, param_norm, grad_norm)
+        self._emit_components(state.step, tracked, lr, parts.theta, parts.grad, parts.x, "")
         if schema.UPDATE in self.quantities:
             state.snapshots[tracked.name] = Snapshot(
                 theta=theta.clone(),
                 lr=lr,
-                grad_norm=grad_norm,
-                param_norm=param_norm,
-                x_std=red_x.moments.std,
+                grad_norm=parts.grad.norm,
+                param_norm=parts.theta.norm,
+                x_std=parts.x.moments.std,
                 numel=theta.numel(),
             )
+
+    def _emit_components(
+        self,
+        step: int,
+        tracked: TrackedParam,
+        lr: float,
+        theta: Reduction,
+        grad: Reduction | None,
+        x: Reduction | None,
+        no_grad_reason: str,
+    ) -> None:
+        """Rows of X = θ − g, θ and g at a captured step; X and g get a status row without a gradient."""
+        param_norm = theta.norm
+        if grad is None or x is None:
+            self._emit(step, tracked, schema.THETA, lr, theta, param_norm, math.nan)
+            for quantity in (schema.THETA_MINUS_GRAD, schema.GRAD):
+                self._emit_status(step, tracked, quantity, lr, schema.STATUS_NO_GRAD, no_grad_reason)
+            return
+        grad_norm = grad.norm
+        self._emit(step, tracked, schema.THETA_MINUS_GRAD, lr, x, param_norm, grad_norm)
+        self._emit(step, tracked, schema.THETA, lr, theta, param_norm, grad_norm)
+        self._emit(step, tracked, schema.GRAD, lr, grad, param_norm, grad_norm)
 
     def _after(self, state: _StepState, tracked: TrackedParam) -> None:
         if tracked.shard is not None:
@@ -719,25 +734,16 @@ class Probe:
                 x_std=res.x.moments.std,
                 numel=shard.numel,
             )
-        if not self._dist.writes:
-            return
-        param_norm = res.theta.norm
-        if res.grad is None:
-            self._emit(state.step, tracked, schema.THETA, lr, res.theta, param_norm, math.nan)
-            for quantity in (schema.THETA_MINUS_GRAD, schema.GRAD):
-                self._emit_status(
-                    state.step,
-                    tracked,
-                    quantity,
-                    lr,
-                    schema.STATUS_NO_GRAD,
-                    "grad is None at this step on at least one rank",
-                )
-            return
-        grad_norm = res.grad.norm
-        self._emit(state.step, tracked, schema.THETA_MINUS_GRAD, lr, res.x, param_norm, grad_norm)
-        self._emit(state.step, tracked, schema.THETA, lr, res.theta, param_norm, grad_norm)
-        self._emit(state.step, tracked, schema.GRAD, lr, res.grad, param_norm, grad_norm)
+        if self._dist.writes:
+            self._emit_components(
+                state.step,
+                tracked,
+                lr,
+                res.theta,
+                res.grad,
+                res.x,
+                "grad is None at this step on at least one rank",
+            )
 
     def _after_sharded(self, state: _StepState, tracked: TrackedParam) -> None:
         """:meth:`_after` for a DTensor (one collective on every rank, rank 0 writes)."""
