@@ -261,7 +261,7 @@ def profile(target: str, quick: bool, extra: dict[str, Any]) -> None:
         prof.disable()
     finally:
         shutil.rmtree(root, ignore_errors=True)
-    pstats.Stats(prof).sort_stats("tottime").print_stats(25)
+    pstats.Stats(prof).sort_stats(os.environ.get("GOUP_SORT", "tottime")).print_stats(int(os.environ.get("GOUP_NSTATS", "25")))
 
 
 def main(argv: list[str] | None = None) -> int:
