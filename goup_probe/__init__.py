@@ -13,7 +13,7 @@ of X = θ − g over training, written to Parquet::
 """
 
 from goup_probe import schedule
-from goup_probe.capture.probe import Probe, ProbeError, attach
+from goup_probe.capture.probe import Probe, ProbeError, ProbeTime, attach
 from goup_probe.fidelity import CompareResult, compare, shadow_summary, write_comparison
 from goup_probe.optim import GOUP
 from goup_probe.ou import OUThresholds, validate_ou
@@ -34,6 +34,7 @@ __all__ = [
     "OUThresholds",
     "Probe",
     "ProbeError",
+    "ProbeTime",
     "Run",
     "RunDirectoryError",
     "VerdictThresholds",

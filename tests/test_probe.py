@@ -324,6 +324,45 @@ def test_schedule_and_meta(tmp_path):
     assert meta["ended_at"] is not None
 
 
+def test_probe_time_counts_its_own_seconds_by_kind_of_step(tmp_path):
+    model = TinyNet()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    with gp.attach(model, opt, run_dir=tmp_path / "r", schedule=gp.explicit([1, 3])) as probe:
+        train(model, opt, batches(5))
+    spent = probe.time
+    assert (spent.captured_steps, spent.other_steps) == (2, 3)
+    assert spent.captured_seconds > 0 and spent.other_seconds > 0 and spent.close_seconds > 0
+    assert spent.per_captured_step == spent.captured_seconds / 2
+    stored = gp.load_run(tmp_path / "r").meta["probe_time"]
+    assert stored == pytest.approx(spent.to_dict())
+
+
+def test_fast_and_float64_precision_agree_on_a_large_layer(tmp_path):
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(512, 256), nn.ReLU(), nn.Linear(256, 4))  # 131072 weights: fast path
+    twin = copy.deepcopy(model)
+    x, y = torch.randn(64, 512), torch.randint(0, 4, (64,))
+    frames = {}
+    for precision, m in (("fast", model), ("float64", twin)):
+        opt = torch.optim.SGD(m.parameters(), lr=0.1)
+        with gp.attach(m, opt, run_dir=tmp_path / precision, every=1, precision=precision):
+            for _ in range(2):
+                opt.zero_grad()
+                nn.functional.cross_entropy(m(x), y).backward()
+                opt.step()
+        run = gp.load_run(tmp_path / precision)
+        assert run.meta["capture"]["precision"] == precision
+        frames[precision] = run.stats.set_index(["step", "param", "quantity"]).sort_index()
+    fast, exact = frames["fast"], frames["float64"]
+    assert fast.index.equals(exact.index)
+    np.testing.assert_allclose(fast["std"], exact["std"], rtol=1e-6)
+    np.testing.assert_allclose(fast["excess_kurtosis"], exact["excess_kurtosis"], atol=1e-5)
+    np.testing.assert_allclose(fast["skew"], exact["skew"], atol=1e-5)
+    np.testing.assert_array_equal(fast["shapiro_p"], exact["shapiro_p"])  # tests: same float64 subsample
+    with pytest.raises(ValueError, match="precision"):
+        gp.attach(model, run_dir=tmp_path / "bad", precision="half")
+
+
 def test_default_init_weights_are_uniform_like_at_step_zero(tmp_path):
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(200, 100), nn.ReLU(), nn.Linear(100, 10))

@@ -42,19 +42,18 @@ def test_difference_is_taken_in_float64_without_cancellation():
 
 def test_chunked_sums_equal_single_pass_and_chunks_are_bounded():
     gen = torch.Generator().manual_seed(2)
-    a = torch.randn(10_007, generator=gen)
-    b = torch.randn(10_007, generator=gen) * 0.1
+    a = torch.randn(10_007, generator=gen, dtype=torch.float64)
+    b = torch.randn(10_007, generator=gen, dtype=torch.float64) * 0.1
     seen = []
 
-    def fill(start, stop, out):
-        seen.append(out.shape)
-        out[0].copy_(a[start:stop])
-        out[1].copy_(b[start:stop])
+    def rows(start, stop):
+        seen.append(stop - start)
+        return [a[start:stop], b[start:stop]]
 
-    chunked = red.multi_power_sums(a.numel(), fill, [0.01, -0.02], chunk_elements=2 * 1000)
-    assert len(seen) == 11 and all(s[0] == 2 and s[1] <= 1000 for s in seen)
+    chunked, dot = red.chunked_power_sums(a.numel(), rows, [0.01, -0.02], chunk_elements=1000)
+    assert len(seen) == 11 and max(seen) == 1000 and np.isnan(dot)
     for ps, t in zip(chunked, (a, b), strict=True):
-        _assert_moments_equal(ps.to_moments(), moments(t.double().numpy()))
+        _assert_moments_equal(ps.to_moments(), moments(t.numpy()))
 
 
 def test_components_equal_separate_reductions():
@@ -132,3 +131,88 @@ def test_power_sums_calls_the_accessor_in_chunk_sized_pieces():
     ps = red.power_sums(x.numel(), chunk, 0.0, chunk_elements=1000)
     assert calls == [(0, 1000), (1000, 2000), (2000, 2500)]
     _assert_moments_equal(ps.to_moments(), moments(x.numpy()))
+
+
+# ---------------------------------------------------------------- the float32 fast path
+LARGE = red.FAST_MIN_NUMEL * 4
+
+
+def _fast_cases():
+    gen = torch.Generator().manual_seed(10)
+    z = torch.randn(LARGE, generator=gen)
+    return {
+        "normal": z * 0.05,
+        "batchnorm-like, mean far from 0": 1.0 + 0.01 * z,
+        "tiny gradients": 3e-11 * z + 1e-12,
+        "huge values": 1e7 * z,
+        "heavy tails, t(3)": z / torch.sqrt(torch.distributions.Chi2(3.0).sample((LARGE,)) / 3),
+        "uniform": torch.rand(LARGE, generator=gen) - 0.3,
+        "skewed": torch.exp(z),
+    }
+
+
+@pytest.mark.parametrize("case", list(_fast_cases()))
+def test_fast_path_agrees_with_float64_far_below_sampling_error(case):
+    x = _fast_cases()[case]
+    assert red.compute_dtype(x) == torch.float32
+    index = _index(x.numel(), 5000)
+    fast = red.reduce_flat(x, index).moments
+    exact = moments(x.double().numpy())
+    assert fast.std == pytest.approx(exact.std, rel=1e-6)
+    assert fast.mean == pytest.approx(exact.mean, rel=1e-6, abs=1e-6 * exact.std)
+    assert fast.skew == pytest.approx(exact.skew, abs=1e-5)
+    assert fast.excess_kurtosis == pytest.approx(exact.excess_kurtosis, rel=1e-6, abs=1e-5)
+    assert (fast.min, fast.max) == (exact.min, exact.max)  # exact: taken from the raw values
+    assert red.reduce_flat(x, index, precision="float64").moments.std == pytest.approx(exact.std, rel=1e-12)
+
+
+def test_fast_components_and_update_agree_with_float64():
+    gen = torch.Generator().manual_seed(11)
+    theta = torch.randn(LARGE, generator=gen) * 0.05
+    grad = torch.randn(LARGE, generator=gen) * 1e-3 + 2e-4
+    index = _index(LARGE, 5000)
+    fast = red.reduce_components(theta, grad, index)
+    exact = red.reduce_components(theta, grad, index, precision="float64")
+    for f, e in zip((fast.theta, fast.grad, fast.x), (exact.theta, exact.grad, exact.x), strict=True):
+        np.testing.assert_array_equal(f.sample, e.sample)
+        assert f.moments.std == pytest.approx(e.moments.std, rel=1e-6)
+        assert f.moments.excess_kurtosis == pytest.approx(e.moments.excess_kurtosis, abs=1e-5)
+        assert f.norm == pytest.approx(e.norm, rel=1e-6)
+    new = theta - 0.1 * grad
+    upd, dot = red.reduce_update(new, theta, grad, index)
+    direct = (new.double() - theta.double()).numpy()
+    assert upd.moments.std == pytest.approx(direct.std(), rel=1e-5)
+    assert dot == pytest.approx(float(direct @ grad.double().numpy()), rel=1e-5)
+
+
+def test_fast_path_falls_back_to_float64_for_nonfinite_values_and_float32_overflow():
+    gen = torch.Generator().manual_seed(12)
+    x = torch.randn(LARGE, generator=gen)
+    x[[5, 70_000]] = float("nan")
+    r = red.reduce_flat(x, _index(LARGE, 500))
+    _assert_moments_equal(r.moments, moments(x.double().numpy()))
+    assert r.moments.nonfinite == 2 and np.isnan(r.norm)
+    y = torch.randn(LARGE, generator=gen)
+    y[123] = 1e20  # (1e20)⁴ overflows float32, not float64
+    r = red.reduce_flat(y, torch.arange(1000, 1500))  # the subsample misses the outlier: no scaling
+    _assert_moments_equal(r.moments, moments(y.double().numpy()))
+    seen = red.reduce_flat(y, torch.arange(500))  # it holds the outlier: scaled by 2⁻⁶², float32
+    assert seen.moments.std == pytest.approx(r.moments.std, rel=1e-7)
+    assert seen.moments.excess_kurtosis == pytest.approx(r.moments.excess_kurtosis, rel=1e-6)
+
+
+def test_compute_dtype_and_shift_scale_rules():
+    big = torch.zeros(red.FAST_MIN_NUMEL)
+    assert red.compute_dtype(big) == torch.float32
+    assert red.compute_dtype(big.bfloat16()) == torch.float32
+    assert red.compute_dtype(big, "float64") == torch.float64
+    assert red.compute_dtype(big.double()) == torch.float64
+    assert red.compute_dtype(big[:-1]) == torch.float64  # small tensors: float64
+    with pytest.raises(ValueError, match="precision"):
+        red.compute_dtype(big, "half")
+    rng = np.random.default_rng(0)
+    assert red.shift_and_scale(rng.normal(0.001, 1.0, 5000), torch.float32) == (0.0, 1.0)
+    shift, scale = red.shift_and_scale(rng.normal(1.0, 0.01, 5000), torch.float32)
+    assert shift == float(np.float32(shift)) and abs(shift - 1.0) < 1e-3 and scale == 1.0
+    shift, scale = red.shift_and_scale(rng.normal(0.0, 1e-9, 5000), torch.float32)
+    assert shift == 0.0 and scale == 2.0**30  # σ·scale ≈ 1

@@ -111,10 +111,10 @@ def test_disk_full_stops_capture_not_training(tmp_path, monkeypatch):
 def test_error_in_capture_is_recorded_and_training_continues(tmp_path, monkeypatch):
     real = probe_module.reduce_components
 
-    def broken(theta, grad, index):
+    def broken(theta, grad, index, **options):
         if theta.numel() == 16 * 6:  # fc1.weight only
             raise RuntimeError("simulated reduction failure")
-        return real(theta, grad, index)
+        return real(theta, grad, index, **options)
 
     monkeypatch.setattr(probe_module, "reduce_components", broken)
     model = TinyNet()
@@ -133,7 +133,7 @@ def test_error_in_capture_is_recorded_and_training_continues(tmp_path, monkeypat
 
 def test_strict_mode_reraises(tmp_path, monkeypatch):
     monkeypatch.setattr(
-        probe_module, "reduce_components", lambda *a: (_ for _ in ()).throw(RuntimeError("x"))
+        probe_module, "reduce_components", lambda *a, **k: (_ for _ in ()).throw(RuntimeError("x"))
     )
     model = TinyNet()
     opt = torch.optim.SGD(model.parameters(), lr=0.1)

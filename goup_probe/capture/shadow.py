@@ -7,8 +7,6 @@ from dataclasses import dataclass
 
 import torch
 
-from goup_probe.capture.reduce import CHUNK_ELEMENTS
-
 
 @dataclass
 class Snapshot:
@@ -22,13 +20,11 @@ class Snapshot:
     numel: int
 
 
-def shadow_fidelity(
-    theta_new: torch.Tensor, snap: Snapshot, grad: torch.Tensor, update_norm: float
-) -> dict[str, float]:
+def shadow_from_dot(dot: float, snap: Snapshot, update_norm: float) -> dict[str, float]:
     """Compare the update taken with the one GO-UP would have taken at this step.
 
     GO-UP's update is Δ_GO-UP ~ N(−αg, α²σ²I) with σ = std(θ − g). With the
-    actual update Δ:
+    actual update Δ, from ``dot`` = Σ Δ·g and ``update_norm`` = ‖Δ‖:
 
     * ``noise_to_signal`` = σ√N / ‖g‖ (GO-UP's noise norm over its mean's norm),
       with σ the unbiased std of θ − g over the tensor, as ``torch.std`` in GO-UP;
@@ -36,16 +32,6 @@ def shadow_fidelity(
     * ``goup_w2_rel`` = W2(δ_Δ, N(−αg, α²σ²I)) / ‖αg‖, where
       W2² = ‖Δ + αg‖² + Nα²σ² (for plain SGD it equals ``noise_to_signal``).
     """
-    dot = torch.zeros((), dtype=torch.float64, device=grad.device)
-    for start in range(0, grad.numel(), CHUNK_ELEMENTS):
-        stop = start + CHUNK_ELEMENTS
-        delta = theta_new[start:stop].to(torch.float64) - snap.theta[start:stop].to(torch.float64)
-        dot += torch.dot(delta, grad[start:stop].to(torch.float64))
-    return shadow_from_dot(float(dot), snap, update_norm)
-
-
-def shadow_from_dot(dot: float, snap: Snapshot, update_norm: float) -> dict[str, float]:
-    """The shadow-fidelity columns from Σ(θ' − θ)·g (see :func:`shadow_fidelity`)."""
     alpha = snap.lr
     g_norm = snap.grad_norm
     n = snap.numel
