@@ -106,9 +106,13 @@ CONFIGS: dict[str, tuple[str, dict[str, Any] | None]] = {
     "tracers": ("probe attached, only tracers (256/tensor) every step", {"schedule": _never}),
     "tb1": ("TensorBoard add_histogram of θ and g, every step", None),
     "tb10": ("TensorBoard add_histogram of θ and g, every 10th step", None),
+    "wb1": ('wandb.watch(log="all", log_freq=1), offline, wandb.log each step', None),
+    "wb10": ('wandb.watch(log="all", log_freq=10), offline, wandb.log each step', None),
 }
 TENSORBOARD_EVERY = {"tb1": 1, "tb10": 10}
 """TensorBoard configurations: histograms of every parameter and its gradient after ``step()``."""
+WANDB_EVERY = {"wb1": 1, "wb10": 10}
+"""wandb configurations: ``wandb.watch`` histograms, committed by a ``wandb.log`` call per step."""
 
 
 def _tensorboard_logger(model: nn.Module, log_dir: Path, every: int) -> tuple[Callable[[int], None], Any]:
@@ -124,6 +128,24 @@ def _tensorboard_logger(model: nn.Module, log_dir: Path, every: int) -> tuple[Ca
                     writer.add_histogram(f"{name}.grad", p.grad, i)
 
     return log, writer
+
+
+def _wandb_logger(model: nn.Module, log_dir: Path, every: int) -> tuple[Callable[[int], None], Any]:
+    """``wandb.watch`` in offline mode (nothing leaves the machine); its histograms are
+    committed by the ``wandb.log`` call a user makes each step."""
+    import wandb
+
+    os.environ.setdefault("WANDB_SILENT", "true")
+    log_dir.mkdir(parents=True, exist_ok=True)
+    run = wandb.init(
+        mode="offline", dir=str(log_dir), project="goup-probe-bench", settings=wandb.Settings(console="off")
+    )
+    wandb.watch(model, log="all", log_freq=every)
+
+    def log(i: int) -> None:
+        run.log({"step": i})
+
+    return log, run
 
 
 def _attach(model: nn.Module, opt: torch.optim.Optimizer, options: dict[str, Any], run_dir: Path) -> Any:
@@ -147,12 +169,15 @@ def run_once(work: Workload, config: str, root: Path, rep: int, extra: dict[str,
     probe = None
     if options is not None:
         probe = _attach(model, opt, {**options, **extra}, root / f"{work.name}-{config}-{rep}")
-    log, tb_writer = None, None
+    log, tb_writer, wandb_run = None, None, None
     if config in TENSORBOARD_EVERY:
         log, tb_writer = _tensorboard_logger(
             model, root / f"{work.name}-{config}-{rep}", TENSORBOARD_EVERY[config]
         )
         options = {"every": TENSORBOARD_EVERY[config]}
+    if config in WANDB_EVERY:
+        log, wandb_run = _wandb_logger(model, root / f"{work.name}-{config}-{rep}", WANDB_EVERY[config])
+        options = {"every": WANDB_EVERY[config]}
 
     def step(i: int) -> None:
         x, y = data[i % len(data)]
@@ -183,6 +208,8 @@ def run_once(work: Workload, config: str, root: Path, rep: int, extra: dict[str,
     if tb_writer is not None:
         tb_writer.close()
     elapsed = time.perf_counter() - t0
+    if wandb_run is not None:
+        wandb_run.finish()  # not charged: it shuts wandb's service process down (seconds, once)
     return elapsed / work.steps, probe_seconds / work.steps
 
 
@@ -264,7 +291,8 @@ def format_rows(rows: list[Row]) -> str:
         )
     if importlib.util.find_spec("tensorboard") is None:
         lines.append("| both | TensorBoard add_histogram (tb1, tb10) | not installed | – | – | – |")
-    lines.append("| both | wandb.watch | not measured by this script | – | – | – |")
+    if importlib.util.find_spec("wandb") is None:
+        lines.append("| both | wandb.watch (wb1, wb10) | not installed | – | – | – |")
     return "\n".join(lines)
 
 
@@ -303,7 +331,7 @@ def main(argv: list[str] | None = None) -> int:
         "--configs",
         default=None,
         help="comma-separated (default: baseline,every10,every1,hooks,tracers, plus tb1,tb10 "
-        "when tensorboard is installed)",
+        "and wb1,wb10 when tensorboard and wandb are installed)",
     )
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--profile", metavar="WORKLOAD:CONFIG", help="cProfile one configuration instead")
@@ -318,6 +346,8 @@ def main(argv: list[str] | None = None) -> int:
     default = "baseline,every10,every1,hooks,tracers"
     if importlib.util.find_spec("tensorboard") is not None:
         default += ",tb1,tb10"
+    if importlib.util.find_spec("wandb") is not None:
+        default += ",wb1,wb10"
     configs = (args.configs or default).split(",")
     if "baseline" not in configs:
         configs.insert(0, "baseline")

@@ -154,9 +154,11 @@ def _chunk_sums(raw: torch.Tensor, shift: float, scale: float) -> torch.Tensor:
     if scale != 1.0:
         d = d * scale if d is raw else d.mul_(scale)
     d2 = d * d
-    # products summed by torch's cascade sum: 100× more accurate than float32 BLAS dot products
-    # on heavy-tailed data (Σd⁴ of a t(3) sample: 1.6e-8 against 1.2e-6 relative), at the same cost
-    return torch.stack([d.sum(), d2.sum(), (d2 * d).sum(), (d2 * d2).sum(), lo, hi])
+    # Σd⁴ (all terms positive) is summed by torch's cascade sum: a float32 BLAS dot product of d²
+    # with itself is 100× less accurate on heavy-tailed data (t(3): 1.2e-6 against 1.6e-8 relative).
+    # Σd³ cancels, so its error is set by the rounding of the terms: the dot product is as accurate
+    # there (3e-7 relative to Σ|d|³ either way) and saves a pass.
+    return torch.stack([d.sum(), d2.sum(), torch.dot(d2, d), (d2 * d2).sum(), lo, hi])
 
 
 ChunkRows = Callable[[int, int], Sequence[torch.Tensor]]

@@ -194,9 +194,10 @@ class NormalityResult:
 
     def to_dict(self) -> dict[str, object]:
         """Plain dictionary, ready to become a stats row (shallow: every field is a scalar)."""
-        return {f.name: getattr(self, f.name) for f in fields(self)}
+        return {name: getattr(self, name) for name in _RESULT_FIELDS}
 
 
+_RESULT_FIELDS = tuple(f.name for f in fields(NormalityResult))
 _TEST_FIELDS = (
     "ks_d",
     "lilliefors_p",
@@ -362,7 +363,8 @@ def _run_tests(z: np.ndarray) -> dict[str, float]:
     ks_d = _ks_distance(cdf)
     lf_p = lilliefors_p(ks_d, n)
     # Shapiro-Wilk's p-values are valid up to 5000 values: a larger max_tested tests a seeded 5000
-    shapiro = _shapiro(z if n <= MAX_TESTED else z[subsample_indices(n, MAX_TESTED, n)])
+    # W does not depend on the order of the values: the sorted copy saves scipy most of its own sort
+    shapiro = _shapiro(ordered if n <= MAX_TESTED else z[subsample_indices(n, MAX_TESTED, n)])
     a2, ad_p = anderson_darling(ordered, cdf=cdf)
     g1, g2 = _sample_skew_kurtosis(z)
     dagostino_p = dagostino_pearson_p(g1, g2, n) if n >= MIN_DAGOSTINO else float("nan")
@@ -384,11 +386,20 @@ def _run_tests(z: np.ndarray) -> dict[str, float]:
     }
 
 
+@lru_cache(maxsize=256)
+def _rank_grid(n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """i/n, (i − 1)/n and the Anderson-Darling weights (2i − 1)/n for i = 1..n (cached per n)."""
+    i = np.arange(1, n + 1, dtype=np.float64)
+    grid = (i / n, (i - 1) / n, (2 * i - 1) / n)
+    for array in grid:
+        array.setflags(write=False)
+    return grid
+
+
 def _ks_distance(cdf: np.ndarray) -> float:
     """Max |F_n − F| from the fitted CDF at the sorted sample."""
-    n = cdf.size
-    i = np.arange(1, n + 1, dtype=np.float64)
-    return float(max(np.max(i / n - cdf), np.max(cdf - (i - 1) / n)))
+    upper, lower, _ = _rank_grid(cdf.size)
+    return float(max(np.max(upper - cdf), np.max(cdf - lower)))
 
 
 def anderson_darling(ordered: np.ndarray, cdf: np.ndarray | None = None) -> tuple[float, float]:
@@ -409,15 +420,18 @@ def anderson_darling(ordered: np.ndarray, cdf: np.ndarray | None = None) -> tupl
         from it unless a value is 0 or 1, where ``log_ndtr`` keeps the tails exact.
     """
     n = ordered.size
-    w = (ordered - ordered.mean()) / ordered.std(ddof=1)
+
+    def standardised() -> np.ndarray:
+        return (ordered - ordered.mean()) / ordered.std(ddof=1)
+
     if cdf is None:
-        cdf = special.ndtr(w)
-    i = np.arange(1, n + 1, dtype=np.float64)
+        cdf = special.ndtr(standardised())
     with np.errstate(divide="ignore"):
         log_terms = np.log(cdf) + np.log1p(-cdf[::-1])
     if not np.isfinite(log_terms).all():
+        w = standardised()
         log_terms = special.log_ndtr(w) + special.log_ndtr(-w[::-1])
-    a2 = float(-n - np.sum((2 * i - 1) / n * log_terms))
+    a2 = float(-n - np.dot(_rank_grid(n)[2], log_terms))
     m = a2 * (1 + 0.75 / n + 2.25 / n**2)
     if m < 0.2:
         p = 1 - math.exp(-13.436 + 101.14 * m - 223.73 * m * m)
@@ -578,36 +592,35 @@ def shapiro_francia_p(qq_r: float, n: int) -> float:
 
 
 @lru_cache(maxsize=256)
-def _w1_grid(n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Quantile-interval ends u = i/n and φ(Φ⁻¹(u)) at both ends, for sample size n (cached)."""
+def _w1_grid(n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
+    """Per quantile interval [i/n, (i+1)/n]: its ends' normal quantiles and u₁ + u₂, and Σ (φ₁ + φ₂)."""
     u = np.arange(n + 1, dtype=np.float64) / n
     q = special.ndtri(u)  # -inf ... +inf
     phi = np.exp(-0.5 * np.where(np.isfinite(q), q, 0.0) ** 2) / math.sqrt(2 * math.pi)
     phi[~np.isfinite(q)] = 0.0
-    grid = (u[:-1], u[1:], phi[:-1], phi[1:])
-    for array in grid:
+    q1, q2, u_sum = q[:-1].copy(), q[1:].copy(), u[:-1] + u[1:]
+    for array in (q1, q2, u_sum):
         array.setflags(write=False)
-    return grid
+    return q1, q2, u_sum, float(np.sum(phi[:-1] + phi[1:]))
 
 
 def wasserstein1_to_normal(ordered: np.ndarray) -> float:
     """Exact Wasserstein-1 distance between the empirical law of a standardised sample and N(0, 1).
 
     W1 = ∫₀¹ |F_n⁻¹(u) − Φ⁻¹(u)| du, integrated exactly on each of the n
-    quantile intervals using ∫ Φ⁻¹(u) du = −φ(Φ⁻¹(u)). In units of σ because
-    the sample is standardised.
+    quantile intervals [u₁, u₂] using ∫ Φ⁻¹(u) du = −φ(Φ⁻¹(u)). In units of σ
+    because the sample is standardised.
+
+    On an interval where the sample holds the value a, split at u* = Φ(a)
+    clipped into [u₁, u₂] (equivalently Φ(a*) with a* = a clipped into
+    [Φ⁻¹(u₁), Φ⁻¹(u₂)]): the integral is a(u* − u₁) − (φ₁ − φ(a*)) +
+    (φ(a*) − φ₂) − a(u₂ − u*) = a(2u* − u₁ − u₂) + 2φ(a*) − φ₁ − φ₂.
     """
-    u1, u2, phi1, phi2 = _w1_grid(ordered.size)
+    q1, q2, u_sum, phi_total = _w1_grid(ordered.size)
     a = ordered
-    ua = special.ndtr(a)
-    ua = np.clip(ua, u1, u2)
-    phia = np.exp(-0.5 * a * a) / math.sqrt(2 * math.pi)
-    # ∫_{u1}^{ua} (a − Φ⁻¹) du + ∫_{ua}^{u2} (Φ⁻¹ − a) du, valid for any split point ua in [u1, u2]
-    # when ua = Φ(a) clipped into the interval (clipping makes one part empty).
-    phi_at = np.where(ua == u1, phi1, np.where(ua == u2, phi2, phia))
-    left = a * (ua - u1) - (phi1 - phi_at)
-    right = (phi_at - phi2) - a * (u2 - ua)
-    return float(np.sum(left + right))
+    clipped = np.clip(a, q1, q2)
+    phi_at = np.exp(-0.5 * clipped * clipped) / math.sqrt(2 * math.pi)
+    return float(np.dot(a, 2 * special.ndtr(clipped) - u_sum) + 2 * phi_at.sum() - phi_total)
 
 
 def verdict(result: NormalityResult, thresholds: VerdictThresholds = DEFAULT_THRESHOLDS) -> str:
