@@ -39,7 +39,7 @@ from torch import nn
 
 import goup_probe as gp
 from goup_probe import schema
-from goup_probe.capture.reduce import reduce_difference, reduce_flat
+from goup_probe.capture.reduce import reduce_components, reduce_update
 
 NO_UPDATE = tuple(q for q in schema.QUANTITIES if q != schema.UPDATE)
 
@@ -49,17 +49,19 @@ def _peak_mib() -> float:
 
 
 def _device_reduction_ms(params: nn.ParameterList, reps: int) -> float:
-    """Median ms of the on-device reductions alone (θ, g, X, update) over all tensors of a step."""
+    """Median ms of the on-device reductions alone, as the probe runs them over all tensors of a step.
+
+    θ, g and X in one pass (``reduce_components``) and the update with its dot
+    product with g in another (``reduce_update``; θ stands in for θ_next).
+    """
     indices = [torch.arange(0, p.numel(), max(1, p.numel() // 5000))[:5000] for p in params]
     times = []
     for _ in range(reps):
         t0 = time.perf_counter()
         for p, index in zip(params, indices, strict=True):
             theta, grad = p.detach(), p.grad
-            reduce_flat(theta, index)
-            reduce_flat(grad, index)
-            reduce_difference(theta, grad, index)
-            reduce_difference(theta, grad, index)  # stands in for θ_next − θ
+            reduce_components(theta, grad, index)
+            reduce_update(theta, grad, grad, index)
         times.append(time.perf_counter() - t0)
     return statistics.median(times) * 1e3
 
