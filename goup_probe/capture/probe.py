@@ -29,10 +29,18 @@ from torch import nn
 from goup_probe import schedule as schedules
 from goup_probe import schema
 from goup_probe.capture import distributed as _dist
+from goup_probe.capture.batch import (
+    MIN_GROUP,
+    GroupState,
+    group_key,
+    reduce_group_components,
+    reduce_group_update,
+)
 from goup_probe.capture.hooks import HookSet
 from goup_probe.capture.meta import initial_meta, utc_now
 from goup_probe.capture.reduce import (
     PRECISIONS,
+    Components,
     Reduction,
     flat_view,
     reduce_components,
@@ -74,6 +82,20 @@ class TrackedParam:
     skip_reason: str = ""
     shard: _dist.ShardedTensor | None = None
     """Layout of a DTensor (FSDP2) parameter; None for plain tensors."""
+
+
+@dataclass(frozen=True)
+class _Group:
+    """Same-size tensors reduced together (see :mod:`goup_probe.capture.batch`)."""
+
+    members: tuple[TrackedParam, ...]
+    index: torch.Tensor
+    """Members' subsample indices, one row each."""
+
+    @property
+    def label(self) -> str:
+        names = [m.name for m in self.members]
+        return ", ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
 
 
 @dataclass
@@ -121,6 +143,7 @@ class _StepState:
     captured: bool
     lrs: dict[str, float] = field(default_factory=dict)
     snapshots: dict[str, Snapshot] = field(default_factory=dict)
+    groups: list[tuple[_Group, GroupState]] = field(default_factory=list)
     tracer_values: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
 
 
@@ -279,6 +302,8 @@ class Probe:
         self._hooks = HookSet()
         self._writer: RunWriter | None = None
         self._tracked: list[TrackedParam] = []
+        self._groups: list[_Group] = []
+        self._grouped: set[str] = set()
         self._meta: dict[str, Any] = {}
         self._step = 0
         self._captured_steps = 0
@@ -320,6 +345,8 @@ class Probe:
             )
         self._dist = _dist.detect(_unwrap(self.model))
         self._tracked = self._build_tracked()
+        self._groups = self._plan_groups()
+        self._grouped = {m.name for g in self._groups for m in g.members}
         self._writer = self._open_writer()
         local_tracers = [
             TracerSet(t.name, t.param, t.tracers)
@@ -447,6 +474,20 @@ class Probe:
                 + " (all have requires_grad=False or are not in the optimizer)"
             )
         return tracked
+
+    def _plan_groups(self) -> list[_Group]:
+        """Group the small local tensors of equal size, dtype and device."""
+        by_key: dict[Any, list[TrackedParam]] = {}
+        for tracked in self._tracked:
+            if tracked.skip_status is None and tracked.shard is None:
+                key = group_key(tracked.param)
+                if key is not None:
+                    by_key.setdefault(key, []).append(tracked)
+        return [
+            _Group(tuple(members), torch.stack([m.index for m in members]))
+            for members in by_key.values()
+            if len(members) >= MIN_GROUP
+        ]
 
     def _track(self, name: str, param: torch.Tensor, group: int | None) -> TrackedParam:
         numel = param.numel()
@@ -616,7 +657,10 @@ class Probe:
                 if captured:
                     self._emit_skip(step, tracked, lrs.get(tracked.name, math.nan))
                 continue
-            self._guard(step, tracked.name, "before step", self._before, state, tracked)
+            if tracked.name not in self._grouped:
+                self._guard(step, tracked.name, "before step", self._before, state, tracked)
+        for group in self._groups:
+            self._before_group(state, group)
         if captured:
             self._captured_steps += 1
         return state
@@ -628,6 +672,9 @@ class Probe:
         started = time.perf_counter()
         try:
             # sharded: rank 0 may have stopped mid-step; it still joins this step's collectives
+            if state.captured and not self._capture_disabled:
+                for group, group_state in state.groups:
+                    self._after_group(state, group, group_state)
             if (state.captured and not self._capture_disabled) or self._dist.sharded:
                 for tracked in self._tracked:
                     if tracked.skip_status is None:
@@ -656,9 +703,10 @@ class Probe:
             self._drain_tracers()
             self._writer.flush()
 
-    def _guard(self, step: int, param: str | None, where: str, fn: Callable[..., Any], *args: Any) -> None:
+    def _guard(self, step: int, param: str | None, where: str, fn: Callable[..., Any], *args: Any) -> Any:
+        """``fn(*args)``; an error is recorded (and warned once) and None returned, unless strict."""
         try:
-            fn(*args)
+            return fn(*args)
         except OSError as exc:
             if self.strict:
                 raise
@@ -718,15 +766,96 @@ class Probe:
             )
             return
         parts = reduce_components(theta, g, tracked.index, precision=self.precision)
+        self._emit_reduced(state, tracked, parts, theta.clone() if schema.UPDATE in self.quantities else None)
+
+    def _emit_reduced(
+        self, state: _StepState, tracked: TrackedParam, parts: Components, theta_before: torch.Tensor | None
+    ) -> None:
+        """Rows of θ, g and X of a captured step, and the snapshot its update will be measured from."""
+        lr = state.lrs.get(tracked.name, math.nan)
         self._emit_components(state.step, tracked, lr, parts.theta, parts.grad, parts.x, "")
-        if schema.UPDATE in self.quantities:
+        if theta_before is not None:
             state.snapshots[tracked.name] = Snapshot(
-                theta=theta.clone(),
+                theta=theta_before,
                 lr=lr,
                 grad_norm=parts.grad.norm,
                 param_norm=parts.theta.norm,
                 x_std=parts.x.moments.std,
-                numel=theta.numel(),
+                numel=tracked.param.numel(),
+            )
+
+    def _before_group(self, state: _StepState, group: _Group) -> None:
+        """:meth:`_before` for a group of same-size tensors, reduced together.
+
+        If the grouped reduction cannot be used (a gradient is missing, a
+        subsample holds NaN/Inf, or it fails), each member is reduced on its
+        own, so every member still gets its rows or its own error.
+        """
+        if not self._dist.writes or not state.captured:
+            return
+        members = group.members
+        grads = [m.param.grad for m in members]
+        result = None
+        if all(g is not None for g in grads):
+            result = self._guard(
+                state.step,
+                group.label,
+                "grouped reduction",
+                reduce_group_components,
+                [m.param for m in members],
+                grads,
+                group.index,
+            )
+        if result is None:
+            for tracked in members:
+                self._guard(state.step, tracked.name, "before step", self._before, state, tracked)
+            return
+        components, group_state = result
+        keep = schema.UPDATE in self.quantities
+        for i, (tracked, parts) in enumerate(zip(members, components, strict=True)):
+            before = group_state.theta[i] if keep else None
+            self._guard(
+                state.step, tracked.name, "before step", self._emit_reduced, state, tracked, parts, before
+            )
+        if keep:
+            state.groups.append((group, group_state))
+
+    def _after_group(self, state: _StepState, group: _Group, group_state: GroupState) -> None:
+        """The update rows of a group, reduced together; members left over take :meth:`_after`.
+
+        The shadow columns use the gradient as the optimizer used it (the float64
+        copy taken before the step).
+        """
+        members = [m for m in group.members if m.name in state.snapshots]
+        if len(members) != len(group.members):  # a member's rows failed: all go one by one
+            return
+        result = self._guard(
+            state.step,
+            group.label,
+            "grouped update",
+            reduce_group_update,
+            [m.param for m in members],
+            group_state,
+            group.index,
+        )
+        if result is None:
+            return
+        for tracked, (red_update, dot) in zip(members, result, strict=True):
+            snap = state.snapshots.pop(tracked.name)
+            shadow = shadow_from_dot(dot, snap, red_update.norm) if self.optimizer is not None else {}
+            self._guard(
+                state.step,
+                tracked.name,
+                "after step",
+                self._emit,
+                state.step,
+                tracked,
+                schema.UPDATE,
+                snap.lr,
+                red_update,
+                snap.param_norm,
+                snap.grad_norm,
+                shadow,
             )
 
     def _emit_components(
