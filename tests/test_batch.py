@@ -48,6 +48,31 @@ def test_group_components_and_update_equal_the_per_tensor_path():
         assert updates[i][1] == pytest.approx(dot, rel=1e-12)
 
 
+@pytest.mark.parametrize("precision", ["fast", "float64"])
+def test_float32_groups_agree_with_the_per_tensor_path(precision):
+    thetas, grads, index = _members(n=3, numel=2 * red.FAST_MIN_NUMEL, seed=1)
+    components, state = batch.reduce_group_components(thetas, grads, index, precision=precision)
+    assert state.theta.dtype == (torch.float32 if precision == "fast" else torch.float64)
+    news = [t - 0.1 * g for t, g in zip(thetas, grads, strict=True)]
+    updates = batch.reduce_group_update(news, state, index)
+    rel = 1e-6 if precision == "fast" else 1e-12
+    for i, (t, g) in enumerate(zip(thetas, grads, strict=True)):
+        alone = red.reduce_components(t, g, index[i], precision=precision)
+        upd, dot = red.reduce_update(news[i], t, g, index[i], precision=precision)
+        pairs = zip(
+            (components[i].theta, components[i].grad, components[i].x, updates[i][0]),
+            (alone.theta, alone.grad, alone.x, upd),
+            strict=True,
+        )
+        for got, expected in pairs:
+            np.testing.assert_array_equal(got.sample, expected.sample)
+            for name in FIELDS:
+                assert getattr(got.moments, name) == pytest.approx(
+                    getattr(expected.moments, name), rel=rel, abs=rel * expected.moments.std
+                ), name
+        assert updates[i][1] == pytest.approx(dot, rel=rel)
+
+
 def test_group_masks_nonfinite_values_outside_the_subsample_and_declines_inside_it():
     thetas, grads, index = _members()
     outside = next(j for j in range(300) if j not in set(index[1].tolist()))
@@ -62,7 +87,8 @@ def test_group_masks_nonfinite_values_outside_the_subsample_and_declines_inside_
 def test_group_key_excludes_large_sparse_single_and_integer_tensors():
     assert batch.group_key(torch.zeros(10)) == batch.group_key(torch.ones(10))
     assert batch.group_key(torch.zeros(10)) != batch.group_key(torch.zeros(10, dtype=torch.float64))
-    assert batch.group_key(torch.zeros(red.FAST_MIN_NUMEL)) is None
+    assert batch.group_key(torch.zeros(batch.MAX_GROUP_NUMEL)) is not None
+    assert batch.group_key(torch.zeros(batch.MAX_GROUP_NUMEL + 1)) is None
     assert batch.group_key(torch.zeros(1)) is None
     assert batch.group_key(torch.zeros(10, dtype=torch.int64)) is None
 
@@ -109,7 +135,7 @@ def test_probe_rows_are_the_same_with_and_without_groups(tmp_path, monkeypatch):
 
 
 def test_a_failing_group_falls_back_to_each_member_and_is_recorded(tmp_path, monkeypatch):
-    def broken(*args):
+    def broken(*args, **kwargs):
         raise RuntimeError("simulated grouped failure")
 
     monkeypatch.setattr(probe_module, "reduce_group_components", broken)

@@ -1,16 +1,17 @@
-"""Reductions of many small same-shape tensors at once.
+"""Reductions of many small same-size tensors at once.
 
 A CNN has dozens of small parameter tensors (BatchNorm weights and biases of
 16–64 values, convolutions of a few thousand), and for them the cost of a
 reduction is the number of device operations, not the arithmetic. Tensors of
-the same size, dtype and device are stacked into one float64 matrix per
-quantity and reduced row by row with a fixed number of operations per group:
-ResNet-20's 65 tensors form 9 groups and 3 singles, and θ, g, X and the update
-of all of them take about 60 device operations instead of about 2600.
+the same size, dtype and device are stacked into one matrix per quantity and
+reduced row by row with a fixed number of operations per group: ResNet-20's
+65 tensors form 6 groups and 11 single tensors, and θ, g, X and the update of
+the grouped ones take about 150 device operations instead of about 2500.
 
-The results equal the per-tensor float64 path (:mod:`goup_probe.capture.reduce`)
-up to float64 rounding: same shifts (the subsample mean), same subsamples,
-same masked fallback for a row holding NaN/Inf.
+Each group is reduced in the dtype the per-tensor path would use
+(:func:`~goup_probe.capture.reduce.compute_dtype`), with the same shifts,
+scales and subsamples, and the same masked float64 fallback for a row whose
+sums are not finite, so the results agree with reducing each tensor alone.
 """
 
 from __future__ import annotations
@@ -22,16 +23,19 @@ import numpy as np
 import torch
 
 from goup_probe.capture.reduce import (
-    FAST_MIN_NUMEL,
     Components,
     PowerSums,
     Reduction,
+    compute_dtype,
     flat_view,
     power_sums,
+    shift_and_scale,
 )
 
 MIN_GROUP = 2
 """Fewest tensors worth a group; a tensor of a size no other tensor has is reduced alone."""
+MAX_GROUP_NUMEL = 1 << 16
+"""Largest tensor that is grouped; larger ones are reduced alone, chunk by chunk."""
 
 
 @dataclass(frozen=True)
@@ -46,61 +50,71 @@ class GroupKey:
 def group_key(param: torch.Tensor) -> GroupKey | None:
     """The group a parameter can join, or None when it is reduced on its own.
 
-    Only dense real floating-point tensors below :data:`FAST_MIN_NUMEL` elements
-    are grouped (larger ones take the chunked fast path).
+    Only dense real floating-point tensors of 2 to :data:`MAX_GROUP_NUMEL`
+    elements are grouped (larger ones take the chunked path).
     """
-    if not param.is_floating_point() or param.is_sparse or not 1 < param.numel() < FAST_MIN_NUMEL:
+    if not param.is_floating_point() or param.is_sparse or not 1 < param.numel() <= MAX_GROUP_NUMEL:
         return None
     return GroupKey(param.numel(), param.dtype, param.device)
 
 
 @dataclass
 class GroupState:
-    """What the pre-step reduction of a group keeps for its update: θ and g in float64."""
+    """What the pre-step reduction of a group keeps for its update: θ and g in the compute dtype."""
 
     theta: torch.Tensor
     grad: torch.Tensor
 
 
-def _stack(tensors: Sequence[torch.Tensor]) -> torch.Tensor:
-    return torch.stack([flat_view(t) for t in tensors]).to(torch.float64)
+def _stack(tensors: Sequence[torch.Tensor], dtype: torch.dtype) -> torch.Tensor:
+    return torch.stack([flat_view(t) for t in tensors]).to(dtype)
 
 
-def _shifts(samples: np.ndarray) -> np.ndarray | None:
-    """Row means of the subsamples (quantities × members), or None if any value is not finite."""
+def _plan(samples: np.ndarray, dtype: torch.dtype) -> tuple[np.ndarray, np.ndarray] | None:
+    """Shift and scale per quantity and member (as :func:`shift_and_scale`); None if a value is not finite."""
     if not np.isfinite(samples).all():
         return None
-    return samples.mean(axis=-1)
+    plan = np.array([[shift_and_scale(row, dtype) for row in rows] for rows in samples])  # (q, m, 2)
+    return plan[..., 0], plan[..., 1]
 
 
-def _row_sums(values: torch.Tensor, shifts: np.ndarray) -> np.ndarray:
-    """Per row of ``values`` (q, m, n): [Σd, Σd², Σd³, Σd⁴, min, max], d = values − shift; one transfer."""
-    shift = torch.from_numpy(shifts).to(values.device)
-    d = values - shift.unsqueeze(-1)
+def _row_sums(values: torch.Tensor, shifts: np.ndarray, scales: np.ndarray) -> np.ndarray:
+    """Per row of ``values`` (q, m, n): [Σd, Σd², Σd³, Σd⁴, min, max] with d = (values − shift)·scale.
+
+    One host transfer for the whole group.
+    """
+    d = values
+    if shifts.any():
+        d = d - torch.from_numpy(shifts).to(values.device, values.dtype).unsqueeze(-1)
+    if (scales != 1.0).any():
+        d = d * torch.from_numpy(scales).to(values.device, values.dtype).unsqueeze(-1)
     d2 = d * d
     lo, hi = torch.aminmax(values, dim=-1)
     table = torch.stack([d.sum(-1), d2.sum(-1), (d2 * d).sum(-1), (d2 * d2).sum(-1), lo, hi], dim=-1)
-    return table.cpu().numpy()  # (q, m, 6)
+    return table.to(torch.float64).cpu().numpy()  # (q, m, 6)
 
 
-def _sums(row: np.ndarray, numel: int, shift: float) -> PowerSums | None:
+def _sums(row: np.ndarray, numel: int, shift: float, scale: float) -> PowerSums | None:
     if not np.isfinite(row).all():
         return None
-    return PowerSums(shift, numel, numel, *(float(v) for v in row))
+    inv = 1.0 / scale  # a power of two: exact
+    s1, s2, s3, s4, lo, hi = (float(v) for v in row)
+    return PowerSums(shift, numel, numel, s1 * inv, s2 * inv**2, s3 * inv**3, s4 * inv**4, lo, hi)
 
 
 def _reductions(
-    values: torch.Tensor, samples: np.ndarray, shifts: np.ndarray, numel: int
+    values: torch.Tensor, samples: np.ndarray, plan: tuple[np.ndarray, np.ndarray], numel: int
 ) -> list[list[Reduction]]:
-    """Reductions per quantity and member; a row with non-finite sums is redone with masking."""
-    table = _row_sums(values, shifts)
+    """Reductions per quantity and member; a row with non-finite sums is redone with masking in float64."""
+    shifts, scales = plan
+    table = _row_sums(values, shifts, scales)
     out = []
     for q in range(values.shape[0]):
         row = []
         for i in range(values.shape[1]):
             shift = float(shifts[q, i])
-            sums = _sums(table[q, i], numel, shift)
-            if sums is None:  # e.g. a fourth power that overflows: the masked float64 path
+            sums = _sums(table[q, i], numel, shift, float(scales[q, i]))
+            if sums is None:  # NaN/Inf values, or a fourth power that overflows
                 member = values[q, i]
                 sums = power_sums(numel, lambda a, b, m=member: m[a:b], shift)
             row.append(Reduction(sums, samples[q, i]))
@@ -109,7 +123,11 @@ def _reductions(
 
 
 def reduce_group_components(
-    thetas: Sequence[torch.Tensor], grads: Sequence[torch.Tensor], index: torch.Tensor
+    thetas: Sequence[torch.Tensor],
+    grads: Sequence[torch.Tensor],
+    index: torch.Tensor,
+    *,
+    precision: str = "fast",
 ) -> tuple[list[Components], GroupState] | None:
     """θ, g and X = θ − g of same-size tensors, reduced together.
 
@@ -119,22 +137,26 @@ def reduce_group_components(
         The members' parameters and gradients (same numel, dtype and device).
     index : Tensor, shape (members, sample)
         Each member's subsample indices, one row per member.
+    precision : {"fast", "float64"}
+        As for the per-tensor path: the members are reduced in
+        :func:`~goup_probe.capture.reduce.compute_dtype` of the first one.
 
     Returns
     -------
     (list of Components, GroupState) or None
-        One Components per member and the float64 copies of θ and g the update
-        needs; None when a subsample holds NaN/Inf (the caller reduces the
-        members one by one, with the masked path).
+        One Components per member and the copies of θ and g the update needs;
+        None when a subsample holds NaN/Inf (the caller reduces the members one
+        by one, with the masked path).
     """
-    theta, grad = _stack(thetas), _stack(grads)
-    picked = torch.stack([theta.gather(1, index), grad.gather(1, index)]).cpu().numpy()
+    dtype = compute_dtype(thetas[0], precision)
+    theta, grad = _stack(thetas, dtype), _stack(grads, dtype)
+    picked = torch.stack([theta.gather(1, index), grad.gather(1, index)]).to(torch.float64).cpu().numpy()
     samples = np.stack([picked[0], picked[1], picked[0] - picked[1]])  # (3, m, s)
-    shifts = _shifts(samples)
-    if shifts is None:
+    plan = _plan(samples, dtype)
+    if plan is None:
         return None
     values = torch.stack([theta, grad, theta - grad])
-    per_quantity = _reductions(values, samples, shifts, theta.shape[1])
+    per_quantity = _reductions(values, samples, plan, theta.shape[1])
     components = [Components(*parts) for parts in zip(*per_quantity, strict=True)]
     return components, GroupState(theta, grad)
 
@@ -146,11 +168,13 @@ def reduce_group_update(
 
     Returns None when a subsample of Δ holds NaN/Inf (the caller falls back).
     """
-    delta = _stack(news) - state.theta
-    samples = delta.gather(1, index).cpu().numpy()[None]  # (1, m, s)
-    shifts = _shifts(samples)
-    if shifts is None:
+    new = _stack(news, state.theta.dtype)
+    old_picked = state.theta.gather(1, index).to(torch.float64)
+    samples = (new.gather(1, index).to(torch.float64) - old_picked).cpu().numpy()[None]  # (1, m, s)
+    plan = _plan(samples, state.theta.dtype)
+    if plan is None:
         return None
-    (reductions,) = _reductions(delta[None], samples, shifts, delta.shape[1])
-    dots = (delta * state.grad).sum(-1).cpu().numpy()
+    delta = new - state.theta
+    (reductions,) = _reductions(delta[None], samples, plan, delta.shape[1])
+    dots = (delta * state.grad).sum(-1).to(torch.float64).cpu().numpy()
     return [(r, float(d)) for r, d in zip(reductions, dots, strict=True)]

@@ -12,6 +12,7 @@ from __future__ import annotations
 import atexit
 import contextlib
 import fnmatch
+import functools
 import math
 import os
 import time
@@ -234,7 +235,7 @@ class Probe:
         all tables at least every ``flush_seconds``.
     precision : {"fast", "float64"}
         How whole-tensor moments are reduced. ``"fast"`` (default) reduces float32
-        and 16-bit tensors of 2¹⁶ elements or more in float32, with chunk sums
+        and 16-bit tensors of 2¹² elements or more in float32, with chunk sums
         added in float64: std within 10⁻⁶ relative, skewness and excess kurtosis
         within 10⁻⁵ of float64, several times faster. ``"float64"`` converts every
         value first. The tests on the subsample are always float64.
@@ -801,7 +802,7 @@ class Probe:
                 state.step,
                 group.label,
                 "grouped reduction",
-                reduce_group_components,
+                functools.partial(reduce_group_components, precision=self.precision),
                 [m.param for m in members],
                 grads,
                 group.index,

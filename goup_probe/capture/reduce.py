@@ -14,7 +14,7 @@ float64 on 10⁶-element tensors this changes the standard deviation by < 10⁻�
 relative and skewness and excess kurtosis by < 10⁻⁵ absolute, far below their
 sampling error (√(6/n), √(24/n)), for about a fifth of the time of converting
 every value to float64. ``precision="float64"`` (and every tensor under
-2¹⁶ elements, and float64 tensors) takes the float64 path. Values that are NaN
+2¹² elements, and float64 tensors) takes the float64 path. Values that are NaN
 or Inf, and fourth powers that overflow, send a quantity to a masked float64
 path, so counts and moments always describe the finite values.
 
@@ -43,8 +43,8 @@ CHUNK_ELEMENTS_FLOAT64 = 1 << 17
 PRECISIONS = ("fast", "float64")
 """``"fast"``: large float32/16-bit tensors are reduced in float32 (chunk sums added
 in float64); ``"float64"``: every value is converted to float64 first."""
-FAST_MIN_NUMEL = 1 << 16
-"""Tensors smaller than this are always reduced in float64 (it costs nothing there)."""
+FAST_MIN_NUMEL = 1 << 12
+"""Tensors smaller than this are always reduced in float64 (it costs next to nothing there)."""
 _FAST_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 _FLOAT32_SAFE_SPREAD = (2.0**-20, 2.0**12)
 """σ range in which d⁴ of every value within 10⁴ σ stays a normal float32 without scaling."""
