@@ -29,7 +29,7 @@ from goup_probe.capture.reduce import (
     compute_dtype,
     flat_view,
     power_sums,
-    shift_and_scale,
+    shifts_and_scales,
 )
 
 MIN_GROUP = 2
@@ -71,11 +71,10 @@ def _stack(tensors: Sequence[torch.Tensor], dtype: torch.dtype) -> torch.Tensor:
 
 
 def _plan(samples: np.ndarray, dtype: torch.dtype) -> tuple[np.ndarray, np.ndarray] | None:
-    """Shift and scale per quantity and member (as :func:`shift_and_scale`); None if a value is not finite."""
+    """Shift and scale per quantity and member (:func:`shifts_and_scales`); None if a value is not finite."""
     if not np.isfinite(samples).all():
         return None
-    plan = np.array([[shift_and_scale(row, dtype) for row in rows] for rows in samples])  # (q, m, 2)
-    return plan[..., 0], plan[..., 1]
+    return shifts_and_scales(samples, dtype)
 
 
 def _row_sums(values: torch.Tensor, shifts: np.ndarray, scales: np.ndarray) -> np.ndarray:

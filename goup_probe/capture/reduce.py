@@ -325,23 +325,28 @@ def shift_and_scale(sample: np.ndarray, dtype: torch.dtype) -> tuple[float, floa
     within σ/16 of 0 (shifting would cost a pass and gain nothing), and values
     are scaled by a power of two when σ lies outside [2⁻²⁰, 2¹²], so that d⁴
     neither underflows nor overflows float32 for any value within 10⁴ σ.
+    Non-finite values of the subsample are ignored.
     """
     finite = sample[np.isfinite(sample)]
     if finite.size == 0:
         return 0.0, 1.0
-    shift = float(finite.mean())
+    shifts, scales = shifts_and_scales(finite[None, :], dtype)
+    return float(shifts[0]), float(scales[0])
+
+
+def shifts_and_scales(samples: np.ndarray, dtype: torch.dtype) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`shift_and_scale` for every row of ``samples`` (finite values, shape (..., n)) at once."""
+    shifts = samples.mean(axis=-1)
     if dtype == torch.float64:
-        return shift, 1.0
-    shift = float(np.float32(shift))
-    spread = float(np.std(finite - shift))
-    if not spread > 0:
-        return shift, 1.0
-    if abs(shift) <= spread / 16:
-        shift = 0.0
-    scale = 1.0
-    if not _FLOAT32_SAFE_SPREAD[0] <= spread <= _FLOAT32_SAFE_SPREAD[1]:
-        scale = math.ldexp(1.0, -max(-120, min(120, round(math.log2(spread)))))
-    return shift, scale
+        return shifts, np.ones_like(shifts)
+    shifts = shifts.astype(np.float32).astype(np.float64)
+    spread = np.sqrt(np.mean((samples - shifts[..., None]) ** 2, axis=-1))
+    spread_ok = spread > 0
+    shifts = np.where(spread_ok & (np.abs(shifts) <= spread / 16), 0.0, shifts)
+    low, high = _FLOAT32_SAFE_SPREAD
+    rescale = spread_ok & ((spread < low) | (spread > high))
+    exponent = np.clip(np.round(np.log2(np.where(rescale, spread, 1.0))), -120, 120)
+    return shifts, np.where(rescale, np.ldexp(1.0, -exponent.astype(np.int64)), 1.0)
 
 
 @dataclass(frozen=True)
