@@ -85,7 +85,7 @@ def _mlp() -> nn.Module:
 def workloads(quick: bool) -> dict[str, Workload]:
     return {
         "cnn": Workload("cnn", lambda: resnet20(3, 10), _cnn_batch, 10 if quick else 20, 2 if quick else 3),
-        "mlp": Workload("mlp", _mlp, _mlp_batch, 40 if quick else 100, 5 if quick else 10),
+        "mlp": Workload("mlp", _mlp, _mlp_batch, 40 if quick else 300, 5 if quick else 10),
     }
 
 
