@@ -6,7 +6,8 @@ Run it on a machine with a CUDA GPU (about a minute)::
 
 It checks that
 
-1. the fused reductions give the same moments on the GPU as on the CPU;
+1. the reductions give the same moments on the GPU as on the CPU (within 10⁻⁶
+   relative: float32 sums are added in another order on each device);
 2. no full-size tensor is copied to the host: every device-to-host copy made by
    the reductions and by a whole probed training step is small (subsamples,
    tracer coordinates, a few scalars), which is recorded by wrapping
@@ -34,8 +35,20 @@ from goup_probe.capture import reduce as red
 from goup_probe.demo.models import resnet20
 
 MAX_HOST_ELEMENTS = 2 * 5000
-"""Largest tensor the probe may move to the host: the θ and g subsamples of one tensor
-(5000 values each), far below the 3·10⁶-value test tensors and ResNet-20's largest (36,864)."""
+"""Largest tensor one reduction may move to the host: the θ and g subsamples of one tensor
+(5000 values each), far below the 3·10⁶-value test tensors."""
+SAMPLE = 5000
+
+
+def _max_group(model: nn.Module) -> int:
+    """Members of the largest group of same-size tensors (their subsamples travel together)."""
+    from collections import Counter
+
+    from goup_probe.capture.batch import group_key
+
+    keys = Counter(group_key(p) for p in model.parameters())
+    keys.pop(None, None)
+    return max(keys.values(), default=1)
 
 
 @contextmanager
@@ -86,7 +99,7 @@ def check_reductions(device: torch.device) -> None:
     for a, b in zip((cpu.theta, cpu.grad, cpu.x), (gpu.theta, gpu.grad, gpu.x), strict=True):
         for field in ("mean", "std", "skew", "excess_kurtosis", "min", "max"):
             x, y = getattr(a.moments, field), getattr(b.moments, field)
-            assert abs(x - y) <= 1e-9 * max(abs(x), 1e-12), (field, x, y)
+            assert abs(x - y) <= 1e-6 * max(abs(x), a.moments.std), (field, x, y)
         np.testing.assert_array_equal(a.sample, b.sample)
     largest = max(c[1] for c in copies)
     print(f"reductions: CPU and GPU agree; {len(copies)} host copies, largest {largest} values")
@@ -126,8 +139,10 @@ def check_probe(device: torch.device) -> None:
         assert not probe.errors, probe.errors
         run = gp.load_run(f"{tmp}/r")
         assert len(run.stats) > 0 and (run.stats["status"] == "ok").mean() > 0.9
-    big = [c for c in copies if c[1] > MAX_HOST_ELEMENTS]
-    assert not big, f"the probe copied full tensors to the host: {big[:5]}"
+    # a group's θ and g subsamples come back in one copy: 2 × 5000 × members at most
+    bound = 2 * SAMPLE * _max_group(model)
+    big = [c for c in copies if c[1] > bound]
+    assert not big, f"the probe copied more than subsamples to the host: {big[:5]}"
     largest = max((c[1] for c in copies), default=0)
     print(f"probe: {len(copies)} host copies in 5 captured steps, largest {largest} values")
     print(f"plain step {plain * 1e3:.1f} ms, captured step {probed * 1e3:.1f} ms ({probed / plain:.2f}×)")

@@ -13,7 +13,8 @@ of X = θ − g over training, written to Parquet::
 """
 
 from goup_probe import schedule
-from goup_probe.capture.probe import Probe, ProbeError, ProbeTime, attach
+from goup_probe.capture.probe import Probe, ProbeError, attach
+from goup_probe.capture.timing import ProbeTime
 from goup_probe.fidelity import CompareResult, compare, shadow_summary, write_comparison
 from goup_probe.optim import GOUP
 from goup_probe.ou import OUThresholds, validate_ou

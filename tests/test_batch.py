@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 import goup_probe as gp
-from goup_probe.capture import batch
+from goup_probe.capture import batch, sums
 from goup_probe.capture import probe as probe_module
 from goup_probe.capture import reduce as red
 
@@ -50,7 +50,7 @@ def test_group_components_and_update_equal_the_per_tensor_path():
 
 @pytest.mark.parametrize("precision", ["fast", "float64"])
 def test_float32_groups_agree_with_the_per_tensor_path(precision):
-    thetas, grads, index = _members(n=3, numel=2 * red.FAST_MIN_NUMEL, seed=1)
+    thetas, grads, index = _members(n=3, numel=2 * sums.FAST_MIN_NUMEL, seed=1)
     components, state = batch.reduce_group_components(thetas, grads, index, precision=precision)
     assert state.theta.dtype == (torch.float32 if precision == "fast" else torch.float64)
     news = [t - 0.1 * g for t, g in zip(thetas, grads, strict=True)]

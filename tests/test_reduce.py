@@ -5,6 +5,7 @@ import pytest
 import torch
 
 from goup_probe.capture import reduce as red
+from goup_probe.capture import sums
 from goup_probe.stats.normality import moments
 
 FIELDS = ("mean", "std", "skew", "excess_kurtosis", "min", "max")
@@ -54,7 +55,7 @@ def test_chunked_sums_equal_single_pass_and_chunks_are_bounded():
         seen.append(stop - start)
         return [a[start:stop], b[start:stop]]
 
-    chunked, dot = red.chunked_power_sums(a.numel(), rows, [0.01, -0.02], chunk_elements=1000)
+    chunked, dot = sums.chunked_power_sums(a.numel(), rows, [0.01, -0.02], chunk_elements=1000)
     assert len(seen) == 11 and max(seen) == 1000 and np.isnan(dot)
     for ps, t in zip(chunked, (a, b), strict=True):
         _assert_moments_equal(ps.to_moments(), moments(t.numpy()))
@@ -111,8 +112,8 @@ def test_overflowing_fourth_power_falls_back_to_float64_inf():
 
 def test_power_sums_merge_across_shards():
     x = torch.randn(2000, generator=torch.Generator().manual_seed(6), dtype=torch.float64)
-    left = red.power_sums(1000, lambda a, b: x[a:b], 0.1)
-    right = red.power_sums(1000, lambda a, b: x[1000 + a : 1000 + b], 0.1)
+    left = sums.power_sums(1000, lambda a, b: x[a:b], 0.1)
+    right = sums.power_sums(1000, lambda a, b: x[1000 + a : 1000 + b], 0.1)
     _assert_moments_equal(left.merge(right).to_moments(), moments(x.numpy()))
 
 
@@ -132,7 +133,7 @@ def test_power_sums_calls_the_accessor_in_chunk_sized_pieces():
         calls.append((a, b))
         return x[a:b]
 
-    ps = red.power_sums(x.numel(), chunk, 0.0, chunk_elements=1000)
+    ps = sums.power_sums(x.numel(), chunk, 0.0, chunk_elements=1000)
     assert calls == [(0, 1000), (1000, 2000), (2000, 2500)]
     _assert_moments_equal(ps.to_moments(), moments(x.numpy()))
 
@@ -158,7 +159,7 @@ def _fast_cases():
 @pytest.mark.parametrize("case", list(_fast_cases()))
 def test_fast_path_agrees_with_float64_far_below_sampling_error(case):
     x = _fast_cases()[case]
-    assert red.compute_dtype(x) == torch.float32
+    assert sums.compute_dtype(x) == torch.float32
     index = _index(x.numel(), 5000)
     fast = red.reduce_flat(x, index).moments
     exact = moments(x.double().numpy())
@@ -206,17 +207,17 @@ def test_fast_path_falls_back_to_float64_for_nonfinite_values_and_float32_overfl
 
 
 def test_compute_dtype_and_shift_scale_rules():
-    big = torch.zeros(red.FAST_MIN_NUMEL)
-    assert red.compute_dtype(big) == torch.float32
-    assert red.compute_dtype(big.bfloat16()) == torch.float32
-    assert red.compute_dtype(big, "float64") == torch.float64
-    assert red.compute_dtype(big.double()) == torch.float64
-    assert red.compute_dtype(big[:-1]) == torch.float64  # small tensors: float64
+    big = torch.zeros(sums.FAST_MIN_NUMEL)
+    assert sums.compute_dtype(big) == torch.float32
+    assert sums.compute_dtype(big.bfloat16()) == torch.float32
+    assert sums.compute_dtype(big, "float64") == torch.float64
+    assert sums.compute_dtype(big.double()) == torch.float64
+    assert sums.compute_dtype(big[:-1]) == torch.float64  # small tensors: float64
     with pytest.raises(ValueError, match="precision"):
-        red.compute_dtype(big, "half")
+        sums.compute_dtype(big, "half")
     rng = np.random.default_rng(0)
-    assert red.shift_and_scale(rng.normal(0.001, 1.0, 5000), torch.float32) == (0.0, 1.0)
-    shift, scale = red.shift_and_scale(rng.normal(1.0, 0.01, 5000), torch.float32)
+    assert sums.shift_and_scale(rng.normal(0.001, 1.0, 5000), torch.float32) == (0.0, 1.0)
+    shift, scale = sums.shift_and_scale(rng.normal(1.0, 0.01, 5000), torch.float32)
     assert shift == float(np.float32(shift)) and abs(shift - 1.0) < 1e-3 and scale == 1.0
-    shift, scale = red.shift_and_scale(rng.normal(0.0, 1e-9, 5000), torch.float32)
+    shift, scale = sums.shift_and_scale(rng.normal(0.0, 1e-9, 5000), torch.float32)
     assert shift == 0.0 and scale == 2.0**30  # σ·scale ≈ 1

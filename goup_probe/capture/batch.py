@@ -9,7 +9,7 @@ reduced row by row with a fixed number of operations per group: ResNet-20's
 the grouped ones take about 150 device operations instead of about 2500.
 
 Each group is reduced in the dtype the per-tensor path would use
-(:func:`~goup_probe.capture.reduce.compute_dtype`), with the same shifts,
+(:func:`~goup_probe.capture.sums.compute_dtype`), with the same shifts,
 scales and subsamples, and the same masked float64 fallback for a row whose
 sums are not finite, so the results agree with reducing each tensor alone.
 """
@@ -22,15 +22,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from goup_probe.capture.reduce import (
-    Components,
-    PowerSums,
-    Reduction,
-    compute_dtype,
-    flat_view,
-    power_sums,
-    shifts_and_scales,
-)
+from goup_probe.capture.reduce import Components, Reduction, flat_view
+from goup_probe.capture.sums import PowerSums, compute_dtype, power_sums, shifts_and_scales
 
 MIN_GROUP = 2
 """Fewest tensors worth a group; a tensor of a size no other tensor has is reduced alone."""
@@ -138,7 +131,7 @@ def reduce_group_components(
         Each member's subsample indices, one row per member.
     precision : {"fast", "float64"}
         As for the per-tensor path: the members are reduced in
-        :func:`~goup_probe.capture.reduce.compute_dtype` of the first one.
+        :func:`~goup_probe.capture.sums.compute_dtype` of the first one.
 
     Returns
     -------

@@ -37,7 +37,8 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from goup_probe.capture.reduce import PowerSums, Reduction, power_sums, shift_from_sample
+from goup_probe.capture.reduce import Reduction
+from goup_probe.capture.sums import PowerSums, power_sums, shift_from_sample
 
 MODE_SINGLE = "single"
 MODE_REPLICATED = "replicated"

@@ -1,0 +1,333 @@
+"""Shifted power sums of tensors on their device: the arithmetic under the probe's moments.
+
+One pass over a quantity, in bounded chunks, computes Σd, Σd², Σd³, Σd⁴
+(d = x − shift) plus its minimum and maximum with six device reductions per
+chunk; all chunks' sums come back to the host in a single transfer, where they
+are added in float64.
+
+Precision. Float32 (and 16-bit) tensors of 2¹² elements or more are reduced in
+float32 by default (``precision="fast"``): the shift is the float32-rounded
+subsample mean, so x − shift is exact near the mean, values are scaled by a
+power of two when needed so that d⁴ stays a normal float32, and each chunk's
+sums (torch's cascade sums over 2¹⁸ elements) are added in float64. Against
+float64 on 2¹⁸-element tensors (normal, uniform, t(3), log-normal, offset,
+10⁻¹¹- and 10⁷-scaled) this moves the standard deviation by < 10⁻⁶ relative
+and skewness and excess kurtosis by < 10⁻⁵, far below their sampling error
+(√(6/n), √(24/n)), in less than half the time (θ, g and X of 10⁶ elements:
+2.4 ms against 5.5 ms on 2 CPU cores). ``precision="float64"``, smaller
+tensors and float64 tensors take the float64 path. Values that are NaN or Inf,
+and fourth powers that overflow, send a quantity to a masked float64 path, so
+counts and moments always describe the finite values.
+
+Power sums taken around the same shift add up exactly, which is how sharded
+tensors are combined (:mod:`goup_probe.capture.distributed`).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from goup_probe.stats.normality import Moments
+
+CHUNK_ELEMENTS = 1 << 18
+"""Elements per quantity reduced at once on the float32 path (1 MiB per temporary).
+Small enough to stay in cache across the passes of a chunk and to be served by
+the allocator without page faults: θ, g and X of a 10⁶-element tensor take
+1.3 ms with 2¹⁸, 2.0 ms with 2¹⁶ and 4.3 ms with 2²⁰ (2 CPU cores)."""
+CHUNK_ELEMENTS_FLOAT64 = 1 << 17
+"""The same bound in bytes on the float64 path."""
+PRECISIONS = ("fast", "float64")
+"""``"fast"``: large float32/16-bit tensors are reduced in float32 (chunk sums added
+in float64); ``"float64"``: every value is converted to float64 first."""
+FAST_MIN_NUMEL = 1 << 12
+"""Tensors smaller than this are always reduced in float64 (it costs next to nothing there)."""
+_FAST_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
+_FLOAT32_SAFE_SPREAD = (2.0**-20, 2.0**12)
+"""σ range in which d⁴ of every value within 10⁴ σ stays a normal float32 without scaling."""
+
+
+@dataclass(frozen=True)
+class PowerSums:
+    """Sums of powers of ``x - shift`` over the finite values of a tensor.
+
+    Two ``PowerSums`` with the same shift merge by adding fields, which is how
+    sharded tensors are combined.
+    """
+
+    shift: float
+    numel: int
+    count: int
+    s1: float
+    s2: float
+    s3: float
+    s4: float
+    minimum: float
+    maximum: float
+
+    def merge(self, other: PowerSums) -> PowerSums:
+        """Sums of the union of both sets of values (shifts must agree)."""
+        if self.shift != other.shift:
+            raise ValueError("cannot merge power sums taken around different shifts")
+        return PowerSums(
+            self.shift,
+            self.numel + other.numel,
+            self.count + other.count,
+            self.s1 + other.s1,
+            self.s2 + other.s2,
+            self.s3 + other.s3,
+            self.s4 + other.s4,
+            min(self.minimum, other.minimum),
+            max(self.maximum, other.maximum),
+        )
+
+    def to_moments(self) -> Moments:
+        """Mean, std, skewness, excess kurtosis, min and max of the values."""
+        n = self.count
+        if n == 0:
+            nan = float("nan")
+            return Moments(self.numel, self.numel, nan, nan, nan, nan, nan, nan)
+        d = self.s1 / n
+        r2, r3, r4 = self.s2 / n, self.s3 / n, self.s4 / n
+        m2 = max(r2 - d * d, 0.0)
+        m3 = r3 - 3 * d * r2 + 2 * d**3
+        m4 = r4 - 4 * d * r3 + 6 * d * d * r2 - 3 * d**4
+        return Moments.from_central_moments(
+            numel=self.numel,
+            nonfinite=self.numel - n,
+            mean=self.shift + d,
+            m2=m2,
+            m3=m3,
+            m4=max(m4, 0.0),
+            minimum=self.minimum,
+            maximum=self.maximum,
+        )
+
+    @property
+    def sum_of_squares(self) -> float:
+        """Σ x² over the finite values (for the L2 norm), from the shifted sums."""
+        c = self.shift
+        return self.s2 + 2 * c * self.s1 + self.count * c * c
+
+
+def _masked_row_sums(d: torch.Tensor) -> np.ndarray:
+    """[count, Σd, Σd², Σd³, Σd⁴, min d, max d] of the finite values of a float64 row (slow path)."""
+    d = d[torch.isfinite(d)]
+    if d.numel() == 0:
+        return np.array([0.0, 0.0, 0.0, 0.0, 0.0, np.inf, -np.inf])
+    d2 = d * d
+    lo, hi = torch.aminmax(d)
+    sums = torch.stack([d.sum(), d2.sum(), torch.dot(d2, d), torch.dot(d2, d2), lo, hi]).cpu().numpy()
+    return np.concatenate([[float(d.numel())], sums])
+
+
+def _chunk_sums(raw: torch.Tensor, shift: float, scale: float) -> torch.Tensor:
+    """[Σd, Σd², Σd³, Σd⁴, min, max] of one chunk, d = (raw − shift)·scale, in raw's dtype, on its device.
+
+    Six reductions that stay on the device (one host transfer for all chunks
+    and rows later). ``min`` and ``max`` are of the raw values, so they are exact.
+    """
+    lo, hi = torch.aminmax(raw)
+    d = raw
+    if shift != 0.0:
+        d = torch.sub(d, shift)
+    if scale != 1.0:
+        d = d * scale if d is raw else d.mul_(scale)
+    d2 = d * d
+    # Σd⁴ (all terms positive) is summed by torch's cascade sum: a float32 BLAS dot product of d²
+    # with itself is 100× less accurate on heavy-tailed data (t(3): 1.2e-6 against 1.6e-8 relative).
+    # Σd³ cancels, so its error is set by the rounding of the terms: the dot product is as accurate
+    # there (3e-7 relative to Σ|d|³ either way) and saves a pass.
+    return torch.stack([d.sum(), d2.sum(), torch.dot(d2, d), (d2 * d2).sum(), lo, hi])
+
+
+ChunkRows = Callable[[int, int], Sequence[torch.Tensor]]
+"""``rows(start, stop)`` returns elements ``start:stop`` of each of k quantities,
+as 1-D tensors of the compute dtype."""
+
+
+def chunked_power_sums(
+    numel: int,
+    rows: ChunkRows,
+    shifts: Sequence[float],
+    scales: Sequence[float] | None = None,
+    *,
+    chunk_elements: int = CHUNK_ELEMENTS,
+    dot_with: Callable[[int, int], torch.Tensor] | None = None,
+) -> tuple[list[PowerSums], float]:
+    """Shifted power sums of k same-length quantities, chunk by chunk, with one host transfer.
+
+    Each chunk's sums are reduced on the device in the dtype ``rows`` returns
+    (float32 on the fast path, float64 otherwise) and added up in float64 on the
+    host. A quantity whose sums come out non-finite (NaN/Inf values, or a fourth
+    power that overflows) is redone in float64 with the non-finite values
+    masked out, so counts and moments always describe the finite values.
+
+    Parameters
+    ----------
+    numel : int
+        Elements of each quantity.
+    rows : callable
+        ``rows(start, stop)`` returns the k quantities' elements ``start:stop``.
+    shifts : sequence of float
+        One shift per quantity (exactly representable in the compute dtype).
+    scales : sequence of float, optional
+        One power of two per quantity: d = (x − shift)·scale keeps d⁴ in the
+        range of float32; the sums are unscaled exactly on the host. Default 1.
+    chunk_elements : int
+        Elements per chunk and quantity; bounds the device temporaries.
+    dot_with : callable, optional
+        ``dot_with(start, stop)`` gives a tensor whose dot product with the
+        first quantity is accumulated in the same pass (the update's Σ Δ·g).
+
+    Returns
+    -------
+    list of PowerSums, float
+        One per quantity, and the dot product (NaN without ``dot_with``).
+    """
+    k = len(shifts)
+    scales = [1.0] * k if scales is None else list(scales)
+    if numel == 0:
+        empty = [PowerSums(float(c), 0, 0, 0.0, 0.0, 0.0, 0.0, np.nan, np.nan) for c in shifts]
+        return empty, (0.0 if dot_with is not None else math.nan)
+    tables = []
+    for start in range(0, numel, chunk_elements):
+        stop = min(start + chunk_elements, numel)
+        chunk = rows(start, stop)
+        table = [_chunk_sums(r, c, s) for r, c, s in zip(chunk, shifts, scales, strict=True)]
+        if dot_with is not None:
+            dot = (chunk[0] * dot_with(start, stop).to(chunk[0].dtype)).sum()
+            table.append(dot.expand(6))
+        tables.append(torch.stack(table))
+    host = torch.stack(tables).to(torch.float64).cpu().numpy()  # (chunks, k [+1], 6)
+    dot_total = float(host[:, k, 0].sum()) if dot_with is not None else math.nan
+    result = []
+    for i, (c, s) in enumerate(zip(shifts, scales, strict=True)):
+        sums = _unscaled(host[:, i, :], numel, float(c), s)
+        if sums is None:
+            sums = _masked_power_sums(numel, lambda a, b, i=i: rows(a, b)[i], float(c), chunk_elements)
+        result.append(sums)
+    return result, dot_total
+
+
+def _unscaled(table: np.ndarray, numel: int, shift: float, scale: float) -> PowerSums | None:
+    """Power sums from per-chunk [Σd, Σd², Σd³, Σd⁴, min, max] (None when not all finite)."""
+    if not np.isfinite(table).all():
+        return None
+    totals = table[:, :4].sum(axis=0)
+    inv = 1.0 / scale  # a power of two: unscaling is exact
+    return PowerSums(
+        shift=shift,
+        numel=numel,
+        count=numel,
+        s1=float(totals[0]) * inv,
+        s2=float(totals[1]) * inv**2,
+        s3=float(totals[2]) * inv**3,
+        s4=float(totals[3]) * inv**4,
+        minimum=float(table[:, 4].min()),
+        maximum=float(table[:, 5].max()),
+    )
+
+
+def _masked_power_sums(
+    numel: int, row: Callable[[int, int], torch.Tensor], shift: float, chunk_elements: int
+) -> PowerSums:
+    """Power sums of the finite values only, in float64 (the slow path for NaN/Inf or overflow)."""
+    parts = np.stack(
+        [
+            _masked_row_sums(row(a, min(a + chunk_elements, numel)).to(torch.float64) - shift)
+            for a in range(0, numel, chunk_elements)
+        ]
+    )
+    count = int(parts[:, 0].sum())
+    return PowerSums(
+        shift=shift,
+        numel=numel,
+        count=count,
+        s1=float(parts[:, 1].sum()),
+        s2=float(parts[:, 2].sum()),
+        s3=float(parts[:, 3].sum()),
+        s4=float(parts[:, 4].sum()),
+        minimum=float(parts[:, 5].min()) + shift if count else float("nan"),
+        maximum=float(parts[:, 6].max()) + shift if count else float("nan"),
+    )
+
+
+def power_sums(
+    numel: int,
+    chunk: Callable[[int, int], torch.Tensor],
+    shift: float,
+    chunk_elements: int = CHUNK_ELEMENTS,
+) -> PowerSums:
+    """Shifted power sums of one tensor given by a chunk accessor, in float64.
+
+    Parameters
+    ----------
+    numel : int
+        Number of elements.
+    chunk : callable
+        ``chunk(start, stop)`` returns those elements as a 1-D tensor (converted to float64).
+    shift : float
+        Subtracted before raising to powers; choose it near the mean.
+    chunk_elements : int
+        Maximum chunk length.
+    """
+    (sums,), _ = chunked_power_sums(
+        numel, lambda a, b: [chunk(a, b).to(torch.float64)], [shift], chunk_elements=chunk_elements
+    )
+    return sums
+
+
+def shift_from_sample(sample: np.ndarray) -> float:
+    """A shift near the mean: the mean of the finite values of the subsample (0 if none)."""
+    finite = sample[np.isfinite(sample)]
+    return float(finite.mean()) if finite.size else 0.0
+
+
+def compute_dtype(tensor: torch.Tensor, precision: str = "fast") -> torch.dtype:
+    """The dtype a tensor's power sums are computed in.
+
+    float32 for float32, float16 and bfloat16 tensors of at least
+    :data:`FAST_MIN_NUMEL` elements when ``precision="fast"``; float64 otherwise
+    (small tensors cost nothing either way, and float64 tensors keep their precision).
+    """
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+    fast = precision == "fast" and tensor.dtype in _FAST_DTYPES and tensor.numel() >= FAST_MIN_NUMEL
+    return torch.float32 if fast else torch.float64
+
+
+def shift_and_scale(sample: np.ndarray, dtype: torch.dtype) -> tuple[float, float]:
+    """Shift and power-of-two scale for the power sums of a quantity, from its subsample.
+
+    In float64: the subsample mean, unscaled. In float32 the shift is rounded to
+    float32 (so that x − shift is exact for x near it), dropped when the mean is
+    within σ/16 of 0 (shifting would cost a pass and gain nothing), and values
+    are scaled by a power of two when σ lies outside [2⁻²⁰, 2¹²], so that d⁴
+    neither underflows nor overflows float32 for any value within 10⁴ σ.
+    Non-finite values of the subsample are ignored.
+    """
+    finite = sample[np.isfinite(sample)]
+    if finite.size == 0:
+        return 0.0, 1.0
+    shifts, scales = shifts_and_scales(finite[None, :], dtype)
+    return float(shifts[0]), float(scales[0])
+
+
+def shifts_and_scales(samples: np.ndarray, dtype: torch.dtype) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`shift_and_scale` for every row of ``samples`` (finite values, shape (..., n)) at once."""
+    shifts = samples.mean(axis=-1)
+    if dtype == torch.float64:
+        return shifts, np.ones_like(shifts)
+    shifts = shifts.astype(np.float32).astype(np.float64)
+    spread = np.sqrt(np.mean((samples - shifts[..., None]) ** 2, axis=-1))
+    spread_ok = spread > 0
+    shifts = np.where(spread_ok & (np.abs(shifts) <= spread / 16), 0.0, shifts)
+    low, high = _FLOAT32_SAFE_SPREAD
+    rescale = spread_ok & ((spread < low) | (spread > high))
+    exponent = np.clip(np.round(np.log2(np.where(rescale, spread, 1.0))), -120, 120)
+    return shifts, np.where(rescale, np.ldexp(1.0, -exponent.astype(np.int64)), 1.0)
