@@ -39,6 +39,7 @@ from torch import nn
 
 import goup_probe as gp
 from goup_probe import schema
+from goup_probe.capture import batch
 from goup_probe.capture.reduce import reduce_components, reduce_update
 
 NO_UPDATE = tuple(q for q in schema.QUANTITIES if q != schema.UPDATE)
@@ -51,17 +52,26 @@ def _peak_mib() -> float:
 def _device_reduction_ms(params: nn.ParameterList, reps: int) -> float:
     """Median ms of the on-device reductions alone, as the probe runs them over all tensors of a step.
 
-    θ, g and X in one pass (``reduce_components``) and the update with its dot
-    product with g in another (``reduce_update``; θ stands in for θ_next).
+    A lone tensor: θ, g and X in one pass (``reduce_components``) and the update
+    with its dot product with g in another (``reduce_update``; θ stands in for
+    θ_next). Many small same-size tensors: the same, in groups (``capture.batch``).
     """
     indices = [torch.arange(0, p.numel(), max(1, p.numel() // 5000))[:5000] for p in params]
+    groups = batch.split_group(list(range(len(params))), params[0].numel()) if len(params) > 1 else []
     times = []
     for _ in range(reps):
         t0 = time.perf_counter()
-        for p, index in zip(params, indices, strict=True):
-            theta, grad = p.detach(), p.grad
-            reduce_components(theta, grad, index)
-            reduce_update(theta, grad, grad, index)
+        for members in groups:
+            thetas = [params[i].detach() for i in members]
+            grads = [params[i].grad for i in members]
+            index = torch.stack([indices[i] for i in members])
+            _, state = batch.reduce_group_components(thetas, grads, index)
+            batch.reduce_group_update(thetas, state, index)
+        if not groups:
+            for p, index in zip(params, indices, strict=True):
+                theta, grad = p.detach(), p.grad
+                reduce_components(theta, grad, index)
+                reduce_update(theta, grad, grad, index)
         times.append(time.perf_counter() - t0)
     return statistics.median(times) * 1e3
 

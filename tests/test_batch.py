@@ -93,6 +93,13 @@ def test_group_key_excludes_large_sparse_single_and_integer_tensors():
     assert batch.group_key(torch.zeros(10, dtype=torch.int64)) is None
 
 
+def test_groups_are_split_to_bound_their_temporaries():
+    parts = batch.split_group(list(range(1000)), 1000)
+    assert [len(p) for p in parts] == [262, 262, 262, 214]
+    assert max(len(p) for p in parts) * 1000 <= batch.MAX_GROUP_ELEMENTS
+    assert batch.split_group(["a", "b"], batch.MAX_GROUP_ELEMENTS * 2) == [["a"], ["b"]]
+
+
 class Repeated(nn.Module):
     """Linear + BatchNorm blocks: 2 weights of 64, 6 vectors of 8 values, and one odd-sized head."""
 

@@ -5,8 +5,8 @@ A CNN has dozens of small parameter tensors (BatchNorm weights and biases of
 reduction is the number of device operations, not the arithmetic. Tensors of
 the same size, dtype and device are stacked into one matrix per quantity and
 reduced row by row with a fixed number of operations per group: ResNet-20's
-65 tensors form 6 groups and 11 single tensors, and θ, g, X and the update of
-the grouped ones take about 150 device operations instead of about 2500.
+65 tensors form 6 groups (58 tensors) and 7 single tensors, and θ, g, X and the
+update of all 65 take 16 ms per captured step instead of 25 ms (2 CPU cores).
 
 Each group is reduced in the dtype the per-tensor path would use
 (:func:`~goup_probe.capture.sums.compute_dtype`), with the same shifts,
@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TypeVar
 
 import numpy as np
 import torch
@@ -25,10 +26,21 @@ import torch
 from goup_probe.capture.reduce import Components, Reduction, flat_view
 from goup_probe.capture.sums import PowerSums, compute_dtype, power_sums, shifts_and_scales
 
+T = TypeVar("T")
+
 MIN_GROUP = 2
 """Fewest tensors worth a group; a tensor of a size no other tensor has is reduced alone."""
 MAX_GROUP_NUMEL = 1 << 16
 """Largest tensor that is grouped; larger ones are reduced alone, chunk by chunk."""
+MAX_GROUP_ELEMENTS = 1 << 18
+"""Most elements (members × numel) in one group, so its temporaries stay a few MiB: 1000
+tensors of 1000 elements form 4 groups, not one of 10⁶ elements per quantity."""
+
+
+def split_group(members: Sequence[T], numel: int) -> list[list[T]]:
+    """Consecutive slices of ``members`` (of ``numel`` elements each) within MAX_GROUP_ELEMENTS."""
+    per_group = max(1, MAX_GROUP_ELEMENTS // numel)
+    return [list(members[i : i + per_group]) for i in range(0, len(members), per_group)]
 
 
 @dataclass(frozen=True)

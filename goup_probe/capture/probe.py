@@ -36,6 +36,7 @@ from goup_probe.capture.batch import (
     group_key,
     reduce_group_components,
     reduce_group_update,
+    split_group,
 )
 from goup_probe.capture.hooks import HookSet
 from goup_probe.capture.meta import initial_meta, utc_now
@@ -447,9 +448,10 @@ class Probe:
                 if key is not None:
                     by_key.setdefault(key, []).append(tracked)
         return [
-            _Group(tuple(members), torch.stack([m.index for m in members]))
-            for members in by_key.values()
-            if len(members) >= MIN_GROUP
+            _Group(tuple(part), torch.stack([m.index for m in part]))
+            for key, members in by_key.items()
+            for part in split_group(members, key.numel)
+            if len(part) >= MIN_GROUP
         ]
 
     def _track(self, name: str, param: torch.Tensor, group: int | None) -> TrackedParam:
