@@ -221,3 +221,14 @@ def test_compute_dtype_and_shift_scale_rules():
     assert shift == float(np.float32(shift)) and abs(shift - 1.0) < 1e-3 and scale == 1.0
     shift, scale = sums.shift_and_scale(rng.normal(0.0, 1e-9, 5000), torch.float32)
     assert shift == 0.0 and scale == 2.0**30  # σ·scale ≈ 1
+
+
+@pytest.mark.parametrize("factor", [3.7e-9, 0.3, 2.9e6])
+def test_fast_path_is_scale_invariant_to_float32_rounding(factor):
+    x = torch.randn(LARGE, generator=torch.Generator().manual_seed(13)) ** 3 + 0.2  # skewed, offset
+    a = red.reduce_flat(x, _index(LARGE, 2000)).moments
+    b = red.reduce_flat(x * factor, _index(LARGE, 2000)).moments
+    assert b.std == pytest.approx(factor * a.std, rel=1e-6)
+    assert b.mean == pytest.approx(factor * a.mean, rel=1e-6)
+    assert b.skew == pytest.approx(a.skew, abs=1e-5)  # near 0 here: an absolute bound
+    assert b.excess_kurtosis == pytest.approx(a.excess_kurtosis, rel=1e-6)
