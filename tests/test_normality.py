@@ -11,6 +11,7 @@ from goup_probe import schema
 from goup_probe.stats.normality import (
     Moments,
     assess_sample,
+    assess_samples,
     lilliefors_statistic,
     moments,
     qq_r_critical,
@@ -204,7 +205,7 @@ def test_anderson_darling_matches_statsmodels(n, dist):
 
 
 def test_unwrapped_shapiro_equals_scipys_public_function():
-    from goup_probe.stats.normality import _shapiro
+    from goup_probe.stats.battery import _shapiro
 
     x = np.random.default_rng(12).gamma(2.0, size=1234)
     assert tuple(_shapiro(x)) == tuple(stats.shapiro(x))
@@ -218,3 +219,51 @@ def test_not_rejected_on_few_values_is_inconclusive_not_gaussian():
     assert gp.normality(rng.normal(size=60)).verdict in (schema.VERDICT_GAUSSIAN, schema.VERDICT_NON_GAUSSIAN)
     lenient = gp.VerdictThresholds(min_n_gaussian=10)
     assert gp.normality(rng.normal(size=16), thresholds=lenient).verdict != schema.VERDICT_INCONCLUSIVE
+
+
+@pytest.mark.parametrize("n", [16, 64, 2304, 5000])
+def test_assess_samples_equals_assess_sample_row_by_row(n):
+    rng = np.random.default_rng(n)
+    rows = np.stack(
+        [
+            rng.standard_normal(n),
+            rng.uniform(size=n) * 1e-7 + 3.0,  # offset, tiny spread
+            rng.standard_t(3, size=n) * 1e5,
+            np.full(n, 2.5),  # constant
+            rng.exponential(size=n),
+        ]
+    )
+    fulls = [moments(r) for r in rows]
+    together = assess_samples(fulls, rows)
+    untested = assess_samples(fulls, rows, tested=False)
+    for full, row, got, moments_only in zip(fulls, rows, together, untested, strict=True):
+        alone = assess_sample(full, row)
+        for name, value in alone.to_dict().items():
+            if isinstance(value, float):
+                assert getattr(got, name) == pytest.approx(value, rel=1e-10, abs=1e-15, nan_ok=True), name
+            else:
+                assert getattr(got, name) == value, name
+        expected = assess_sample(full, row, tested=False)
+        assert (moments_only.status, moments_only.verdict) == (expected.status, expected.verdict)
+        assert np.isnan(moments_only.shapiro_p) and moments_only.std == expected.std
+    assert together[3].status == schema.STATUS_CONSTANT
+    with pytest.raises(ValueError, match="finite"):
+        assess_samples(fulls[:1], np.array([[1.0, np.nan] * 8]))
+
+
+def test_anderson_darling_p_value_pieces_and_their_boundaries():
+    from goup_probe.stats.battery import anderson_darling_p
+
+    def reference(m):  # D'Agostino & Stephens (1986), as statsmodels' normal_ad
+        if m < 0.2:
+            return 1 - math.exp(-13.436 + 101.14 * m - 223.73 * m * m)
+        if m < 0.34:
+            return 1 - math.exp(-8.318 + 42.796 * m - 59.938 * m * m)
+        if m < 0.6:
+            return math.exp(0.9177 - 4.279 * m - 1.38 * m * m)
+        if m <= 13:
+            return math.exp(1.2937 - 5.709 * m + 0.0186 * m * m)
+        return 0.0
+
+    ms = np.array([0.0, 0.05, 0.2, 0.3, 0.34, 0.5, 0.6, 5.0, 13.0, np.nextafter(13.0, 14.0), 40.0])
+    np.testing.assert_allclose(anderson_darling_p(ms), [reference(m) for m in ms], rtol=1e-12, atol=1e-300)

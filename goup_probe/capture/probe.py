@@ -59,6 +59,7 @@ from goup_probe.stats.normality import (
     NormalityResult,
     VerdictThresholds,
     assess_sample,
+    assess_samples,
 )
 from goup_probe.store import RunWriter, prepare_run_dir
 
@@ -734,11 +735,16 @@ class Probe:
         self._emit_reduced(state, tracked, parts, theta.clone() if schema.UPDATE in self.quantities else None)
 
     def _emit_reduced(
-        self, state: _StepState, tracked: TrackedParam, parts: Components, theta_before: torch.Tensor | None
+        self,
+        state: _StepState,
+        tracked: TrackedParam,
+        parts: Components,
+        theta_before: torch.Tensor | None,
+        results: Mapping[str, NormalityResult] | None = None,
     ) -> None:
         """Rows of θ, g and X of a captured step, and the snapshot its update will be measured from."""
         lr = state.lrs.get(tracked.name, math.nan)
-        self._emit_components(state.step, tracked, lr, parts.theta, parts.grad, parts.x, "")
+        self._emit_components(state.step, tracked, lr, parts.theta, parts.grad, parts.x, "", results)
         if theta_before is not None:
             state.snapshots[tracked.name] = Snapshot(
                 theta=theta_before,
@@ -776,11 +782,26 @@ class Probe:
                 self._guard(state.step, tracked.name, "before step", self._before, state, tracked)
             return
         components, group_state = result
+        by_quantity = {
+            schema.THETA_MINUS_GRAD: [c.x for c in components],
+            schema.THETA: [c.theta for c in components],
+            schema.GRAD: [c.grad for c in components],
+        }
+        tested = self._guard(state.step, group.label, "grouped tests", self._assess_group, by_quantity) or {}
         keep = schema.UPDATE in self.quantities
         for i, (tracked, parts) in enumerate(zip(members, components, strict=True)):
             before = group_state.theta[i] if keep else None
+            results = {quantity: rows[i] for quantity, rows in tested.items()}
             self._guard(
-                state.step, tracked.name, "before step", self._emit_reduced, state, tracked, parts, before
+                state.step,
+                tracked.name,
+                "before step",
+                self._emit_reduced,
+                state,
+                tracked,
+                parts,
+                before,
+                results,
             )
         if keep:
             state.groups.append((group, group_state))
@@ -805,7 +826,15 @@ class Probe:
         )
         if result is None:
             return
-        for tracked, (red_update, dot) in zip(members, result, strict=True):
+        tested = self._guard(
+            state.step,
+            group.label,
+            "grouped tests",
+            self._assess_group,
+            {schema.UPDATE: [r for r, _ in result]},
+        )
+        updates = (tested or {}).get(schema.UPDATE, [None] * len(members))
+        for tracked, (red_update, dot), tests in zip(members, result, updates, strict=True):
             snap = state.snapshots.pop(tracked.name)
             shadow = shadow_from_dot(dot, snap, red_update.norm) if self.optimizer is not None else {}
             self._guard(
@@ -821,7 +850,24 @@ class Probe:
                 snap.param_norm,
                 snap.grad_norm,
                 shadow,
+                tests,
             )
+
+    def _assess_group(
+        self, by_quantity: Mapping[str, Sequence[Reduction]]
+    ) -> dict[str, list[NormalityResult]]:
+        """The tests of every recorded quantity of a group's members, run on all members at once."""
+        return {
+            quantity: assess_samples(
+                [r.moments for r in reductions],
+                np.stack([r.sample for r in reductions]),
+                axis=schema.AXIS_POOLED,
+                thresholds=self.thresholds,
+                tested=quantity in self.tested,
+            )
+            for quantity, reductions in by_quantity.items()
+            if quantity in self.quantities
+        }
 
     def _emit_components(
         self,
@@ -832,6 +878,7 @@ class Probe:
         grad: Reduction | None,
         x: Reduction | None,
         no_grad_reason: str,
+        results: Mapping[str, NormalityResult] | None = None,
     ) -> None:
         """Rows of X = θ − g, θ and g at a captured step; X and g get a status row without a gradient."""
         param_norm = theta.norm
@@ -841,9 +888,10 @@ class Probe:
                 self._emit_status(step, tracked, quantity, lr, schema.STATUS_NO_GRAD, no_grad_reason)
             return
         grad_norm = grad.norm
-        self._emit(step, tracked, schema.THETA_MINUS_GRAD, lr, x, param_norm, grad_norm)
-        self._emit(step, tracked, schema.THETA, lr, theta, param_norm, grad_norm)
-        self._emit(step, tracked, schema.GRAD, lr, grad, param_norm, grad_norm)
+        results = results or {}
+        for quantity, reduction in ((schema.THETA_MINUS_GRAD, x), (schema.THETA, theta), (schema.GRAD, grad)):
+            result = results.get(quantity)
+            self._emit(step, tracked, quantity, lr, reduction, param_norm, grad_norm, result=result)
 
     def _after(self, state: _StepState, tracked: TrackedParam) -> None:
         if tracked.shard is not None:
@@ -977,16 +1025,19 @@ class Probe:
         param_norm: float,
         grad_norm: float,
         extra: Mapping[str, float] | None = None,
+        result: NormalityResult | None = None,
     ) -> None:
+        """One stats row (and its stored sample); ``result`` when the tests already ran (groups)."""
         if quantity not in self.quantities:
             return
-        result = assess_sample(
-            reduction.moments,
-            reduction.sample,
-            axis=schema.AXIS_POOLED,
-            thresholds=self.thresholds,
-            tested=quantity in self.tested,
-        )
+        if result is None:
+            result = assess_sample(
+                reduction.moments,
+                reduction.sample,
+                axis=schema.AXIS_POOLED,
+                thresholds=self.thresholds,
+                tested=quantity in self.tested,
+            )
         row = self._row(step, tracked.name, quantity, lr, result, param_norm, grad_norm)
         if extra:
             row.update(extra)
