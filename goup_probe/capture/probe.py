@@ -841,17 +841,36 @@ class Probe:
                 state.step,
                 tracked.name,
                 "after step",
-                self._emit,
-                state.step,
+                self._emit_update,
+                state,
                 tracked,
-                schema.UPDATE,
-                snap.lr,
+                snap,
                 red_update,
-                snap.param_norm,
-                snap.grad_norm,
                 shadow,
                 tests,
             )
+
+    def _emit_update(
+        self,
+        state: _StepState,
+        tracked: TrackedParam,
+        snap: Snapshot,
+        update: Reduction,
+        shadow: Mapping[str, float],
+        result: NormalityResult | None = None,
+    ) -> None:
+        """The update row of a captured step, with its shadow-fidelity columns."""
+        self._emit(
+            state.step,
+            tracked,
+            schema.UPDATE,
+            snap.lr,
+            update,
+            snap.param_norm,
+            snap.grad_norm,
+            extra=shadow,
+            result=result,
+        )
 
     def _assess_group(
         self, by_quantity: Mapping[str, Sequence[Reduction]]
@@ -912,16 +931,7 @@ class Probe:
             precision=self.precision,
         )
         shadow = shadow_from_dot(dot, snap, red_update.norm) if with_shadow else {}
-        self._emit(
-            state.step,
-            tracked,
-            schema.UPDATE,
-            snap.lr,
-            red_update,
-            snap.param_norm,
-            snap.grad_norm,
-            extra=shadow,
-        )
+        self._emit_update(state, tracked, snap, red_update, shadow)
 
     # ------------------------------------------------------------------ sharded (FSDP2)
     def _before_sharded(self, state: _StepState, tracked: TrackedParam) -> None:
@@ -998,16 +1008,7 @@ class Probe:
         shadow = {}
         if grad is not None and self.optimizer is not None:
             shadow = shadow_from_dot(res.dot, snap, res.update.norm)
-        self._emit(
-            state.step,
-            tracked,
-            schema.UPDATE,
-            snap.lr,
-            res.update,
-            snap.param_norm,
-            snap.grad_norm,
-            extra=shadow,
-        )
+        self._emit_update(state, tracked, snap, res.update, shadow)
 
     def _count_bytes(self, nbytes: int) -> None:
         if nbytes and "distributed" in self._meta:
