@@ -153,5 +153,51 @@ def test_a_failing_group_falls_back_to_each_member_and_is_recorded(tmp_path, mon
     assert stats.index.equals(reference.index)  # every member still has all its rows
     np.testing.assert_allclose(stats["std"], reference["std"], rtol=1e-9)
     errors = gp.load_run(tmp_path / "fallback").meta["errors"]
-    assert {e["where"] for e in errors} == {"grouped reduction"}
+    assert all(e["where"].startswith("grouped reduction (") and e["param"] is None for e in errors)
+    assert {e["where"] for e in errors} == {
+        "grouped reduction (body.0.weight, body.3.weight)",
+        "grouped reduction (body.0.bias, body.1.weight, body.1.bias and 3 more)",
+    }
     assert all("simulated grouped failure" in e["error"] for e in errors)
+
+
+def test_a_failing_group_reraises_in_strict_mode(tmp_path, monkeypatch):
+    monkeypatch.setattr(probe_module, "reduce_group_components", _raise)
+    model = Repeated()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    with (
+        pytest.raises(RuntimeError, match="simulated"),
+        gp.attach(model, opt, run_dir=tmp_path / "r", every=1, strict=True),
+    ):
+        nn.functional.cross_entropy(model(torch.randn(8, 8)), torch.randint(0, 3, (8,))).backward()
+        opt.step()
+    assert gp.load_run(tmp_path / "r").status == "failed"
+
+
+def test_an_error_after_the_grouped_update_is_recorded_and_training_goes_on(tmp_path, monkeypatch):
+    real = probe_module.shadow_from_dot
+    calls = []
+
+    def flaky(dot, snap, norm):
+        calls.append(snap.numel)
+        if snap.numel == 8:
+            raise OverflowError("simulated shadow failure")
+        return real(dot, snap, norm)
+
+    monkeypatch.setattr(probe_module, "shadow_from_dot", flaky)
+    with pytest.warns(RuntimeWarning, match="simulated shadow failure"):
+        probe, stats = _run(tmp_path, "shadow", steps=2)
+    assert probe.step == 2 and calls
+    updates = stats.xs("update", level="quantity")
+    assert set(updates.index.get_level_values("param")) == {
+        "body.0.weight",
+        "body.3.weight",
+        "head.weight",
+        "head.bias",
+    }
+    errors = gp.load_run(tmp_path / "shadow").meta["errors"]
+    assert {e["where"] for e in errors} == {"after step"} and len(errors) == 2 * 6
+
+
+def _raise(*args, **kwargs):
+    raise RuntimeError("simulated grouped failure")

@@ -38,9 +38,11 @@ def test_difference_is_taken_in_float64_without_cancellation():
     grad = theta + torch.randn(5000, generator=gen) * 1e-3  # θ − g tiny against θ
     expected = moments(theta.double().numpy() - grad.double().numpy())
     _assert_moments_equal(
-        red.reduce_difference(theta, grad, _index(5000), precision="float64").moments, expected
+        red.reduce_update(theta, grad, None, _index(5000), precision="float64")[0].moments, expected
     )
-    fast = red.reduce_difference(theta, grad, _index(5000)).moments  # float32: θ − g is exact here (Sterbenz)
+    fast = red.reduce_update(theta, grad, None, _index(5000))[
+        0
+    ].moments  # float32: θ − g is exact here (Sterbenz)
     assert fast.std == pytest.approx(expected.std, rel=1e-6)
     assert fast.excess_kurtosis == pytest.approx(expected.excess_kurtosis, abs=1e-5)
 
@@ -70,7 +72,7 @@ def test_components_equal_separate_reductions():
     separate = (
         red.reduce_flat(theta, index),
         red.reduce_flat(grad, index),
-        red.reduce_difference(theta, grad, index),
+        red.reduce_update(theta, grad, None, index)[0],
     )
     for f, s in zip((fused.theta, fused.grad, fused.x), separate, strict=True):
         _assert_moments_equal(f.moments, s.moments)
@@ -232,3 +234,14 @@ def test_fast_path_is_scale_invariant_to_float32_rounding(factor):
     assert b.mean == pytest.approx(factor * a.mean, rel=1e-6)
     assert b.skew == pytest.approx(a.skew, abs=1e-5)  # near 0 here: an absolute bound
     assert b.excess_kurtosis == pytest.approx(a.excess_kurtosis, rel=1e-6)
+
+
+def test_fast_path_redoes_in_float64_when_tiny_values_would_underflow():
+    # a constant subsample (all zeros) gives no scale; the 200 nonzero values ~1e-12 have d⁴ ~ 1e-48,
+    # below float32's range: the sums would be silently wrong, so the quantity is redone in float64
+    t = torch.zeros(1_000_000)
+    t[:200] = torch.randn(200, generator=torch.Generator().manual_seed(14)) * 1e-12
+    got = red.reduce_flat(t, torch.arange(1000, 6000)).moments
+    expected = moments(t.double().numpy())
+    assert got.excess_kurtosis == pytest.approx(expected.excess_kurtosis, rel=1e-9)
+    assert got.std == pytest.approx(expected.std, rel=1e-9)

@@ -16,6 +16,7 @@ sums are not finite, so the results agree with reducing each tensor alone.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TypeVar
@@ -24,7 +25,7 @@ import numpy as np
 import torch
 
 from goup_probe.capture.reduce import Components, Reduction, flat_view
-from goup_probe.capture.sums import PowerSums, compute_dtype, power_sums, shifts_and_scales
+from goup_probe.capture.sums import compute_dtype, power_sums, shifts_and_scales, sums_from_table
 
 T = TypeVar("T")
 
@@ -65,10 +66,10 @@ def group_key(param: torch.Tensor) -> GroupKey | None:
 
 @dataclass
 class GroupState:
-    """What the pre-step reduction of a group keeps for its update: θ and g in the compute dtype."""
+    """What a group keeps from before the step for its update: θ, and g for Σ Δ·g (compute dtype)."""
 
     theta: torch.Tensor
-    grad: torch.Tensor
+    grad: torch.Tensor | None
 
 
 def _stack(tensors: Sequence[torch.Tensor], dtype: torch.dtype) -> torch.Tensor:
@@ -98,27 +99,20 @@ def _row_sums(values: torch.Tensor, shifts: np.ndarray, scales: np.ndarray) -> n
     return table.to(torch.float64).cpu().numpy()  # (q, m, 6)
 
 
-def _sums(row: np.ndarray, numel: int, shift: float, scale: float) -> PowerSums | None:
-    if not np.isfinite(row).all():
-        return None
-    inv = 1.0 / scale  # a power of two: exact
-    s1, s2, s3, s4, lo, hi = (float(v) for v in row)
-    return PowerSums(shift, numel, numel, s1 * inv, s2 * inv**2, s3 * inv**3, s4 * inv**4, lo, hi)
-
-
 def _reductions(
     values: torch.Tensor, samples: np.ndarray, plan: tuple[np.ndarray, np.ndarray], numel: int
 ) -> list[list[Reduction]]:
     """Reductions per quantity and member; a row with non-finite sums is redone with masking in float64."""
     shifts, scales = plan
     table = _row_sums(values, shifts, scales)
+    float32 = values.dtype != torch.float64
     out = []
     for q in range(values.shape[0]):
         row = []
         for i in range(values.shape[1]):
             shift = float(shifts[q, i])
-            sums = _sums(table[q, i], numel, shift, float(scales[q, i]))
-            if sums is None:  # NaN/Inf values, or a fourth power that overflows
+            sums = sums_from_table(table[q, i][None, :], numel, shift, float(scales[q, i]), float32=float32)
+            if sums is None:  # NaN/Inf values, a fourth power that overflowed or may have underflowed
                 member = values[q, i]
                 sums = power_sums(numel, lambda a, b, m=member: m[a:b], shift)
             row.append(Reduction(sums, samples[q, i]))
@@ -168,9 +162,10 @@ def reduce_group_components(
 def reduce_group_update(
     news: Sequence[torch.Tensor], state: GroupState, index: torch.Tensor
 ) -> list[tuple[Reduction, float]] | None:
-    """The update Δ = θ_new − θ_old of each member and Σ Δ·g (g as the optimizer used it).
+    """The update Δ = θ_new − θ_old of each member and Σ Δ·g (NaN when the state keeps no g).
 
-    Returns None when a subsample of Δ holds NaN/Inf (the caller falls back).
+    g is the copy taken before the step, as the optimizer used it. Returns None
+    when a subsample of Δ holds NaN/Inf (the caller falls back).
     """
     new = _stack(news, state.theta.dtype)
     old_picked = state.theta.gather(1, index).to(torch.float64)
@@ -180,5 +175,7 @@ def reduce_group_update(
         return None
     delta = new - state.theta
     (reductions,) = _reductions(delta[None], samples, plan, delta.shape[1])
+    if state.grad is None:
+        return [(r, math.nan) for r in reductions]
     dots = (delta * state.grad).sum(-1).to(torch.float64).cpu().numpy()
     return [(r, float(d)) for r, d in zip(reductions, dots, strict=True)]

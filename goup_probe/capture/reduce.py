@@ -99,14 +99,6 @@ def reduce_flat(flat: torch.Tensor, index: torch.Tensor, *, precision: str = "fa
     return red
 
 
-def reduce_difference(
-    left: torch.Tensor, right: torch.Tensor, index: torch.Tensor, *, precision: str = "fast"
-) -> Reduction:
-    """Moments of ``left − right`` (flat tensors), chunk by chunk, without materialising it whole."""
-    red, _ = reduce_update(left, right, None, index, precision=precision)
-    return red
-
-
 def reduce_update(
     theta_new: torch.Tensor,
     theta_old: torch.Tensor,
@@ -148,7 +140,7 @@ def reduce_components(
     """Moments and subsamples of θ, g and X = θ − g (flat tensors) in one pass.
 
     Gives the same values as ``reduce_flat(theta)``, ``reduce_flat(grad)`` and
-    ``reduce_difference(theta, grad)``, with one pass over the tensors and two
+    ``reduce_update(theta, grad, None, index)``, with one pass over the tensors and two
     host transfers in all.
     """
     pair = gather_many([theta, grad], index)

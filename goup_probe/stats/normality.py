@@ -349,7 +349,6 @@ def assess_samples(
     results: list[NormalityResult | None] = []
     to_test = []
     for i, full in enumerate(fulls):
-        base = _base_fields(full, samples.shape[1], axis)
         status, reason = _degenerate_status(full, samples[i])
         if status is None and not tested:
             status, reason = schema.STATUS_OK, "moments only (quantity not in tested)"
@@ -357,6 +356,7 @@ def assess_samples(
             results.append(None)
             to_test.append(i)
             continue
+        base = _base_fields(full, samples.shape[1], axis)
         results.append(
             NormalityResult(**base, **nan_tests, status=status, reason=reason, verdict=_NOT_TESTED)
         )
