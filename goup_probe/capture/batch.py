@@ -11,7 +11,8 @@ update of all 65 take 16 ms per captured step instead of 25 ms (2 CPU cores).
 Each group is reduced in the dtype the per-tensor path would use
 (:func:`~goup_probe.capture.sums.compute_dtype`), with the same shifts,
 scales and subsamples, and the same masked float64 fallback for a row whose
-sums are not finite, so the results agree with reducing each tensor alone.
+sums cannot be trusted (:func:`~goup_probe.capture.sums.sums_from_table`), so the
+results agree with reducing each tensor alone.
 """
 
 from __future__ import annotations
