@@ -23,7 +23,7 @@ from __future__ import annotations
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 import numpy as np
@@ -119,22 +119,12 @@ def check_probe(device: torch.device) -> None:
 
     for _ in range(3):
         step()
-    _synchronize(device)
-    t0 = time.perf_counter()
-    for _ in range(10):
-        step()
-    _synchronize(device)
-    plain = (time.perf_counter() - t0) / 10
+    plain = _seconds_per_step(step, 10, device)
     with tempfile.TemporaryDirectory() as tmp:
         probe = gp.attach(model, opt, run_dir=f"{tmp}/r", every=1, tested=("theta_minus_grad",))
         step()  # first capture builds the cached Lilliefors null tables
         with record_host_copies(device.type) as copies:
-            _synchronize(device)
-            t0 = time.perf_counter()
-            for _ in range(5):
-                step()
-            _synchronize(device)
-            probed = (time.perf_counter() - t0) / 5
+            probed = _seconds_per_step(step, 5, device)
         probe.detach()
         assert not probe.errors, probe.errors
         run = gp.load_run(f"{tmp}/r")
@@ -146,6 +136,16 @@ def check_probe(device: torch.device) -> None:
     largest = max((c[1] for c in copies), default=0)
     print(f"probe: {len(copies)} host copies in 5 captured steps, largest {largest} values")
     print(f"plain step {plain * 1e3:.1f} ms, captured step {probed * 1e3:.1f} ms ({probed / plain:.2f}×)")
+
+
+def _seconds_per_step(step: Callable[[], None], steps: int, device: torch.device) -> float:
+    """Mean wall seconds of ``steps`` calls of ``step``, the device's queue drained at both ends."""
+    _synchronize(device)
+    t0 = time.perf_counter()
+    for _ in range(steps):
+        step()
+    _synchronize(device)
+    return (time.perf_counter() - t0) / steps
 
 
 def _synchronize(device: torch.device) -> None:
