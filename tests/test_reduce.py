@@ -187,6 +187,9 @@ def test_fast_components_and_update_agree_with_float64():
         assert f.norm == pytest.approx(e.norm, rel=1e-6)
     new = theta - 0.1 * grad
     upd, dot = red.reduce_update(new, theta, grad, index)
+    reused, reused_dot = red.reduce_update(new, theta, grad, index, old_sample=fast.theta.sample)
+    np.testing.assert_array_equal(reused.sample, upd.sample)  # θ's sample stands in for a second gather
+    assert (reused.sums, reused_dot) == (upd.sums, dot)
     direct = (new.double() - theta.double()).numpy()
     assert upd.moments.std == pytest.approx(direct.std(), rel=1e-5)
     assert dot == pytest.approx(float(direct @ grad.double().numpy()), rel=1e-5)

@@ -71,6 +71,8 @@ class GroupState:
 
     theta: torch.Tensor
     grad: torch.Tensor | None
+    theta_sample: np.ndarray
+    """θ at each member's subsample indices (members × sample), already on the host."""
 
 
 def _stack(tensors: Sequence[torch.Tensor], dtype: torch.dtype) -> torch.Tensor:
@@ -157,7 +159,7 @@ def reduce_group_components(
     values = torch.stack([theta, grad, theta - grad])
     per_quantity = _reductions(values, samples, plan, theta.shape[1])
     components = [Components(*parts) for parts in zip(*per_quantity, strict=True)]
-    return components, GroupState(theta, grad)
+    return components, GroupState(theta, grad, picked[0])
 
 
 def reduce_group_update(
@@ -169,8 +171,7 @@ def reduce_group_update(
     when a subsample of Δ holds NaN/Inf (the caller falls back).
     """
     new = _stack(news, state.theta.dtype)
-    old_picked = state.theta.gather(1, index).to(torch.float64)
-    samples = (new.gather(1, index).to(torch.float64) - old_picked).cpu().numpy()[None]  # (1, m, s)
+    samples = (new.gather(1, index).to(torch.float64).cpu().numpy() - state.theta_sample)[None]  # (1, m, s)
     plan = _plan(samples, state.theta.dtype)
     if plan is None:
         return None

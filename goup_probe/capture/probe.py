@@ -762,6 +762,7 @@ class Probe:
                 param_norm=parts.theta.norm,
                 x_std=parts.x.moments.std,
                 numel=tracked.param.numel(),
+                theta_sample=parts.theta.sample,
             )
 
     def _before_group(self, state: _StepState, group: _Group) -> None:
@@ -945,6 +946,7 @@ class Probe:
             flat_view(grad) if with_shadow else None,
             tracked.index,
             precision=self.precision,
+            old_sample=snap.theta_sample,
         )
         self._emit_update(state, tracked, snap, red_update, dot if with_shadow else None)
 

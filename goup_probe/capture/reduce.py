@@ -39,11 +39,6 @@ def flat_view(tensor: torch.Tensor) -> torch.Tensor:
     return t.reshape(-1)
 
 
-def gather(flat: torch.Tensor, index: torch.Tensor) -> np.ndarray:
-    """Values at ``index`` as a float64 host array."""
-    return flat.index_select(0, index).to(torch.float64).cpu().numpy()
-
-
 @dataclass(frozen=True)
 class Reduction:
     """What the host receives for one quantity of one tensor."""
@@ -95,7 +90,8 @@ def _reduce(
 def reduce_flat(flat: torch.Tensor, index: torch.Tensor, *, precision: str = "fast") -> Reduction:
     """Moments of a flat tensor and its values at ``index``."""
     dtype = compute_dtype(flat, precision)
-    (red,), _ = _reduce(flat.numel(), lambda a, b: [flat[a:b].to(dtype)], [gather(flat, index)], dtype)
+    sample = gather_many([flat], index)[0]
+    (red,), _ = _reduce(flat.numel(), lambda a, b: [flat[a:b].to(dtype)], [sample], dtype)
     return red
 
 
@@ -106,22 +102,29 @@ def reduce_update(
     index: torch.Tensor,
     *,
     precision: str = "fast",
+    old_sample: np.ndarray | None = None,
 ) -> tuple[Reduction, float]:
     """Moments of the update Δ = θ_new − θ_old and, in the same pass, Σ Δ·g.
+
+    ``old_sample``, θ_old at ``index`` when the host already holds it (the θ
+    subsample of the step), saves gathering it again.
 
     Returns
     -------
     Reduction, float
         The update's reduction, and its dot product with ``grad`` (NaN without one).
     """
-    pair = gather_many([theta_new, theta_old], index)
+    if old_sample is None:
+        new_sample, old_sample = gather_many([theta_new, theta_old], index)
+    else:
+        new_sample = gather_many([theta_new], index)[0]
     dtype = compute_dtype(theta_new, precision)
 
     def rows(a: int, b: int) -> list[torch.Tensor]:
         return [theta_new[a:b].to(dtype) - theta_old[a:b].to(dtype)]
 
     dot_with = None if grad is None else (lambda a, b: grad[a:b])
-    (red,), dot = _reduce(theta_new.numel(), rows, [pair[0] - pair[1]], dtype, dot_with)
+    (red,), dot = _reduce(theta_new.numel(), rows, [new_sample - old_sample], dtype, dot_with)
     return red, dot
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
 
@@ -18,6 +19,8 @@ class Snapshot:
     param_norm: float
     x_std: float
     numel: int
+    theta_sample: np.ndarray | None = None
+    """θ at the subsample indices, when already on the host (the update's sample reuses it)."""
 
 
 def shadow_from_dot(dot: float, snap: Snapshot, update_norm: float) -> dict[str, float]:

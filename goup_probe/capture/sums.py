@@ -304,8 +304,7 @@ def power_sums(
 
 def shift_from_sample(sample: np.ndarray) -> float:
     """A shift near the mean: the mean of the finite values of the subsample (0 if none)."""
-    finite = sample[np.isfinite(sample)]
-    return float(finite.mean()) if finite.size else 0.0
+    return shift_and_scale(sample, torch.float64)[0]
 
 
 def compute_dtype(tensor: torch.Tensor, precision: str = "fast") -> torch.dtype:
