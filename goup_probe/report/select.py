@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 
 from goup_probe import schema
-from goup_probe.plots import param_order
+from goup_probe.plots.tables import param_order
 
 MIN_RANKED_N = 100
 """Tensors tested on fewer values are ranked only when too few larger ones exist (low power)."""
