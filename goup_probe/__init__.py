@@ -13,6 +13,7 @@ of X = θ − g over training, written to Parquet::
 """
 
 from goup_probe import schedule
+from goup_probe._version import __version__
 from goup_probe.capture.probe import Probe, ProbeError, attach
 from goup_probe.capture.timing import ProbeTime
 from goup_probe.fidelity import CompareResult, compare, shadow_summary, write_comparison
@@ -24,8 +25,6 @@ from goup_probe.stats.normality import NormalityResult, VerdictThresholds, norma
 from goup_probe.stats.ou import OUFit, fit_ou
 from goup_probe.store import Run, RunDirectoryError, load_run
 from goup_probe.summary import layer_summary
-
-__version__ = "0.1.0"
 
 __all__ = [
     "GOUP",

@@ -141,7 +141,7 @@ def build_report(
     sections.append(_fidelity_section(fidelity, stats, highlight, writer, figures, notes))
     sections.append(h.Section("glossary", "Glossary", _glossary_body(run.meta)))
 
-    from goup_probe import __version__
+    from goup_probe._version import __version__
 
     elapsed = time.perf_counter() - start
     page = h.page(
