@@ -21,6 +21,7 @@ from goup_probe.optim import GOUP
 from goup_probe.ou import OUThresholds, validate_ou
 from goup_probe.report import report
 from goup_probe.schedule import every, explicit, log_spaced
+from goup_probe.stats.battery import Statistic
 from goup_probe.stats.normality import NormalityResult, VerdictThresholds, normality
 from goup_probe.stats.ou import OUFit, fit_ou
 from goup_probe.store import Run, RunDirectoryError, load_run
@@ -37,6 +38,7 @@ __all__ = [
     "ProbeTime",
     "Run",
     "RunDirectoryError",
+    "Statistic",
     "VerdictThresholds",
     "__version__",
     "attach",

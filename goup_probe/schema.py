@@ -1,12 +1,20 @@
 """Column names and Parquet schemas of a run directory, in one place.
 
 Every table the toolkit writes is declared here; the store, the analyses and the
-report refer to these names instead of repeating string literals.
+report refer to these names instead of repeating string literals. The columns of
+the ``stats`` table's statistics are declared with the statistics themselves
+(:mod:`goup_probe.stats.battery`) and derived here: :func:`stats_schema`.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
 import pyarrow as pa
+
+if TYPE_CHECKING:
+    from goup_probe.stats.battery import Statistic
 
 SCHEMA_VERSION = 1
 """Version of the on-disk layout; bumped whenever a column changes meaning."""
@@ -44,11 +52,15 @@ VERDICT_INCONCLUSIVE = "inconclusive"
 """Not rejected, but on too few values for 'Gaussian' to mean anything."""
 VERDICT_NOT_TESTED = "not tested"
 
-STATS_FIELDS: tuple[tuple[str, pa.DataType, str], ...] = (
+Field = tuple[str, pa.DataType, str]
+"""A column: name, Arrow type, one-line description (the glossary's)."""
+
+STATS_BASE_FIELDS: tuple[Field, ...] = (
     ("step", pa.int64(), "optimizer step index (0 = first step), counted by the probe"),
     ("param", pa.string(), "qualified parameter name, e.g. 'layer1.0.conv1.weight'"),
-    ("quantity", pa.string(), "theta_minus_grad | theta | grad | update"),
+    ("quantity", pa.string(), "theta_minus_grad | theta | grad | update, or a user quantity's name"),
     ("axis", pa.string(), "'pooled': across one tensor's coordinates at one step"),
+    ("micro_batch", pa.int64(), "micro-batch index within the step (backward-phase quantities), else null"),
     ("lr", pa.float64(), "learning rate of the parameter's param group at that step"),
     ("status", pa.string(), "ok, or why the row holds no statistics"),
     ("reason", pa.string(), "human-readable detail for a non-ok status"),
@@ -66,25 +78,90 @@ STATS_FIELDS: tuple[tuple[str, pa.DataType, str], ...] = (
     ("param_norm", pa.float64(), "L2 norm of theta at this step"),
     ("grad_norm", pa.float64(), "L2 norm of the gradient at this step"),
     ("grad_to_param", pa.float64(), "grad_norm / param_norm"),
-    ("ks_d", pa.float64(), "Lilliefors KS statistic D (estimated mean and std)"),
-    ("lilliefors_p", pa.float64(), "Lilliefors p-value (Monte Carlo null, 2000 draws per n)"),
-    ("shapiro_w", pa.float64(), "Shapiro-Wilk W on at most 5000 values"),
-    ("shapiro_p", pa.float64(), "Shapiro-Wilk p-value"),
-    ("anderson_a2", pa.float64(), "Anderson-Darling A^2 (estimated parameters)"),
-    ("anderson_p", pa.float64(), "Anderson-Darling p-value (Stephens' case 3)"),
-    ("dagostino_p", pa.float64(), "D'Agostino-Pearson K^2 p-value (n >= 20)"),
-    ("jarque_bera_p", pa.float64(), "Jarque-Bera p-value (asymptotic)"),
-    ("qq_r", pa.float64(), "normal probability-plot correlation (Blom positions)"),
-    ("qq_r_crit05", pa.float64(), "5% null critical value of qq_r for n_tested"),
-    ("shapiro_francia_p", pa.float64(), "p-value of qq_r^2 (Royston 1993)"),
-    ("w1_sigma", pa.float64(), "Wasserstein-1 distance to the fitted normal, in std units"),
+)
+"""Columns of a stats row before its statistics: identity, status, moments, norms."""
+STATS_VERDICT_FIELDS: tuple[Field, ...] = (
     ("verdict", pa.string(), "Gaussian | negligible deviation | non-Gaussian | inconclusive | not tested"),
+)
+STATS_SHADOW_FIELDS: tuple[Field, ...] = (
     ("noise_to_signal", pa.float64(), "GO-UP shadow: sigma*sqrt(N)/||g||"),
     ("goup_cosine", pa.float64(), "GO-UP shadow: cos(actual update, GO-UP mean update)"),
     ("goup_w2_rel", pa.float64(), "GO-UP shadow: W2(actual, GO-UP) / ||GO-UP mean update||"),
 )
-STATS_SCHEMA = pa.schema([pa.field(name, dtype) for name, dtype, _ in STATS_FIELDS])
-STATS_COLUMNS = tuple(name for name, _, _ in STATS_FIELDS)
+
+
+def stats_fields(statistics: Sequence[Statistic] = ()) -> tuple[Field, ...]:
+    """Columns of the stats table, derived from the declared statistics.
+
+    In order: :data:`STATS_BASE_FIELDS`, the columns of the built-in statistics
+    (:data:`goup_probe.stats.battery.BUILTIN_STATISTICS`), the verdict, the
+    GO-UP shadow columns, then the columns of ``statistics`` (float64 each).
+
+    Parameters
+    ----------
+    statistics : sequence of Statistic
+        User statistics beyond the built-in battery.
+
+    Raises
+    ------
+    ValueError
+        If two statistics share a name or a column, or a statistic is built in.
+    """
+    from goup_probe.stats import (
+        battery,
+    )  # here, not at import: keeps `import goup_probe.schema` free of scipy
+
+    def declared(items: Sequence[Statistic]) -> tuple[Field, ...]:
+        return tuple((c, pa.float64(), doc) for s in items for c, doc in s.columns.items())
+
+    fields = (
+        *STATS_BASE_FIELDS,
+        *declared(battery.BUILTIN_STATISTICS),
+        *STATS_VERDICT_FIELDS,
+        *STATS_SHADOW_FIELDS,
+        *declared(battery.check_statistics(statistics)),
+    )
+    names = [name for name, _, _ in fields]
+    if len(set(names)) != len(names):  # Statistic already refuses built-in names: a safety net
+        twice = sorted({n for n in names if names.count(n) > 1})
+        raise ValueError(f"stats columns declared twice: {twice}")
+    return fields
+
+
+def stats_schema(statistics: Sequence[Statistic] = ()) -> pa.Schema:
+    """Parquet schema of the stats table with the columns of ``statistics`` (see :func:`stats_fields`)."""
+    return pa.schema([pa.field(name, dtype) for name, dtype, _ in stats_fields(statistics)])
+
+
+_LAZY = frozenset({"STATS_FIELDS", "STATS_SCHEMA", "STATS_COLUMNS", "TABLES"})
+
+
+def __getattr__(name: str) -> object:
+    """``STATS_FIELDS``, ``STATS_SCHEMA``, ``STATS_COLUMNS`` and ``TABLES``, built on first use.
+
+    They derive from the built-in statistics of :mod:`goup_probe.stats.battery`
+    (which imports scipy), so they are computed when first read and then kept
+    as ordinary module attributes.
+    """
+    if name not in _LAZY:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    fields = stats_fields()
+    stats = pa.schema([pa.field(n, dtype) for n, dtype, _ in fields])
+    globals().update(
+        STATS_FIELDS=fields,
+        STATS_SCHEMA=stats,
+        STATS_COLUMNS=tuple(n for n, _, _ in fields),
+        TABLES={"stats": stats, **_OTHER_TABLES},
+    )
+    return globals()[name]
+
+
+STATS_FIELDS: tuple[Field, ...]
+"""Columns of the stats table without user statistics: ``stats_fields()`` (built on first use)."""
+STATS_SCHEMA: pa.Schema
+"""``stats_schema()``: the stats table's schema without user statistics."""
+STATS_COLUMNS: tuple[str, ...]
+"""Names of :data:`STATS_FIELDS`, in order."""
 
 SAMPLES_FIELDS: tuple[tuple[str, pa.DataType, str], ...] = (
     ("step", pa.int64(), "optimizer step index"),
@@ -169,8 +246,7 @@ COMPARE_SUMMARY_FIELDS: tuple[tuple[str, pa.DataType, str], ...] = (
 )
 COMPARE_SUMMARY_SCHEMA = pa.schema([pa.field(n, t) for n, t, _ in COMPARE_SUMMARY_FIELDS])
 
-TABLES = {
-    "stats": STATS_SCHEMA,
+_OTHER_TABLES = {
     "samples": SAMPLES_SCHEMA,
     "trajectories": TRAJECTORY_SCHEMA,
     "tracers": TRACER_SCHEMA,
@@ -178,4 +254,7 @@ TABLES = {
     COMPARE_LAYERS: COMPARE_LAYERS_SCHEMA,
     COMPARE_SUMMARY: COMPARE_SUMMARY_SCHEMA,
 }
-"""Table name (= sub-folder of the run directory) to its Parquet schema."""
+"""Every table but ``stats`` (whose schema derives from the declared statistics)."""
+
+TABLES: dict[str, pa.Schema]
+"""Table name (= sub-folder of the run directory) to its Parquet schema (built on first use)."""

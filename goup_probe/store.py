@@ -139,12 +139,24 @@ class RunWriter:
         A table is written out when this many rows are buffered.
     flush_seconds : float
         :meth:`maybe_flush` writes every buffered table at least this often.
+    schemas : Mapping[str, pa.Schema], optional
+        Per table, a schema that replaces :data:`goup_probe.schema.TABLES`'s for
+        this writer, e.g. ``{"stats": schema.stats_schema(user_statistics)}``.
     """
 
-    def __init__(self, path: Path, *, flush_rows: int = 2000, flush_seconds: float = 10.0) -> None:
+    def __init__(
+        self,
+        path: Path,
+        *,
+        flush_rows: int = 2000,
+        flush_seconds: float = 10.0,
+        schemas: Mapping[str, pa.Schema] | None = None,
+    ) -> None:
         self.path = path
         self.flush_rows = flush_rows
         self.flush_seconds = flush_seconds
+        self.schemas: dict[str, pa.Schema] = {**schema.TABLES, **(schemas or {})}
+        """Table name to the schema its rows are written with (tables not listed: inferred)."""
         self._buffers: dict[str, list[dict[str, Any]]] = {}
         self._arrow_buffers: dict[str, list[pa.Table]] = {}
         self._next_part: dict[str, int] = {}
@@ -190,8 +202,19 @@ class RunWriter:
             self._last_flush = time.monotonic()
 
     def _write_part(self, table: str, rows: list[dict[str, Any]]) -> None:
-        arrow_schema = schema.TABLES.get(table)
+        """Write ``rows`` as one part, with the table's schema; a column outside it raises ValueError.
+
+        A declared column missing from a row is written as null.
+        """
+        arrow_schema = self.schemas.get(table)
         if arrow_schema is not None:
+            declared = set(arrow_schema.names)
+            undeclared = sorted(set().union(*rows) - declared, key=str)
+            if undeclared:
+                raise ValueError(
+                    f"rows for table {table!r} hold columns its schema does not declare: {undeclared} "
+                    "(a statistic's columns are declared with the statistic; see schema.stats_schema)"
+                )
             columns = {f.name: [r.get(f.name) for r in rows] for f in arrow_schema}
             data = pa.table(columns, schema=arrow_schema)
         else:

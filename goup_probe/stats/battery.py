@@ -6,6 +6,12 @@ number of numpy operations; a single sample is the case k = 1. Everything is
 float64 and, on standardised input, scale-invariant. Only Shapiro-Wilk is
 computed row by row, by scipy.
 
+Each statistic of the battery is declared once, as a :class:`Statistic` with
+its output columns and their descriptions (:data:`BUILTIN_STATISTICS`); the
+``stats`` table's schema is derived from these declarations
+(:func:`goup_probe.schema.stats_schema`). A user-defined :class:`Statistic` is
+declared the same way and runs after the built-ins (:func:`evaluate`).
+
 Pitfalls respected (see DESIGN.md §2): the KS statistic is tested with a Monte
 Carlo Lilliefors null per n (never ``kstest`` with estimated parameters);
 Shapiro-Wilk runs on at most 5000 values.
@@ -14,10 +20,15 @@ Shapiro-Wilk runs on at most 5000 values.
 from __future__ import annotations
 
 import math
-from functools import lru_cache
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from functools import cached_property, lru_cache, partial
+from types import MappingProxyType
 
 import numpy as np
 from scipy import special, stats
+
+from goup_probe import schema
 
 MAX_TESTED = 5000
 """Largest subsample the tests run on (Shapiro-Wilk's p-values are valid up to 5000)."""
@@ -286,27 +297,359 @@ def shapiro_wilk(z: np.ndarray, ordered: np.ndarray) -> tuple[np.ndarray, np.nda
     return w, p
 
 
+# ------------------------------------------------------------------ declared statistics
+_BUILTIN_NAMES: frozenset[str] = frozenset()
+_BUILTIN_COLUMNS: frozenset[str] = frozenset()
+"""Names and columns of :data:`BUILTIN_STATISTICS` (empty while they are being declared)."""
+
+
+def _table_columns() -> frozenset[str]:
+    """Columns of the stats table that are not statistics: moments, norms, verdict, GO-UP shadow."""
+    return frozenset(
+        name
+        for name, _, _ in (
+            *schema.STATS_BASE_FIELDS,
+            *schema.STATS_VERDICT_FIELDS,
+            *schema.STATS_SHADOW_FIELDS,
+        )
+    )
+
+
+@dataclass(frozen=True, eq=False)
+class Statistic:
+    """One statistic of the test battery, declared with its output columns.
+
+    Every column is a float64 column of the ``stats`` table; the Parquet schema
+    is derived from the declared columns (:func:`goup_probe.schema.stats_schema`).
+    Built-in statistics are listed in :data:`BUILTIN_STATISTICS`; a user-defined
+    one is passed as ``statistics=`` to :func:`goup_probe.normality`,
+    :func:`~goup_probe.stats.normality.assess_sample` or
+    :func:`~goup_probe.stats.normality.assess_samples` (and to the probe), and
+    its columns follow the built-in ones. Statistics compare by identity.
+
+    Parameters
+    ----------
+    name : str
+        Identifier of the statistic (used in error messages), e.g. ``"tail_share"``.
+    columns : Mapping[str, str]
+        Output column name (an identifier) to a one-line description (schema and
+        glossary). A column may not clash with a built-in column of the stats table.
+    fn : callable
+        With ``vectorised=True``: takes a read-only float64 array of shape
+        ``(m, n)``, ``m`` same-size samples in raw units, finite values only
+        (``n >= 8``), and returns a mapping from each declared column to an array
+        of shape ``(m,)``. With ``vectorised=False``: takes one 1-D sample and
+        returns a mapping from each column to a scalar; the battery calls it
+        once per sample.
+    vectorised : bool
+        Whether ``fn`` takes all samples of a size at once (default) or one at a time.
+
+    Raises
+    ------
+    ValueError
+        If the name or a column is not an identifier, no column is declared, a
+        description is empty or spans lines, or a name or column clashes with a
+        built-in one (the message names it).
+    TypeError
+        If ``fn`` is not callable.
+
+    Notes
+    -----
+    An exception raised by ``fn`` at run time, or a result without exactly the
+    declared columns, does not stop the battery: the statistic's columns are
+    NaN in the rows it failed on, and the message is kept in
+    ``NormalityResult.statistic_errors`` (statistic name to message).
+
+    Examples
+    --------
+    >>> import numpy as np, goup_probe as gp
+    >>> def tail_share(x):
+    ...     d = np.abs(x - x.mean(axis=1, keepdims=True))
+    ...     return {"tail_share": np.mean(d > 3 * x.std(axis=1, keepdims=True), axis=1)}
+    >>> tails = gp.Statistic("tail_share", {"tail_share": "share of values beyond 3 sigma"}, tail_share)
+    >>> r = gp.normality(np.random.default_rng(0).laplace(size=4000), statistics=[tails])
+    >>> round(r.extra["tail_share"], 3)
+    0.014
+    """
+
+    name: str
+    columns: Mapping[str, str]
+    fn: Callable[[np.ndarray], Mapping[str, np.ndarray | float]]
+    vectorised: bool = True
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.name, str) or not self.name.isidentifier():
+            raise ValueError(f"a statistic's name must be a non-empty identifier, got {self.name!r}")
+        if self.name in _BUILTIN_NAMES:
+            raise ValueError(f"statistic name {self.name!r} clashes with a built-in statistic")
+        if not callable(self.fn):
+            raise TypeError(f"statistic {self.name!r}: fn must be callable, got {type(self.fn).__name__}")
+        if not isinstance(self.columns, Mapping) or not self.columns:
+            raise ValueError(
+                f"statistic {self.name!r} must declare at least one column (name -> description)"
+            )
+        reserved = _table_columns() | _BUILTIN_COLUMNS
+        for column, description in self.columns.items():
+            if not isinstance(column, str) or not column.isidentifier():
+                raise ValueError(f"statistic {self.name!r}: column {column!r} is not an identifier")
+            if column in reserved:
+                raise ValueError(
+                    f"statistic {self.name!r}: column {column!r} clashes with a built-in stats column"
+                )
+            if not isinstance(description, str) or not description.strip() or "\n" in description:
+                raise ValueError(f"statistic {self.name!r}: column {column!r} needs a one-line description")
+        object.__setattr__(self, "columns", MappingProxyType(dict(self.columns)))
+        object.__setattr__(self, "vectorised", bool(self.vectorised))
+
+
+class _Prepared:
+    """Standardised rows and the intermediates the built-in statistics share, each computed once."""
+
+    def __init__(self, z: np.ndarray) -> None:
+        self.z = z
+        self.n = z.shape[1]
+
+    @cached_property
+    def ordered(self) -> np.ndarray:
+        return np.sort(self.z, axis=1)
+
+    @cached_property
+    def cdf(self) -> np.ndarray:
+        return fitted_cdf(self.ordered)
+
+    @cached_property
+    def ks_d(self) -> np.ndarray:
+        return ks_distance(self.cdf)
+
+    @cached_property
+    def skew_kurtosis(self) -> tuple[np.ndarray, np.ndarray]:
+        return skew_kurtosis(self.z)
+
+    @cached_property
+    def qq_r(self) -> np.ndarray:
+        return probability_plot_r(self.ordered)
+
+
+Compute = Callable[[_Prepared], Mapping[str, np.ndarray]]
+
+
+@dataclass(frozen=True, eq=False)
+class _BuiltinStatistic(Statistic):
+    """A built-in statistic: ``compute`` reads the shared intermediates, ``fn`` standardises first."""
+
+    compute: Compute | None = field(default=None, repr=False)
+
+
+def _on_raw(compute: Compute, samples: np.ndarray) -> dict[str, np.ndarray]:
+    """A built-in statistic on raw rows (its public ``fn``): standardise, then compute."""
+    return dict(compute(_Prepared(standardise(np.asarray(samples, dtype=np.float64)))))
+
+
+def _builtin(name: str, columns: Mapping[str, str], compute: Compute) -> _BuiltinStatistic:
+    return _BuiltinStatistic(name, columns, partial(_on_raw, compute), compute=compute)
+
+
+def _lilliefors(p: _Prepared) -> dict[str, np.ndarray]:
+    return {"ks_d": p.ks_d, "lilliefors_p": lilliefors_p(p.ks_d, p.n)}
+
+
+def _shapiro_wilk(p: _Prepared) -> dict[str, np.ndarray]:
+    w, pvalue = shapiro_wilk(p.z, p.ordered)
+    return {"shapiro_w": w, "shapiro_p": pvalue}
+
+
+def _anderson_darling(p: _Prepared) -> dict[str, np.ndarray]:
+    a2, pvalue = anderson_darling(p.ordered, p.cdf)
+    return {"anderson_a2": a2, "anderson_p": pvalue}
+
+
+def _dagostino(p: _Prepared) -> dict[str, np.ndarray]:
+    if p.n < MIN_DAGOSTINO:
+        return {"dagostino_p": np.full(len(p.z), np.nan)}
+    return {"dagostino_p": dagostino_pearson_p(*p.skew_kurtosis, p.n)}
+
+
+def _jarque_bera(p: _Prepared) -> dict[str, np.ndarray]:
+    return {"jarque_bera_p": jarque_bera_p(*p.skew_kurtosis, p.n)}
+
+
+def _qq(p: _Prepared) -> dict[str, np.ndarray]:
+    return {"qq_r": p.qq_r, "qq_r_crit05": np.full(len(p.z), qq_r_critical(p.n, 0.05))}
+
+
+def _shapiro_francia(p: _Prepared) -> dict[str, np.ndarray]:
+    return {"shapiro_francia_p": shapiro_francia_p(p.qq_r, p.n)}
+
+
+def _wasserstein1(p: _Prepared) -> dict[str, np.ndarray]:
+    return {"w1_sigma": wasserstein1_to_normal(p.ordered)}
+
+
+BUILTIN_STATISTICS: tuple[Statistic, ...] = (
+    _builtin(
+        "lilliefors",
+        {
+            "ks_d": "Lilliefors KS statistic D (estimated mean and std)",
+            "lilliefors_p": "Lilliefors p-value (Monte Carlo null, 2000 draws per n)",
+        },
+        _lilliefors,
+    ),
+    _builtin(
+        "shapiro_wilk",
+        {"shapiro_w": "Shapiro-Wilk W on at most 5000 values", "shapiro_p": "Shapiro-Wilk p-value"},
+        _shapiro_wilk,
+    ),
+    _builtin(
+        "anderson_darling",
+        {
+            "anderson_a2": "Anderson-Darling A^2 (estimated parameters)",
+            "anderson_p": "Anderson-Darling p-value (Stephens' case 3)",
+        },
+        _anderson_darling,
+    ),
+    _builtin("dagostino_pearson", {"dagostino_p": "D'Agostino-Pearson K^2 p-value (n >= 20)"}, _dagostino),
+    _builtin("jarque_bera", {"jarque_bera_p": "Jarque-Bera p-value (asymptotic)"}, _jarque_bera),
+    _builtin(
+        "qq_correlation",
+        {
+            "qq_r": "normal probability-plot correlation (Blom positions)",
+            "qq_r_crit05": "5% null critical value of qq_r for n_tested",
+        },
+        _qq,
+    ),
+    _builtin("shapiro_francia", {"shapiro_francia_p": "p-value of qq_r^2 (Royston 1993)"}, _shapiro_francia),
+    _builtin(
+        "wasserstein1",
+        {"w1_sigma": "Wasserstein-1 distance to the fitted normal, in std units"},
+        _wasserstein1,
+    ),
+)
+"""The built-in statistics of the battery, in the order of their columns in the stats table."""
+
+BUILTIN_COLUMNS: tuple[str, ...] = tuple(c for s in BUILTIN_STATISTICS for c in s.columns)
+"""Columns of the built-in statistics, in table order."""
+_BUILTIN_NAMES = frozenset(s.name for s in BUILTIN_STATISTICS)
+_BUILTIN_COLUMNS = frozenset(BUILTIN_COLUMNS)
+assert len(_BUILTIN_COLUMNS) == len(BUILTIN_COLUMNS), "two built-in statistics declare the same column"
+
+
 def run_battery(z: np.ndarray) -> dict[str, np.ndarray]:
-    """Every test and effect size on standardised rows ``z`` (shape (k, n), n >= 8): one array each."""
-    n = z.shape[1]
-    ordered = np.sort(z, axis=1)
-    cdf = fitted_cdf(ordered)
-    ks_d = ks_distance(cdf)
-    shapiro_w, shapiro_p = shapiro_wilk(z, ordered)
-    a2, ad_p = anderson_darling(ordered, cdf)
-    g1, g2 = skew_kurtosis(z)
-    qq_r = probability_plot_r(ordered)
-    return {
-        "ks_d": ks_d,
-        "lilliefors_p": lilliefors_p(ks_d, n),
-        "shapiro_w": shapiro_w,
-        "shapiro_p": shapiro_p,
-        "anderson_a2": a2,
-        "anderson_p": ad_p,
-        "dagostino_p": dagostino_pearson_p(g1, g2, n) if n >= MIN_DAGOSTINO else np.full(len(z), np.nan),
-        "jarque_bera_p": jarque_bera_p(g1, g2, n),
-        "qq_r": qq_r,
-        "qq_r_crit05": np.full(len(z), qq_r_critical(n, 0.05)),
-        "shapiro_francia_p": shapiro_francia_p(qq_r, n),
-        "w1_sigma": wasserstein1_to_normal(ordered),
-    }
+    """Every built-in test and effect size on standardised rows ``z`` (shape (k, n), n >= 8).
+
+    The statistics share the sorted rows, the fitted CDF, the moments and the
+    QQ correlation, each computed once. Returns one array of length k per
+    column of :data:`BUILTIN_COLUMNS`.
+    """
+    prepared = _Prepared(z)
+    out: dict[str, np.ndarray] = {}
+    for statistic in BUILTIN_STATISTICS:
+        out.update(statistic.compute(prepared))  # type: ignore[attr-defined]
+    return out
+
+
+def check_statistics(statistics: Sequence[Statistic] | Statistic = ()) -> tuple[Statistic, ...]:
+    """Validate user statistics as a set: all :class:`Statistic`, distinct names and columns.
+
+    Parameters
+    ----------
+    statistics : sequence of Statistic, or one Statistic
+        User statistics (the built-ins always run and may not be repeated).
+
+    Returns
+    -------
+    tuple of Statistic
+        The statistics, in order.
+
+    Raises
+    ------
+    TypeError
+        If an item is not a :class:`Statistic`.
+    ValueError
+        If an item is a built-in statistic, or two share a name or a column.
+    """
+    items = (statistics,) if isinstance(statistics, Statistic) else tuple(statistics)
+    names: set[str] = set()
+    columns: dict[str, str] = {}
+    for statistic in items:
+        if not isinstance(statistic, Statistic):
+            raise TypeError(f"statistics must be Statistic objects, got {type(statistic).__name__}")
+        if isinstance(statistic, _BuiltinStatistic):
+            raise ValueError(f"statistic {statistic.name!r} is built in: the battery always computes it")
+        if statistic.name in names:
+            raise ValueError(f"two statistics are named {statistic.name!r}")
+        names.add(statistic.name)
+        for column in statistic.columns:
+            if column in columns:
+                raise ValueError(
+                    f"column {column!r} is declared by statistics {columns[column]!r} and {statistic.name!r}"
+                )
+            columns[column] = statistic.name
+    return items
+
+
+def evaluate(
+    statistics: Sequence[Statistic], samples: np.ndarray
+) -> tuple[dict[str, np.ndarray], list[dict[str, str]]]:
+    """User statistics on raw rows; a statistic that fails gives NaN, never an exception.
+
+    Parameters
+    ----------
+    statistics : sequence of Statistic
+        Validated user statistics (see :func:`check_statistics`).
+    samples : ndarray, shape (m, n)
+        Same-size samples, raw units, finite float64 values.
+
+    Returns
+    -------
+    values : dict of str to ndarray
+        One float64 array of shape (m,) per declared column, NaN where the statistic failed.
+    errors : list of dict
+        Per row, statistic name to the error message, for the statistics that failed on it.
+    """
+    rows = np.array(samples, dtype=np.float64)  # a copy no statistic can change for the next one
+    rows.setflags(write=False)
+    m = len(rows)
+    values: dict[str, np.ndarray] = {}
+    errors: list[dict[str, str]] = [{} for _ in range(m)]
+    for statistic in statistics:
+        columns = {c: np.full(m, np.nan) for c in statistic.columns}
+        if statistic.vectorised:
+            try:
+                got = _checked(statistic, statistic.fn(rows), (m,))
+            except Exception as exc:  # a user statistic's failure must not stop the battery
+                for row_errors in errors:
+                    row_errors[statistic.name] = _message(exc)
+            else:
+                columns = got
+        else:
+            for i in range(m):
+                try:
+                    got = _checked(statistic, statistic.fn(rows[i]), ())
+                except Exception as exc:  # as above, one row at a time
+                    errors[i][statistic.name] = _message(exc)
+                    continue
+                for column, value in got.items():
+                    columns[column][i] = value
+        values.update(columns)
+    return values, errors
+
+
+def _checked(statistic: Statistic, result: object, shape: tuple[int, ...]) -> dict[str, np.ndarray]:
+    """``result`` as float64 arrays of ``shape``, one per declared column; raises ValueError otherwise."""
+    if not isinstance(result, Mapping):
+        raise TypeError(f"returned {type(result).__name__}, not a mapping of column to values")
+    missing = [c for c in statistic.columns if c not in result]
+    undeclared = [str(c) for c in result if c not in statistic.columns]
+    if missing or undeclared:
+        raise ValueError(f"returned columns {sorted(map(str, result))}, declared {list(statistic.columns)}")
+    out = {}
+    for column in statistic.columns:
+        value = np.asarray(result[column], dtype=np.float64)
+        if value.shape != shape:
+            raise ValueError(f"column {column!r} has shape {value.shape}, expected {shape}")
+        out[column] = value
+    return out
+
+
+def _message(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}"

@@ -17,8 +17,9 @@ Pitfalls respected (see DESIGN.md §2):
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
-from dataclasses import dataclass, fields
+from collections.abc import Mapping, Sequence
+from dataclasses import InitVar, dataclass, fields
+from types import MappingProxyType
 
 import numpy as np
 
@@ -28,6 +29,7 @@ from goup_probe.stats.battery import (
     LILLIEFORS_NULL_DRAWS,
     MAX_TESTED,
     MIN_DAGOSTINO,
+    Statistic,
     blom_positions,
     lilliefors_statistic,
     qq_r_critical,
@@ -42,6 +44,7 @@ __all__ = [
     "MIN_TESTED",
     "Moments",
     "NormalityResult",
+    "Statistic",
     "VerdictThresholds",
     "anderson_darling",
     "assess_sample",
@@ -189,6 +192,14 @@ class NormalityResult:
     effect sizes (``ks_d`` to ``w1_sigma``) describe the subsample of
     ``n_tested`` values. Statistics that could not be computed are NaN, and
     ``status``/``reason`` say why.
+
+    The columns of user statistics (:class:`~goup_probe.stats.battery.Statistic`)
+    are in ``extra`` (column to value, NaN for an untested row or a statistic
+    that failed), and :meth:`to_dict` appends them to the row;
+    ``statistic_errors`` maps the name of each user statistic that failed on
+    this sample to its error message. Both are read-only mappings passed to the
+    constructor as keywords; they are not dataclass fields, so
+    ``dataclasses.asdict`` and equality see the built-in columns only.
     """
 
     numel: int
@@ -218,27 +229,25 @@ class NormalityResult:
     status: str
     reason: str
     verdict: str
+    extra: InitVar[Mapping[str, float] | None] = None
+    statistic_errors: InitVar[Mapping[str, str] | None] = None
+
+    def __post_init__(
+        self, extra: Mapping[str, float] | None, statistic_errors: Mapping[str, str] | None
+    ) -> None:
+        object.__setattr__(self, "extra", MappingProxyType(dict(extra or {})))
+        object.__setattr__(self, "statistic_errors", MappingProxyType(dict(statistic_errors or {})))
 
     def to_dict(self) -> dict[str, object]:
-        """Plain dictionary, ready to become a stats row (shallow: every field is a scalar)."""
-        return {name: getattr(self, name) for name in _RESULT_FIELDS}
+        """Plain dictionary, ready to become a stats row (shallow: every field is a scalar).
+
+        The built-in columns in field order, then the columns of the user statistics (``extra``).
+        """
+        return {**{name: getattr(self, name) for name in _RESULT_FIELDS}, **self.extra}
 
 
 _RESULT_FIELDS = tuple(f.name for f in fields(NormalityResult))
-_TEST_FIELDS = (
-    "ks_d",
-    "lilliefors_p",
-    "shapiro_w",
-    "shapiro_p",
-    "anderson_a2",
-    "anderson_p",
-    "dagostino_p",
-    "jarque_bera_p",
-    "qq_r",
-    "qq_r_crit05",
-    "shapiro_francia_p",
-    "w1_sigma",
-)
+_TEST_FIELDS = battery.BUILTIN_COLUMNS
 
 
 def normality(
@@ -248,6 +257,7 @@ def normality(
     max_tested: int = MAX_TESTED,
     seed: int = 0,
     thresholds: VerdictThresholds = DEFAULT_THRESHOLDS,
+    statistics: Sequence[Statistic] = (),
 ) -> NormalityResult:
     """Test a 1-D sample for normality and measure how far from normal it is.
 
@@ -264,6 +274,9 @@ def normality(
         Seed of the subsample.
     thresholds : VerdictThresholds
         Effect-size thresholds of the verdict.
+    statistics : sequence of Statistic
+        User statistics computed on the subsample beside the built-in battery
+        (their columns in ``NormalityResult.extra``).
 
     Returns
     -------
@@ -283,7 +296,7 @@ def normality(
     full = moments(a)
     finite = a[np.isfinite(a)] if full.nonfinite else a
     sample = finite[subsample_indices(finite.size, max_tested, seed)]
-    return assess_sample(full, sample, axis=axis, thresholds=thresholds)
+    return assess_sample(full, sample, axis=axis, thresholds=thresholds, statistics=statistics)
 
 
 def assess_sample(
@@ -293,6 +306,7 @@ def assess_sample(
     axis: str = schema.AXIS_POOLED,
     thresholds: VerdictThresholds = DEFAULT_THRESHOLDS,
     tested: bool = True,
+    statistics: Sequence[Statistic] = (),
 ) -> NormalityResult:
     """Combine whole-array moments with tests on a subsample into one result.
 
@@ -311,10 +325,18 @@ def assess_sample(
         Effect-size thresholds of the verdict.
     tested : bool
         When false, only the moments are reported (tests NaN, verdict "not tested").
+    statistics : sequence of Statistic
+        User statistics run on the finite subsample (raw units) after the
+        built-in battery; their columns are NaN when the sample is not tested.
     """
     s = np.asarray(sample, dtype=np.float64).ravel()
     return assess_samples(
-        [full], s[np.isfinite(s)][None, :], axis=axis, thresholds=thresholds, tested=tested
+        [full],
+        s[np.isfinite(s)][None, :],
+        axis=axis,
+        thresholds=thresholds,
+        tested=tested,
+        statistics=statistics,
     )[0]
 
 
@@ -325,6 +347,7 @@ def assess_samples(
     axis: str = schema.AXIS_POOLED,
     thresholds: VerdictThresholds = DEFAULT_THRESHOLDS,
     tested: bool = True,
+    statistics: Sequence[Statistic] = (),
 ) -> list[NormalityResult]:
     """:func:`assess_sample` for many arrays whose finite subsamples have the same size.
 
@@ -339,13 +362,23 @@ def assess_samples(
         Their subsamples, one per row, all values finite.
     axis, thresholds, tested
         As for :func:`assess_sample`.
+    statistics : sequence of Statistic
+        User statistics; a vectorised one is called once on all tested rows.
+
+    Raises
+    ------
+    ValueError
+        If the samples do not match ``fulls`` or hold non-finite values, or two
+        user statistics share a name or a column.
     """
+    statistics = battery.check_statistics(statistics)
     samples = np.asarray(samples, dtype=np.float64)
     if samples.ndim != 2 or len(samples) != len(fulls):
         raise ValueError(f"samples must have one row per Moments, got shape {samples.shape}")
     if not np.isfinite(samples).all():
         raise ValueError("assess_samples needs finite subsamples; use assess_sample for the others")
     nan_tests = dict.fromkeys(_TEST_FIELDS, float("nan"))
+    nan_extra = dict.fromkeys((c for s in statistics for c in s.columns), float("nan"))
     results: list[NormalityResult | None] = []
     to_test = []
     for i, full in enumerate(fulls):
@@ -358,10 +391,14 @@ def assess_samples(
             continue
         base = _base_fields(full, samples.shape[1], axis)
         results.append(
-            NormalityResult(**base, **nan_tests, status=status, reason=reason, verdict=_NOT_TESTED)
+            NormalityResult(
+                **base, **nan_tests, status=status, reason=reason, verdict=_NOT_TESTED, extra=nan_extra
+            )
         )
     if to_test:
-        tests = battery.run_battery(battery.standardise(samples[to_test]))
+        tested_rows = samples[to_test]
+        tests = battery.run_battery(battery.standardise(tested_rows))
+        extra, errors = battery.evaluate(statistics, tested_rows) if statistics else ({}, None)
         for row, i in enumerate(to_test):
             full = fulls[i]
             values = {name: float(tests[name][row]) for name in _TEST_FIELDS}
@@ -373,7 +410,12 @@ def assess_samples(
                 "status": status,
                 "reason": reason,
             }
-            results[i] = NormalityResult(**fields_, verdict=_verdict_of(fields_, thresholds))
+            results[i] = NormalityResult(
+                **fields_,
+                verdict=_verdict_of(fields_, thresholds),
+                extra={name: float(column[row]) for name, column in extra.items()},
+                statistic_errors=errors[row] if errors else None,
+            )
     return results  # type: ignore[return-value]
 
 
