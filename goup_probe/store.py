@@ -413,3 +413,40 @@ def load_run(
         warnings.warn(f"{exc}; metadata left empty", RuntimeWarning, stacklevel=2)
         meta = {}
     return Run(path=path, meta=meta, on_error=on_error)
+
+
+def utc_now() -> str:
+    """The current UTC time, ISO 8601 to the second (every timestamp of ``run.json`` and reports)."""
+    import datetime as _dt
+
+    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+
+
+class NullWriter:
+    """Stands in for :class:`RunWriter` on ranks that write nothing (ranks > 0)."""
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = Path(path)
+        self.flush_rows = 0
+
+    def append(self, table: str, rows: Iterable[Mapping[str, Any]]) -> None:
+        """Discard ``rows``."""
+
+    def append_arrow(self, table: str, data: Any) -> None:
+        """Discard ``data``."""
+
+    def flush_due(self) -> bool:
+        """Never: nothing is buffered."""
+        return False
+
+    def maybe_flush(self) -> None:
+        """Do nothing."""
+
+    def flush(self, table: str | None = None) -> None:
+        """Do nothing."""
+
+    def write_table(self, table: str, frame: Any) -> None:
+        """Discard ``frame``."""
+
+    def write_meta(self, meta: Mapping[str, Any]) -> None:
+        """Discard ``meta``."""

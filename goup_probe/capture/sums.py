@@ -20,20 +20,20 @@ tensors and float64 tensors take the float64 path. Values that are NaN or Inf,
 and fourth powers that overflow or may have underflowed, send a quantity to a
 masked float64 path, so counts and moments always describe the finite values.
 
-Power sums taken around the same shift add up exactly, which is how sharded
-tensors are combined (:mod:`goup_probe.capture.distributed`).
+The sums are :class:`~goup_probe.stats.moments.PowerSums` (re-exported here);
+their conversion to moments is :mod:`goup_probe.stats.moments`, the one rule
+shared with the sharded reduction (:mod:`goup_probe.capture.distributed`) and GO-UP.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 
 import numpy as np
 import torch
 
-from goup_probe.stats.normality import Moments
+from goup_probe.stats.moments import PowerSums
 
 CHUNK_ELEMENTS = 1 << 18
 """Elements per quantity reduced at once on the float32 path (1 MiB per temporary).
@@ -53,69 +53,6 @@ _FLOAT32_SAFE_SPREAD = (2.0**-20, 2.0**12)
 """σ range kept unscaled on the float32 path: there d⁴ of a value at σ lies between 2⁻⁸⁰ and 2⁴⁸,
 and values up to 10⁴ σ stay below float32's overflow (3·10³⁸). Outside it values are scaled by a
 power of two; an overflow anyway gives Inf (float64 fallback), an underflow see :func:`sums_from_table`."""
-
-
-@dataclass(frozen=True)
-class PowerSums:
-    """Sums of powers of ``x - shift`` over the finite values of a tensor.
-
-    Two ``PowerSums`` with the same shift merge by adding fields, which is how
-    sharded tensors are combined.
-    """
-
-    shift: float
-    numel: int
-    count: int
-    s1: float
-    s2: float
-    s3: float
-    s4: float
-    minimum: float
-    maximum: float
-
-    def merge(self, other: PowerSums) -> PowerSums:
-        """Sums of the union of both sets of values (shifts must agree)."""
-        if self.shift != other.shift:
-            raise ValueError("cannot merge power sums taken around different shifts")
-        return PowerSums(
-            self.shift,
-            self.numel + other.numel,
-            self.count + other.count,
-            self.s1 + other.s1,
-            self.s2 + other.s2,
-            self.s3 + other.s3,
-            self.s4 + other.s4,
-            min(self.minimum, other.minimum),
-            max(self.maximum, other.maximum),
-        )
-
-    def to_moments(self) -> Moments:
-        """Mean, std, skewness, excess kurtosis, min and max of the values."""
-        n = self.count
-        if n == 0:
-            nan = float("nan")
-            return Moments(self.numel, self.numel, nan, nan, nan, nan, nan, nan)
-        d = self.s1 / n
-        r2, r3, r4 = self.s2 / n, self.s3 / n, self.s4 / n
-        m2 = max(r2 - d * d, 0.0)
-        m3 = r3 - 3 * d * r2 + 2 * d**3
-        m4 = r4 - 4 * d * r3 + 6 * d * d * r2 - 3 * d**4
-        return Moments.from_central_moments(
-            numel=self.numel,
-            nonfinite=self.numel - n,
-            mean=self.shift + d,
-            m2=m2,
-            m3=m3,
-            m4=max(m4, 0.0),
-            minimum=self.minimum,
-            maximum=self.maximum,
-        )
-
-    @property
-    def sum_of_squares(self) -> float:
-        """Σ x² over the finite values (for the L2 norm), from the shifted sums."""
-        c = self.shift
-        return self.s2 + 2 * c * self.s1 + self.count * c * c
 
 
 def _masked_row_sums(d: torch.Tensor) -> np.ndarray:

@@ -9,14 +9,15 @@ from __future__ import annotations
 
 import math
 import warnings
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any, Literal
 
 import torch
 from torch import Tensor
 from torch.optim import Optimizer
 
-from goup_probe.capture import distributed as _dist
+from goup_probe.dist.layout import is_dtensor
+from goup_probe.optim.sharded import global_moments, local_normal
 
 Mode = Literal["seed", "scalar"]
 NonFinite = Literal["raise", "skip"]
@@ -61,8 +62,8 @@ def _moments(param: Tensor, grad: Tensor, mode: str) -> tuple[Tensor, Tensor | N
     A one-element tensor has no standard deviation: σ is 0 there. For a DTensor
     (FSDP2) both are taken over the global tensor, combined across shards.
     """
-    if _dist.is_dtensor(param):
-        return _dist.global_moments(param, grad, mode)
+    if is_dtensor(param):
+        return global_moments(param, grad, mode)
     x = param - grad
     sigma = torch.std(x) if x.numel() > 1 else torch.zeros((), dtype=x.dtype, device=x.device)
     mean = x.mean() if mode == "scalar" else None
@@ -93,8 +94,8 @@ def _apply(
     generator: torch.Generator,
 ) -> None:
     """Write the GO-UP update into ``param`` (in place). No draw for one-element tensors."""
-    if _dist.is_dtensor(param):  # FSDP2: update the local shard with its block of the global draw
-        z = _dist.local_normal(param, generator) if param.numel() > 1 else None
+    if is_dtensor(param):  # FSDP2: update the local shard with its block of the global draw
+        z = local_normal(param, generator) if param.numel() > 1 else None
         param, grad = param.to_local(), grad.to_local()
         z = torch.zeros_like(param) if z is None else z
     elif param.numel() > 1:
@@ -146,12 +147,57 @@ def goup_(
     mode = _check_mode(mode)
     if not isinstance(generator, torch.Generator):
         raise TypeError(f"generator must be a torch.Generator, got {type(generator).__name__}")
-    with torch.no_grad():
-        sigma, mean = _moments(param, grad, mode)
-        if not bool(_finite(param, grad, sigma, mean)):
-            raise FloatingPointError("GO-UP: θ − g has non-finite values; parameter left unchanged")
-        _apply(param, grad, lr, mode, sigma, mean, generator)
+    (sigma,), _, bad = _goup_tensors([param], [grad], [lr], [mode], lambda _device: generator)
+    if bad:
+        raise FloatingPointError("GO-UP: θ − g has non-finite values; parameter left unchanged")
     return sigma
+
+
+def _goup_tensors(
+    params: Sequence[Tensor],
+    grads: Sequence[Tensor],
+    lrs: Sequence[float | Tensor],
+    modes: Sequence[str],
+    generator_for: Callable[[torch.device], torch.Generator],
+) -> tuple[list[Tensor], list[Tensor | None], list[int]]:
+    """The GO-UP kernel over a list of tensors (:func:`goup_` and :meth:`GOUP.step` call it).
+
+    σ (and μ) of every tensor first; then, only when θ − g is finite in all of
+    them (one sync per device), the updates in list order, the noise of each
+    drawn from ``generator_for(param.device)``. Inputs are not validated.
+
+    Returns
+    -------
+    sigmas, means, nonfinite : list, list, list of int
+        σ and μ (None outside scalar mode) per tensor, and the positions of the
+        tensors whose θ − g is not finite: when there are any, nothing was
+        written and no noise was drawn.
+    """
+    with torch.no_grad():
+        moments = [_moments(p, g, mode) for p, g, mode in zip(params, grads, modes, strict=True)]
+        sigmas = [sigma for sigma, _ in moments]
+        means = [mean for _, mean in moments]
+        bad = _nonfinite(params, grads, sigmas, means)
+        if not bad:
+            for p, g, lr, mode, sigma, mean in zip(params, grads, lrs, modes, sigmas, means, strict=True):
+                _apply(p, g, lr, mode, sigma, mean, generator_for(p.device))
+    return sigmas, means, bad
+
+
+def _nonfinite(
+    params: Sequence[Tensor],
+    grads: Sequence[Tensor],
+    sigmas: Sequence[Tensor],
+    means: Sequence[Tensor | None],
+) -> list[int]:
+    """Positions of the tensors whose θ − g is not finite (one sync per device when all are)."""
+    rows = list(zip(params, grads, sigmas, means, strict=True))
+    flags: dict[torch.device, list[Tensor]] = {}
+    for p, g, sigma, mean in rows:
+        flags.setdefault(p.device, []).append(_finite(p, g, sigma, mean))
+    if all(bool(torch.stack(f).all()) for f in flags.values()):
+        return []
+    return [i for i, (p, g, sigma, mean) in enumerate(rows) if not bool(_finite(p, g, sigma, mean))]
 
 
 class GOUP(Optimizer):
@@ -338,7 +384,7 @@ class GOUP(Optimizer):
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
-        plan = []
+        params, grads, lrs, modes, where = [], [], [], [], []
         for gi, group in enumerate(self.param_groups):
             lr, mode = group["lr"], _check_mode(group["mode"])
             _check_lr(lr)
@@ -347,15 +393,19 @@ class GOUP(Optimizer):
                     continue
                 if p.grad.is_sparse:
                     raise RuntimeError("GOUP does not support sparse gradients")
-                sigma, mean = _moments(p, p.grad, mode)
-                plan.append((gi, pi, p, lr, mode, sigma, mean))
-        if not plan:
+                params.append(p)
+                grads.append(p.grad)
+                lrs.append(lr)
+                modes.append(mode)
+                where.append((gi, pi))
+        if not params:
             return loss
-        bad = self._nonfinite(plan)
+        sigmas, means, bad = _goup_tensors(params, grads, lrs, modes, self._generator_for)
         if bad:
+            (gi, pi), shape = where[bad[0]], tuple(params[bad[0]].shape)
             message = (
-                f"GOUP: θ − g is not finite in {len(bad)} of {len(plan)} parameter tensors "
-                f"(first: group {bad[0][0]}, index {bad[0][1]}, shape {bad[0][2]}); "
+                f"GOUP: θ − g is not finite in {len(bad)} of {len(params)} parameter tensors "
+                f"(first: group {gi}, index {pi}, shape {shape}); "
             )
             if self.nonfinite == "raise":
                 raise FloatingPointError(
@@ -364,24 +414,9 @@ class GOUP(Optimizer):
             self.skipped_steps += 1
             warnings.warn(message + "step skipped, no parameter changed", RuntimeWarning, stacklevel=2)
             return loss
-        for _, _, p, lr, mode, sigma, mean in plan:
-            _apply(p, p.grad, lr, mode, sigma, mean, self._generator_for(p.device))
+        for p, sigma, mean in zip(params, sigmas, means, strict=True):
             state = self.state[p]
             state["sigma"] = sigma.detach().clone()
             if mean is not None:
                 state["mean"] = mean.detach().clone()
         return loss
-
-    @staticmethod
-    def _nonfinite(plan: list[tuple[Any, ...]]) -> list[tuple[int, int, tuple[int, ...]]]:
-        """Group/index/shape of every tensor whose θ − g is not finite (one sync per device)."""
-        flags: dict[torch.device, list[Tensor]] = {}
-        for _, _, p, _, _, sigma, mean in plan:
-            flags.setdefault(p.device, []).append(_finite(p, p.grad, sigma, mean))
-        if all(bool(torch.stack(f).all()) for f in flags.values()):
-            return []
-        return [
-            (gi, pi, tuple(p.shape))
-            for gi, pi, p, _, _, sigma, mean in plan
-            if not bool(_finite(p, p.grad, sigma, mean))
-        ]

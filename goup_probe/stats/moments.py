@@ -1,0 +1,191 @@
+"""Power sums to moments: the one rule, used by capture, the sharded reduction and GO-UP.
+
+A quantity is reduced to shifted power sums Σd, Σd², Σd³, Σd⁴ (d = x − shift)
+over its finite values (:class:`PowerSums`). :func:`central_moments` turns them
+into the mean and the central moments; :class:`PowerSums` turns those into the
+reported :class:`~goup_probe.stats.normality.Moments`, and :class:`CentralSums`
+keeps them as central sums M_k = Σ(x − mean)^k, which merge exactly across
+shards (Chan et al. 1979; Pébay 2008) whatever shift each shard used.
+
+Pure float arithmetic on the host: no torch; importing it loads numpy only.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+if TYPE_CHECKING:
+    from goup_probe.stats.normality import Moments
+
+SUMS_WIDTH = 7
+"""Fields of :class:`CentralSums` on the wire: count, mean, M2, M3, M4, min, max."""
+
+
+def central_moments(
+    count: float, shift: float, s1: float, s2: float, s3: float, s4: float
+) -> tuple[float, float, float, float]:
+    """Mean and central moments m_k = M_k / n from shifted power sums of ``count`` > 0 values.
+
+    ``m2`` and ``m4`` are clipped at 0 (rounding can make them slightly negative).
+    """
+    n = count
+    d = s1 / n
+    r2, r3, r4 = s2 / n, s3 / n, s4 / n
+    m2 = max(r2 - d * d, 0.0)
+    m3 = r3 - 3 * d * r2 + 2 * d**3
+    m4 = max(r4 - 4 * d * r3 + 6 * d * d * r2 - 3 * d**4, 0.0)
+    return shift + d, m2, m3, m4
+
+
+@dataclass(frozen=True)
+class PowerSums:
+    """Sums of powers of ``x - shift`` over the finite values of a tensor.
+
+    Two ``PowerSums`` with the same shift merge by adding fields, which is how
+    sharded tensors are combined.
+    """
+
+    shift: float
+    numel: int
+    count: int
+    s1: float
+    s2: float
+    s3: float
+    s4: float
+    minimum: float
+    maximum: float
+
+    def merge(self, other: PowerSums) -> PowerSums:
+        """Sums of the union of both sets of values (shifts must agree)."""
+        if self.shift != other.shift:
+            raise ValueError("cannot merge power sums taken around different shifts")
+        return PowerSums(
+            self.shift,
+            self.numel + other.numel,
+            self.count + other.count,
+            self.s1 + other.s1,
+            self.s2 + other.s2,
+            self.s3 + other.s3,
+            self.s4 + other.s4,
+            min(self.minimum, other.minimum),
+            max(self.maximum, other.maximum),
+        )
+
+    def to_moments(self) -> Moments:
+        """Mean, std, skewness, excess kurtosis, min and max of the values."""
+        from goup_probe.stats.normality import Moments  # scipy/statsmodels: not needed by GO-UP
+
+        n = self.count
+        if n == 0:
+            nan = float("nan")
+            return Moments(self.numel, self.numel, nan, nan, nan, nan, nan, nan)
+        mean, m2, m3, m4 = central_moments(n, self.shift, self.s1, self.s2, self.s3, self.s4)
+        return Moments.from_central_moments(
+            numel=self.numel,
+            nonfinite=self.numel - n,
+            mean=mean,
+            m2=m2,
+            m3=m3,
+            m4=m4,
+            minimum=self.minimum,
+            maximum=self.maximum,
+        )
+
+    @property
+    def sum_of_squares(self) -> float:
+        """Σ x² over the finite values (for the L2 norm), from the shifted sums."""
+        c = self.shift
+        return self.s2 + 2 * c * self.s1 + self.count * c * c
+
+
+@dataclass(frozen=True)
+class CentralSums:
+    """Count, mean and central sums M_k = Σ(x − mean)^k of finite values, plus min and max."""
+
+    count: float
+    mean: float
+    m2: float
+    m3: float
+    m4: float
+    minimum: float
+    maximum: float
+
+    @classmethod
+    def empty(cls) -> CentralSums:
+        """The sums of no values (the identity of :meth:`merge`)."""
+        return cls(0.0, 0.0, 0.0, 0.0, 0.0, math.inf, -math.inf)
+
+    @classmethod
+    def from_power_sums(cls, s: PowerSums) -> CentralSums:
+        """Convert shifted power sums (any shift) to central sums."""
+        n = s.count
+        if n == 0:
+            return cls.empty()
+        mean, m2, m3, m4 = central_moments(n, s.shift, s.s1, s.s2, s.s3, s.s4)
+        return cls(float(n), mean, n * m2, n * m3, n * m4, s.minimum, s.maximum)
+
+    def to_array(self) -> np.ndarray:
+        """The seven fields as a float64 array (the wire format)."""
+        return np.array([self.count, self.mean, self.m2, self.m3, self.m4, self.minimum, self.maximum])
+
+    @classmethod
+    def from_array(cls, a: np.ndarray) -> CentralSums:
+        """Inverse of :meth:`to_array`."""
+        return cls(*(float(v) for v in a[:SUMS_WIDTH]))
+
+    def merge(self, other: CentralSums) -> CentralSums:
+        """Sums of the union (Chan et al. 1979; Pébay 2008, eqs. 2.1-2.3)."""
+        na, nb = self.count, other.count
+        if nb == 0:
+            return self
+        if na == 0:
+            return other
+        n = na + nb
+        delta = other.mean - self.mean
+        mean = self.mean + delta * nb / n
+        m2 = self.m2 + other.m2 + delta**2 * na * nb / n
+        m3 = (
+            self.m3
+            + other.m3
+            + delta**3 * na * nb * (na - nb) / n**2
+            + 3 * delta * (na * other.m2 - nb * self.m2) / n
+        )
+        m4 = (
+            self.m4
+            + other.m4
+            + delta**4 * na * nb * (na * na - na * nb + nb * nb) / n**3
+            + 6 * delta**2 * (na * na * other.m2 + nb * nb * self.m2) / n**2
+            + 4 * delta * (na * other.m3 - nb * self.m3) / n
+        )
+        return CentralSums(
+            n, mean, m2, m3, m4, min(self.minimum, other.minimum), max(self.maximum, other.maximum)
+        )
+
+    def to_power_sums(self, numel: int) -> PowerSums:
+        """Power sums around the mean (s1 = 0) of a tensor with ``numel`` elements."""
+        if self.count == 0:
+            return PowerSums(0.0, numel, 0, 0.0, 0.0, 0.0, 0.0, math.nan, math.nan)
+        return PowerSums(
+            self.mean, numel, int(self.count), 0.0, self.m2, self.m3, self.m4, self.minimum, self.maximum
+        )
+
+
+def merge_all(parts: Sequence[CentralSums]) -> CentralSums:
+    """Merge ``parts`` in order (the same order on every rank gives the same result)."""
+    total = CentralSums.empty()
+    for part in parts:
+        total = total.merge(part)
+    return total
+
+
+def combine(parts: Sequence[CentralSums], numel: int) -> PowerSums:
+    """Merge per-rank sums in rank order into the power sums of the whole tensor."""
+    return merge_all(parts).to_power_sums(numel)
+
+
+__all__ = ["SUMS_WIDTH", "CentralSums", "PowerSums", "central_moments", "combine", "merge_all"]
