@@ -49,7 +49,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         f"Summarise it again with: goup-probe summary {result.run_dir}"
     )
     if not args.no_compare:
-        from goup_probe.fidelity import demo_comparison
+        from goup_probe.demo.compare import demo_comparison
 
         comparison = demo_comparison(
             result.run_dir, seed=args.seed, steps=args.compare_steps, progress=not args.no_progress
@@ -105,9 +105,9 @@ def _cmd_compare(args: argparse.Namespace) -> int:
             return resnet20(data.in_channels, data.num_classes)
 
     else:
-        from goup_probe.demo.data import load_digits_data
+        from goup_probe.demo.compare import digits_setup
 
-        data, model_fn = load_digits_data(), None
+        model_fn, data = digits_setup()
     result = compare(
         model_fn,
         data,

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import datetime as _dt
 import platform
 import sys
 from collections.abc import Mapping
@@ -13,6 +12,8 @@ import torch
 from torch import nn
 
 from goup_probe import schema
+from goup_probe._version import __version__
+from goup_probe.store import utc_now
 
 
 def optimizer_summary(optimizer: torch.optim.Optimizer | None) -> dict[str, Any] | None:
@@ -29,11 +30,6 @@ def optimizer_summary(optimizer: torch.optim.Optimizer | None) -> dict[str, Any]
         "defaults": dict(optimizer.defaults),
         "param_groups": groups,
     }
-
-
-def utc_now() -> str:
-    """The current UTC time, ISO 8601 to the second."""
-    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
 
 
 def model_summary(module: nn.Module, tracked: set[str], skipped: Mapping[str, str]) -> dict[str, Any]:
@@ -72,30 +68,48 @@ def initial_meta(
     user: Mapping[str, Any],
 ) -> dict[str, Any]:
     """The content of ``run.json`` when a probe attaches (status "running")."""
-    from goup_probe import __version__
+    return run_meta(
+        "running",
+        command=" ".join(sys.argv[:1]),
+        model=model_summary(module, tracked, skipped),
+        optimizer=optimizer_summary(optimizer),
+        capture=dict(capture),
+        world_size=world_size,
+        distributed=distributed,
+        steps=0,
+        captured_steps=0,
+        errors=[],
+        error_count=0,
+        user=dict(user),
+    )
 
+
+def versions() -> dict[str, str]:
+    """The versions a run records: goup_probe, Python, torch, numpy and the platform."""
     return {
-        "schema_version": schema.SCHEMA_VERSION,
-        "status": "running",
+        "goup_probe": __version__,
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "numpy": np.__version__,
+        "platform": platform.platform(),
+    }
+
+
+def run_meta(status: str, *, kind: str | None = None, **fields: Any) -> dict[str, Any]:
+    """A new ``run.json``: schema version, [kind,] status, start time, versions, then ``fields``.
+
+    The one place that starts a run's metadata, for probe runs (:func:`initial_meta`)
+    and comparisons (``kind="compare"``).
+    """
+    head: dict[str, Any] = {"schema_version": schema.SCHEMA_VERSION}
+    if kind is not None:
+        head["kind"] = kind
+    return {
+        **head,
+        "status": status,
         "status_reason": "",
         "started_at": utc_now(),
         "ended_at": None,
-        "versions": {
-            "goup_probe": __version__,
-            "python": platform.python_version(),
-            "torch": torch.__version__,
-            "numpy": np.__version__,
-            "platform": platform.platform(),
-        },
-        "command": " ".join(sys.argv[:1]),
-        "model": model_summary(module, tracked, skipped),
-        "optimizer": optimizer_summary(optimizer),
-        "capture": dict(capture),
-        "world_size": world_size,
-        "distributed": distributed,
-        "steps": 0,
-        "captured_steps": 0,
-        "errors": [],
-        "error_count": 0,
-        "user": dict(user),
+        "versions": versions(),
+        **fields,
     }

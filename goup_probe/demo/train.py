@@ -14,6 +14,7 @@ from goup_probe import schema
 from goup_probe.capture.probe import attach
 from goup_probe.demo.data import BatchStream, load_digits_data
 from goup_probe.demo.models import Init, SmallResNet
+from goup_probe.fidelity.data import evaluate
 from goup_probe.store import Run, load_run
 from goup_probe.summary import layer_summary
 
@@ -30,20 +31,6 @@ class DemoResult:
     summary: pd.DataFrame
     test_accuracy: float
     wall_seconds: float
-
-
-def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[float, float]:
-    """Cross-entropy loss and accuracy of ``model`` on ``(x, y)`` in eval mode (mode restored)."""
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.no_grad():
-            logits = model(x)
-            loss = nn.functional.cross_entropy(logits, y).item()
-            acc = (logits.argmax(1) == y).float().mean().item()
-    finally:
-        model.train(was_training)
-    return loss, acc
 
 
 def run_demo(

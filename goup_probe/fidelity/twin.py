@@ -4,12 +4,15 @@ For each seed one model is built, copied into every arm (the base optimizer and
 one GO-UP arm per mode), and all arms are stepped in lockstep on the very same
 mini-batch. Before each arm's step the global RNG is reset to a common state,
 so dropout masks agree as well; GO-UP draws its noise from its own generator.
+
+The model factory and the data are arguments: any model and any train/held-out
+split (:class:`~goup_probe.fidelity.data.ImageData`) fit. The demo supplies the
+defaults (the bundled digits and its small ResNet: :mod:`goup_probe.demo.compare`).
 """
 
 from __future__ import annotations
 
 import copy
-import datetime as _dt
 import math
 import time
 import zlib
@@ -23,11 +26,11 @@ import torch
 from torch import nn
 
 from goup_probe import schema
-from goup_probe.demo.data import BatchStream, ImageData, load_digits_data
-from goup_probe.demo.models import SmallResNet
+from goup_probe.capture.meta import run_meta
+from goup_probe.fidelity.data import BatchStream, ImageData, LossFn, evaluate
 from goup_probe.fidelity.intervals import summarise
 from goup_probe.optim.goup import GOUP, MODES
-from goup_probe.store import RunDirectoryError, RunWriter, load_run, prepare_run_dir, read_meta
+from goup_probe.store import RunDirectoryError, RunWriter, load_run, prepare_run_dir, read_meta, utc_now
 
 DEFAULT_STEPS = 300
 DEFAULT_LR = 0.05
@@ -35,11 +38,9 @@ DEFAULT_BATCH_SIZE = 64
 DEFAULT_SEEDS = 3
 DEFAULT_EVAL_EVERY = 25
 DEFAULT_MODES: tuple[str, ...] = ("seed", "scalar")
-EVAL_CHUNK = 1000
 
 BaseOptimizer = Callable[[list[nn.Parameter], float], torch.optim.Optimizer]
 """``(parameters, lr) -> optimizer`` for the base arm."""
-LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
 def sgd(params: list[nn.Parameter], lr: float) -> torch.optim.Optimizer:
@@ -135,10 +136,13 @@ def compare(
     Parameters
     ----------
     model_fn : callable, optional
-        Builds the model (no arguments). Default: the demo's :class:`SmallResNet`
+        Builds the model (no arguments). Default (supplied by the demo,
+        :func:`goup_probe.demo.compare.digits_setup`): the demo's ``SmallResNet``
         for ``data``.
     data : ImageData, optional
-        Train and held-out images. Default: the bundled digits.
+        Train and held-out inputs and labels
+        (:class:`~goup_probe.fidelity.data.ImageData`). Default (supplied by
+        the demo): the bundled digits.
     modes : sequence of {"seed", "scalar"}
         One GO-UP arm per mode (arm names ``goup-<mode>``).
     base : callable
@@ -195,13 +199,10 @@ def compare(
         raise ValueError(f"lr must be finite and > 0, got {lr}")
     if base_name in {_goup_name(m) for m in MODES}:
         raise ValueError(f"base_name {base_name!r} clashes with a GO-UP arm name")
-    data = load_digits_data() if data is None else data
-    if model_fn is None:
-        in_channels, num_classes = data.in_channels, data.num_classes
+    if model_fn is None or data is None:  # the demo's digits: the library itself knows no data set
+        from goup_probe.demo.compare import digits_setup
 
-        def model_fn() -> nn.Module:
-            return SmallResNet(in_channels, num_classes)
-
+        model_fn, data = digits_setup(model_fn, data)
     loss_fn = nn.functional.cross_entropy if loss_fn is None else loss_fn
     device = torch.device(device)
     config = {
@@ -221,7 +222,7 @@ def compare(
     run_dir = None
     if out is not None:
         run_dir = prepare_run_dir(out, overwrite=overwrite)
-        RunWriter(run_dir).write_meta(_fresh_meta(config, "running"))
+        RunWriter(run_dir).write_meta(_compare_meta(config, "running"))
     start = time.perf_counter()
     curves: list[dict[str, Any]] = []
     layers: list[dict[str, Any]] = []
@@ -242,7 +243,7 @@ def compare(
     except BaseException as exc:
         if run_dir is not None:
             status = "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed"
-            meta = _fresh_meta(config, status)
+            meta = _compare_meta(config, status)
             meta["status_reason"] = f"{type(exc).__name__}: {exc}"
             RunWriter(run_dir).write_meta(meta)
         raise
@@ -258,7 +259,7 @@ def compare(
     if run_dir is not None:
         write_comparison(result, run_dir)
         meta = read_meta(run_dir)
-        meta.update(status="completed", ended_at=_now())
+        meta.update(status="completed", ended_at=utc_now())
         RunWriter(run_dir).write_meta(meta)
     return result
 
@@ -272,18 +273,14 @@ def write_comparison(result: CompareResult, run_dir: str | Path) -> Path:
     :meth:`CompareResult.from_run`.
     """
     path = Path(run_dir)
-    meta = read_meta(path)
-    for table in (schema.COMPARE_CURVES, schema.COMPARE_LAYERS, schema.COMPARE_SUMMARY):
-        folder = path / table
-        if folder.is_dir():
-            for part in folder.glob("part-*.parquet"):
-                part.unlink()
-    writer = RunWriter(path)
-    writer.write_table(schema.COMPARE_CURVES, _nulls_for_missing_strings(result.curves))
-    writer.write_table(schema.COMPARE_LAYERS, _nulls_for_missing_strings(result.layers))
-    writer.write_table(schema.COMPARE_SUMMARY, _nulls_for_missing_strings(result.summary))
-    meta["compare"] = dict(result.config)
-    writer.write_meta(meta)
+    read_meta(path)  # a run directory, before anything is written
+    for table, frame in (
+        (schema.COMPARE_CURVES, result.curves),
+        (schema.COMPARE_LAYERS, result.layers),
+        (schema.COMPARE_SUMMARY, result.summary),
+    ):
+        store.replace_table(path, table, _nulls_for_missing_strings(frame))
+    store.update_meta(path, {"compare": dict(result.config)})
     result.run_dir = path
     return path
 
@@ -390,7 +387,7 @@ def _record_eval(
         loss, digest = trained[arm.name]
         row = _curve_row(arm, seed, step, lr, loss, digest)
         if arm.diverged_at is None:
-            row["heldout_loss"], row["heldout_acc"] = _evaluate(arm.model, *heldout, loss_fn, device)
+            row["heldout_loss"], row["heldout_acc"] = evaluate(arm.model, *heldout, loss_fn, device)
         totals = [0.0, 0.0, 0.0, 0.0, 0.0]
         for name, p in arm.model.named_parameters():
             sums = _distance_sums(p, base_params[name], theta0[name])
@@ -446,27 +443,6 @@ def _distances(diff2: float, base2: float, dot: float, arm2: float, moved2: floa
         "update_cosine": dot / math.sqrt(arm2 * moved2) if arm2 > 0 and moved2 > 0 else nan,
         "update_ratio": math.sqrt(arm2 / moved2) if moved2 > 0 else nan,
     }
-
-
-def _evaluate(
-    model: nn.Module, x: torch.Tensor, y: torch.Tensor, loss_fn: LossFn, device: torch.device
-) -> tuple[float, float]:
-    """Held-out mean loss and accuracy in eval mode, in chunks (train mode restored)."""
-    was_training = model.training
-    model.eval()
-    total_loss, correct = 0.0, 0
-    try:
-        with torch.no_grad():
-            for start in range(0, len(x), EVAL_CHUNK):
-                xb = x[start : start + EVAL_CHUNK].to(device)
-                yb = y[start : start + EVAL_CHUNK].to(device)
-                logits = model(xb)
-                total_loss += float(loss_fn(logits, yb)) * len(yb)
-                correct += int((logits.argmax(1) == yb).sum())
-    finally:
-        model.train(was_training)
-    n = len(x)
-    return total_loss / n, correct / n
 
 
 def _digest(x: torch.Tensor, y: torch.Tensor) -> int:
@@ -536,23 +512,8 @@ def _check_positive(**values: int) -> None:
             raise ValueError(f"{name} must be >= 1, got {value}")
 
 
-def _now() -> str:
-    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
-
-
-def _fresh_meta(config: dict[str, Any], status: str) -> dict[str, Any]:
-    from goup_probe import __version__
-
-    return {
-        "schema_version": schema.SCHEMA_VERSION,
-        "kind": "compare",
-        "status": status,
-        "status_reason": "",
-        "started_at": _now(),
-        "ended_at": None,
-        "versions": {"goup_probe": __version__, "torch": torch.__version__},
-        "compare": config,
-    }
+def _compare_meta(config: dict[str, Any], status: str) -> dict[str, Any]:
+    return run_meta(status, kind="compare", compare=config)
 
 
 def _progress_bar(enabled: bool, total: int) -> Any:
@@ -561,25 +522,3 @@ def _progress_bar(enabled: bool, total: int) -> Any:
     from tqdm.auto import tqdm
 
     return tqdm(total=total, desc="compare", unit="step", leave=False)
-
-
-def demo_comparison(
-    run_dir: str | Path,
-    *,
-    seed: int = 0,
-    steps: int = 150,
-    seeds: int = 3,
-    num_threads: int | None = 1,
-    progress: bool = False,
-) -> CompareResult:
-    """A short comparison on the digits, written into an existing run directory (the demo's).
-
-    Runs :func:`compare` with its defaults except ``steps``, ``seeds`` (seeds
-    ``seed, seed + 1, ...``) and ``num_threads`` (1: the model is tiny), then
-    :func:`write_comparison` into ``run_dir``.
-    """
-    result = compare(
-        steps=steps, seeds=[seed + i for i in range(seeds)], num_threads=num_threads, progress=progress
-    )
-    write_comparison(result, run_dir)
-    return result
