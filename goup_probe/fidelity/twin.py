@@ -273,14 +273,18 @@ def write_comparison(result: CompareResult, run_dir: str | Path) -> Path:
     :meth:`CompareResult.from_run`.
     """
     path = Path(run_dir)
-    read_meta(path)  # a run directory, before anything is written
-    for table, frame in (
-        (schema.COMPARE_CURVES, result.curves),
-        (schema.COMPARE_LAYERS, result.layers),
-        (schema.COMPARE_SUMMARY, result.summary),
-    ):
-        store.replace_table(path, table, _nulls_for_missing_strings(frame))
-    store.update_meta(path, {"compare": dict(result.config)})
+    meta = read_meta(path)
+    for table in (schema.COMPARE_CURVES, schema.COMPARE_LAYERS, schema.COMPARE_SUMMARY):
+        folder = path / table
+        if folder.is_dir():
+            for part in folder.glob("part-*.parquet"):
+                part.unlink()
+    writer = RunWriter(path)
+    writer.write_table(schema.COMPARE_CURVES, _nulls_for_missing_strings(result.curves))
+    writer.write_table(schema.COMPARE_LAYERS, _nulls_for_missing_strings(result.layers))
+    writer.write_table(schema.COMPARE_SUMMARY, _nulls_for_missing_strings(result.summary))
+    meta["compare"] = dict(result.config)
+    writer.write_meta(meta)
     result.run_dir = path
     return path
 
