@@ -15,6 +15,7 @@ of X = θ − g over training, written to Parquet::
 from goup_probe import schedule
 from goup_probe._version import __version__
 from goup_probe.capture.probe import Probe, ProbeError, attach
+from goup_probe.capture.quantities import Quantity, QuantityInputs
 from goup_probe.capture.timing import ProbeTime
 from goup_probe.fidelity import CompareResult, compare, shadow_summary, write_comparison
 from goup_probe.optim import GOUP
@@ -36,6 +37,8 @@ __all__ = [
     "Probe",
     "ProbeError",
     "ProbeTime",
+    "Quantity",
+    "QuantityInputs",
     "Run",
     "RunDirectoryError",
     "Statistic",

@@ -241,6 +241,60 @@ def test_fsdp2_moments_combined_across_shards_equal_single_process(tmp_path: Pat
         torch.testing.assert_close(sharded[name], p.detach(), rtol=1e-6, atol=1e-7)
 
 
+# ---------------------------------------------------------------------- user quantities
+def _user_quantities() -> list:
+    relative = gp.Quantity("relative_grad", lambda i: i.grad / (i.theta.abs() + 1e-3), tested=True)
+    step_size = gp.Quantity("step_size", lambda i: (i.theta - i.theta_before).abs(), phase="after")
+    return ["theta_minus_grad", "update", relative, step_size]
+
+
+def _tail_share() -> gp.Statistic:
+    def share(x):
+        centred = np.abs(x - x.mean(axis=1, keepdims=True))
+        return {"beyond_2sd": np.mean(centred > 2 * x.std(axis=1, keepdims=True), axis=1)}
+
+    return gp.Statistic("beyond_2sd", {"beyond_2sd": "share beyond 2 std"}, share)
+
+
+def _user_options() -> dict:
+    return {"quantities": _user_quantities(), "statistics": [_tail_share()], **OPTS}
+
+
+def _user_quantity_worker(rank: int, out: Path) -> None:
+    x, y = _data()
+    model = _shard(_model())
+    opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    with gp.attach(model, opt, run_dir=out / "fsdp", every=EVERY, **_user_options()) as p:
+        _train(model, opt, x, y)
+    assert not p.errors, p.errors
+    whole = gp.Quantity("normalised", lambda i: i.grad / i.grad.norm(), elementwise=False)
+    try:
+        gp.attach(model, opt, run_dir=out / f"refused{rank}", quantities=["grad", whole])
+    except ValueError as exc:
+        (out / f"refusal{rank}.txt").write_text(str(exc))
+
+
+def test_fsdp2_user_quantities_equal_single_process(tmp_path: Path) -> None:
+    _spawn(_user_quantity_worker, tmp_path)
+    model = _model()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    x, y = _data()
+    with gp.attach(model, opt, run_dir=tmp_path / "ref", every=EVERY, **_user_options()):
+        _train(model, opt, x, y)
+    ref, run = load_run(tmp_path / "ref"), load_run(tmp_path / "fsdp")
+    assert set(run.stats["quantity"]) == {"theta_minus_grad", "update", "relative_grad", "step_size"}
+    diffs = max_relative_differences(ref.stats, run.stats)
+    for col in ["mean", *MOMENT_COLS]:
+        assert diffs[col] < 1e-9, (col, diffs[col])
+    a, b = _aligned(ref.stats, run.stats)
+    pd.testing.assert_frame_equal(a[TEST_COLS], b[TEST_COLS], check_exact=True)
+    assert a["beyond_2sd"].notna().any()
+    pd.testing.assert_series_equal(a["beyond_2sd"], b["beyond_2sd"], check_exact=True)
+    for rank in range(WORLD):
+        message = (tmp_path / f"refusal{rank}.txt").read_text()
+        assert "normalised" in message and "sharded" in message
+
+
 # ---------------------------------------------------------------------- failures
 def _failing_worker(rank: int, out: Path) -> None:
     x, y = _data()
@@ -273,8 +327,8 @@ def _failing_worker(rank: int, out: Path) -> None:
             probe._writer.flush_due = refuse
         _train(model, opt, x, y)
     assert probe.step == STEPS
-    assert probe._capture_disabled
-    (out / f"done{rank}").write_text(json.dumps({"errors": probe._error_count}))
+    assert probe.capture_stopped
+    (out / f"done{rank}").write_text(json.dumps({"errors": probe.error_count}))
 
 
 def test_a_failing_rank_does_not_hang_the_others(tmp_path: Path) -> None:

@@ -17,7 +17,7 @@ from torch import nn
 
 import goup_probe as gp
 from goup_probe import schema
-from goup_probe.capture import probe as probe_module
+from goup_probe.capture import local as local_module
 from goup_probe.stats.normality import moments
 from tests.helpers import TinyNet, batches, train
 
@@ -109,14 +109,14 @@ def test_disk_full_stops_capture_not_training(tmp_path, monkeypatch):
 
 
 def test_error_in_capture_is_recorded_and_training_continues(tmp_path, monkeypatch):
-    real = probe_module.reduce_components
+    real = local_module.reduce_components
 
     def broken(theta, grad, index, **options):
         if theta.numel() == 16 * 6:  # fc1.weight only
             raise RuntimeError("simulated reduction failure")
         return real(theta, grad, index, **options)
 
-    monkeypatch.setattr(probe_module, "reduce_components", broken)
+    monkeypatch.setattr(local_module, "reduce_components", broken)
     model = TinyNet()
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
     with pytest.warns(RuntimeWarning, match=r"'fc1.weight' \(before step\) at step 0"):
@@ -133,7 +133,7 @@ def test_error_in_capture_is_recorded_and_training_continues(tmp_path, monkeypat
 
 def test_strict_mode_reraises(tmp_path, monkeypatch):
     monkeypatch.setattr(
-        probe_module, "reduce_components", lambda *a, **k: (_ for _ in ()).throw(RuntimeError("x"))
+        local_module, "reduce_components", lambda *a, **k: (_ for _ in ()).throw(RuntimeError("x"))
     )
     model = TinyNet()
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
@@ -438,22 +438,3 @@ def test_wrapped_models_give_plain_parameter_names(tmp_path):
         probe = gp.attach(wrapped, opt, run_dir=tmp_path / f"r{i}")
         assert probe.tracked == ["0.weight", "0.bias"]
         probe.detach()
-
-
-def test_closure_optimizer_is_flagged_once(tmp_path):
-    model = TinyNet()
-    opt = torch.optim.LBFGS(model.parameters(), lr=0.1, max_iter=2)
-    x, y = batches(1)[0]
-
-    def closure():
-        opt.zero_grad()
-        loss = nn.functional.cross_entropy(model(x), y)
-        loss.backward()
-        return loss
-
-    with pytest.warns(RuntimeWarning, match="closure") as record:
-        with gp.attach(model, opt, run_dir=tmp_path / "r", every=1):
-            for _ in range(3):
-                opt.step(closure)
-    assert sum("closure" in str(w.message) for w in record) == 1
-    assert "closure" in gp.load_run(tmp_path / "r").meta["warnings"]

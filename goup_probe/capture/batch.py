@@ -181,3 +181,22 @@ def reduce_group_update(
         return [(r, math.nan) for r in reductions]
     dots = (delta * state.grad).sum(-1).to(torch.float64).cpu().numpy()
     return [(r, float(d)) for r, d in zip(reductions, dots, strict=True)]
+
+
+def reduce_group_values(
+    values: Sequence[torch.Tensor], index: torch.Tensor, *, precision: str = "fast"
+) -> list[Reduction] | None:
+    """Moments and subsamples of one quantity of same-size tensors (a user quantity), reduced together.
+
+    ``values`` are the members' flat values; ``index`` their subsample indices,
+    one row per member. Returns None when a subsample holds NaN/Inf (the caller
+    reduces the members one by one, with the masked path).
+    """
+    dtype = compute_dtype(values[0], precision)
+    stacked = _stack(values, dtype)
+    samples = stacked.gather(1, index).to(torch.float64).cpu().numpy()[None]  # (1, m, s)
+    plan = _plan(samples, dtype)
+    if plan is None:
+        return None
+    (reductions,) = _reductions(stacked[None], samples, plan, stacked.shape[1])
+    return reductions

@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -106,3 +107,57 @@ class TracerRecorder:
     def discard(self) -> None:
         """Forget a step whose post-hook never came (the optimizer step raised)."""
         self._pending = None
+
+
+class LocalTracers:
+    """The tracer coordinates of every local tensor, recorded on the tracer schedule and written in bulk.
+
+    Parameters
+    ----------
+    tracked : sequence of TrackedParam
+        Tensors with tracer indices (sharded ones record theirs in their strategy).
+    writer : RunWriter
+        Where the trajectories go.
+    """
+
+    def __init__(self, tracked: Sequence[Any], writer: Any) -> None:
+        sets = [
+            TracerSet(t.name, t.param, t.tracers)
+            for t in tracked
+            if t.tracers is not None and t.shard is None
+        ]
+        self.recorder = TracerRecorder(sets) if sets else None
+        self.writer = writer
+
+    def before(self, step: int) -> None:
+        """θ_t and g_t at the capture point."""
+        if self.recorder is not None:
+            self.recorder.before(step)
+
+    def after(self, lrs: Mapping[str, float]) -> None:
+        """θ_{t+1}; the kept steps go to the writer once a flush's worth is buffered."""
+        if self.recorder is None:
+            return
+        self.recorder.after(lrs)
+        if self.recorder.rows >= self.writer.flush_rows:
+            self.drain()
+
+    def discard(self) -> None:
+        """Forget a step whose end never came."""
+        if self.recorder is not None:
+            self.recorder.discard()
+
+    def drain(self) -> None:
+        """Hand every kept step to the writer as one Arrow table."""
+        if self.recorder is not None:
+            table = self.recorder.drain()
+            if table is not None:
+                self.writer.append_arrow("trajectories", table)
+
+
+def write_tracer_index(tracked: Sequence[Any], writer: Any) -> None:
+    """The ``tracers`` table: each tensor's tracer coordinates (flat indices), written at attach."""
+    rows = [{"param": t.name, "coord": t.tracers.cpu().tolist()} for t in tracked if t.tracers is not None]
+    if rows:
+        writer.append("tracers", rows)
+        writer.flush("tracers")

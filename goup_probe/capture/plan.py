@@ -1,0 +1,211 @@
+"""Which parameter tensors the probe follows, with their seeded indices, and how each is reduced.
+
+:func:`track_parameters` turns a model (and its optimizer) into
+:class:`TrackedParam` records in model order; :func:`plan_groups` groups the
+small same-size local tensors; the probe then gives each tensor or group one
+capture strategy (local, grouped or sharded).
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import math
+import zlib
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from goup_probe import schema
+from goup_probe.capture import distributed as _dist
+from goup_probe.capture.batch import MIN_GROUP, group_key, split_group
+from goup_probe.capture.config import LayerSelector, ProbeConfig
+
+
+@dataclass
+class TrackedParam:
+    """One parameter tensor the probe follows, with its fixed seeded indices."""
+
+    name: str
+    param: torch.Tensor
+    group: int | None
+    """Index of its param group in the optimizer (None without one)."""
+    index: torch.Tensor
+    keep: np.ndarray
+    tracers: torch.Tensor | None
+    skip_status: str | None = None
+    skip_reason: str = ""
+    shard: _dist.ShardedTensor | None = None
+    """Layout of a DTensor (FSDP2) parameter; None for plain tensors."""
+
+    @property
+    def active(self) -> bool:
+        """Whether the tensor is captured (not frozen, unsupported or refused)."""
+        return self.skip_status is None
+
+    def skip(self, status: str, reason: str) -> None:
+        """Stop capturing this tensor; its captured steps get a status row saying why."""
+        self.skip_status, self.skip_reason = status, reason
+        self.shard, self.tracers = None, None
+
+
+@dataclass(frozen=True)
+class Group:
+    """Same-size tensors reduced together (see :mod:`goup_probe.capture.batch`)."""
+
+    members: tuple[TrackedParam, ...]
+    index: torch.Tensor
+    """Members' subsample indices, one row each."""
+
+    @property
+    def label(self) -> str:
+        """The first names of the members, for error messages."""
+        names = [m.name for m in self.members]
+        return ", ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
+
+
+def stable_seed(seed: int, name: str) -> int:
+    """A per-tensor seed that depends only on the probe's seed and the tensor's name."""
+    return (int(seed) * 1_000_003 + zlib.crc32(name.encode("utf-8"))) % (2**32)
+
+
+def select_names(names: Iterable[str], layers: LayerSelector) -> set[str]:
+    """The names matched by ``layers`` (glob patterns or a predicate; None: all)."""
+    names = list(names)
+    if layers is None:
+        return set(names)
+    if callable(layers):
+        return {n for n in names if layers(n)}
+    patterns = [layers] if isinstance(layers, str) else list(layers)
+    return {n for n in names if any(fnmatch.fnmatchcase(n, p) for p in patterns)}
+
+
+def unwrap(model: nn.Module) -> nn.Module:
+    """The module whose parameter names are recorded.
+
+    Unwraps ``DistributedDataParallel`` and ``DataParallel`` (``.module``) and
+    ``torch.compile``'s wrapper (``._orig_mod``), so names match the plain model.
+    """
+    wrappers = (nn.parallel.DistributedDataParallel, nn.DataParallel)
+    while True:
+        if isinstance(model, wrappers):
+            model = model.module
+        elif isinstance(getattr(model, "_orig_mod", None), nn.Module):
+            model = model._orig_mod
+        else:
+            return model
+
+
+def to_float(value: Any) -> float:
+    """A learning rate as a float; NaN when the group has none (``lr=None``, no key)."""
+    try:
+        if isinstance(value, torch.Tensor):
+            return float(value.detach().cpu().item())
+        return float(value)
+    except (TypeError, ValueError, RuntimeError):
+        return math.nan
+
+
+def _optimizer_groups(optimizer: torch.optim.Optimizer | None, module: nn.Module) -> dict[int, int]:
+    """Parameter id to the index of its param group; refuses parameters foreign to ``module``."""
+    group_of: dict[int, int] = {}
+    if optimizer is None:
+        return group_of
+    for gi, group in enumerate(optimizer.param_groups):
+        for p in group["params"]:
+            group_of[id(p)] = gi
+    model_ids = {id(p) for p in module.parameters()}
+    foreign = [p for p in group_of if p not in model_ids]
+    if foreign:
+        raise ValueError(
+            f"the optimizer holds {len(foreign)} parameter tensor(s) that are not "
+            f"parameters of {type(module).__name__}; attach the probe to the model "
+            "the optimizer trains"
+        )
+    return group_of
+
+
+def track_parameters(
+    model: nn.Module, optimizer: torch.optim.Optimizer | None, config: ProbeConfig
+) -> list[TrackedParam]:
+    """Every selected parameter tensor of ``model`` in model order, captured or skipped with a reason.
+
+    Raises
+    ------
+    ValueError
+        When the model has no parameters, ``layers`` matches none, or none is trainable.
+    """
+    module = unwrap(model)
+    named = list(module.named_parameters())  # tied parameters appear once
+    if not named:
+        raise ValueError(f"{type(module).__name__} has no parameters to probe")
+    selected = select_names((n for n, _ in named), config.layers)
+    if not selected:
+        raise ValueError(f"layers={config.layers!r} matches none of the model's parameter names")
+    group_of = _optimizer_groups(optimizer, module)
+    tracked = [
+        _track(name, param, group_of.get(id(param)), config, with_optimizer=optimizer is not None)
+        for name, param in named
+        if name in selected
+    ]
+    if not any(t.active for t in tracked):
+        raise ValueError(
+            f"{type(module).__name__} has no trainable parameter tensors"
+            + ("" if config.layers is None else f" matching layers={config.layers!r}")
+            + " (all have requires_grad=False or are not in the optimizer)"
+        )
+    return tracked
+
+
+def _track(
+    name: str, param: torch.Tensor, group: int | None, config: ProbeConfig, *, with_optimizer: bool
+) -> TrackedParam:
+    numel = param.numel()
+    rng = np.random.default_rng(stable_seed(config.seed, name))
+    index_np = np.sort(rng.choice(numel, size=min(numel, config.sample_size), replace=False)).astype(np.int64)
+    keep = np.sort(rng.choice(index_np.size, size=min(index_np.size, config.keep_samples), replace=False))
+    n_tr = min(numel, config.tracers)
+    tracers_np = np.sort(rng.choice(numel, size=n_tr, replace=False)).astype(np.int64) if n_tr else None
+    shard, shard_error = None, ""
+    if _dist.is_dtensor(param) and param.requires_grad:
+        try:
+            shard = _dist.shard_layout(param, index_np, tracers_np)
+        except _dist.UnsupportedLayout as exc:
+            shard_error = str(exc)
+    tracked = TrackedParam(
+        name=name,
+        param=param,
+        group=group,
+        index=torch.from_numpy(index_np).to(param.device),
+        keep=keep,
+        tracers=None if tracers_np is None else torch.from_numpy(tracers_np).to(param.device),
+        shard=shard,
+    )
+    if not param.requires_grad:
+        tracked.skip(schema.STATUS_FROZEN, "requires_grad is False")
+    elif with_optimizer and group is None:
+        tracked.skip(schema.STATUS_FROZEN, "not in the optimizer's param groups")
+    elif param.is_complex():
+        tracked.skip(schema.STATUS_UNSUPPORTED, f"complex dtype {param.dtype} is not tested")
+    elif shard_error:
+        tracked.skip(schema.STATUS_UNSUPPORTED, shard_error)
+    return tracked
+
+
+def plan_groups(tracked: Iterable[TrackedParam]) -> list[Group]:
+    """Group the small active local tensors of equal size, dtype and device."""
+    by_key: dict[Any, list[TrackedParam]] = {}
+    for t in tracked:
+        if t.active and t.shard is None:
+            key = group_key(t.param)
+            if key is not None:
+                by_key.setdefault(key, []).append(t)
+    return [
+        Group(tuple(part), torch.stack([m.index for m in part]))
+        for key, members in by_key.items()
+        for part in split_group(members, key.numel)
+        if len(part) >= MIN_GROUP
+    ]
