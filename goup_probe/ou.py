@@ -27,14 +27,13 @@ import math
 import os
 from collections.abc import Iterable
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from goup_probe import schema
+from goup_probe import schema, store
 from goup_probe.stats import ou as sou
-from goup_probe.store import Run, RunWriter, load_run
+from goup_probe.store import Run, load_run
 
 AXIS_PANEL = "panel"
 """All tracer coordinates of a tensor over time: one common k, one mean per coordinate."""
@@ -215,7 +214,7 @@ def validate_ou(
     if write:
         if loaded is None:
             raise ValueError("write=True needs a run directory, not a DataFrame")
-        _replace_table(loaded.path, table)
+        store.replace_table(loaded.path, OU_TABLE, table)
     return table
 
 
@@ -250,15 +249,6 @@ def ou_summary(table: pd.DataFrame) -> pd.DataFrame:
     as fractions of coordinates or medians over them.
     """
     return table[list(SUMMARY_COLUMNS)].rename(columns=SUMMARY_COLUMNS)
-
-
-def _replace_table(path: Path, table: pd.DataFrame) -> None:
-    """Write ``table`` as the only part of the ``ou`` table of a run directory."""
-    folder = path / OU_TABLE
-    old = sorted(folder.glob("part-*.parquet")) if folder.is_dir() else []
-    RunWriter(path).write_table(OU_TABLE, table)
-    for part in old:
-        part.unlink()
 
 
 # ----------------------------------------------------------------------------- one tensor

@@ -107,3 +107,129 @@ def test_write_table_keeps_string_columns_with_missing_values(tmp_path):
     back = gp.load_run(tmp_path / "w").table("summary")
     assert back["mode"].isna().tolist() == [True, False] and back["mode"].iloc[1] == "seed"
     assert back["x"].isna().tolist() == [False, True]
+
+
+# ----------------------------------------------------------------------------- whole tables
+
+
+def _frame(n, offset=0.0):
+    import numpy as np
+    import pandas as pd
+
+    rng = np.random.default_rng(n)
+    return pd.DataFrame(
+        {
+            "param": [f"p{i % 4}" for i in range(n)],
+            "step": [i // 4 for i in range(n)],
+            "value": rng.normal(size=n) + offset,
+            "label": [None if i % 5 == 0 else f"x{i}" for i in range(n)],
+        }
+    )
+
+
+def _table_run(tmp_path):
+    from goup_probe import schema
+
+    path = prepare_run_dir(tmp_path / "run")
+    RunWriter(path).write_meta({"schema_version": schema.SCHEMA_VERSION, "status": "completed"})
+    return path
+
+
+def test_replace_table_swaps_in_the_new_content_and_leaves_nothing_behind(tmp_path):
+    from goup_probe import store
+
+    path = _table_run(tmp_path)
+    writer = RunWriter(path)
+    writer.write_table("extra", _frame(8))
+    writer.write_table("extra", _frame(8))
+    store.replace_table(path, "extra", _frame(12, offset=100.0))
+    back = store.read_table(path, "extra")
+    assert len(back) == 12 and back["value"].min() > 50
+    assert back["label"].isna().sum() == 3  # missing strings stay nulls
+    assert sorted(p.name for p in path.iterdir()) == ["extra", "run.json"]
+    assert store.list_tables(path) == ["extra"]
+    assert store.delete_table(path, "extra") and not store.delete_table(path, "extra")
+    assert store.list_tables(path) == [] and store.read_table(path, "extra").empty
+
+
+@pytest.mark.parametrize("fail_at", ["write", "first rename", "second rename"])
+def test_replace_table_failing_midway_keeps_the_old_table(tmp_path, monkeypatch, fail_at):
+    import os
+
+    import pandas.testing as pdt
+    import pyarrow.parquet as pq
+
+    from goup_probe import store
+
+    path = _table_run(tmp_path)
+    store.replace_table(path, "extra", _frame(8))
+    before = store.read_table(path, "extra")
+    real_replace, renames = os.replace, []
+
+    def flaky_replace(src, dst):
+        if not str(src).endswith(".tmp"):  # not a part's own temp file: a folder swap
+            renames.append(src)
+            if (fail_at == "first rename" and len(renames) == 1) or (
+                fail_at == "second rename" and len(renames) == 2
+            ):
+                raise OSError("simulated crash")
+        return real_replace(src, dst)
+
+    def flaky_write(*args, **kwargs):
+        raise OSError("simulated crash")
+
+    if fail_at == "write":
+        monkeypatch.setattr(pq, "write_table", flaky_write)
+    monkeypatch.setattr(os, "replace", flaky_replace)
+    with pytest.raises(OSError, match="simulated crash"):
+        store.replace_table(path, "extra", _frame(20, offset=100.0))
+    monkeypatch.undo()
+    pdt.assert_frame_equal(store.read_table(path, "extra"), before)
+    assert sorted(p.name for p in path.iterdir()) == ["extra", "run.json"]
+
+
+def test_a_crash_between_the_two_renames_leaves_the_new_table_readable(tmp_path):
+    import os
+
+    import pandas.testing as pdt
+
+    from goup_probe import store
+
+    path = _table_run(tmp_path)
+    store.replace_table(path, "extra", _frame(8))
+    new = _frame(20, offset=100.0)
+    # What a process killed between the two renames leaves: the old table aside, the new one staged.
+    staging = path / ".extra.replace"
+    staging.mkdir()
+    RunWriter(staging).write_table("extra", new)
+    os.replace(path / "extra", staging / ".old")
+    expected = store.read_table(staging, "extra")
+    pdt.assert_frame_equal(store.read_table(path, "extra"), expected)
+    assert gp.load_run(path).tables == ["extra"]
+    store.replace_table(path, "extra", _frame(4))  # the next replace finishes the swap, then replaces
+    assert len(store.read_table(path, "extra")) == 4
+    assert sorted(p.name for p in path.iterdir()) == ["extra", "run.json"]
+
+
+def test_read_table_columns_and_filters_equal_a_pandas_filter_of_the_full_table(tmp_path):
+    import pandas.testing as pdt
+
+    from goup_probe import store
+
+    path = _table_run(tmp_path)
+    writer = RunWriter(path)
+    for k in range(3):  # several parts
+        writer.write_table("extra", _frame(40 + k, offset=k))
+    full = store.read_table(path, "extra")
+    filters = [("param", "in", ["p1", "p3"]), ("step", ">=", 2)]
+    got = store.read_table(path, "extra", columns=["step", "value"], filters=filters)
+    want = full[full["param"].isin(["p1", "p3"]) & (full["step"] >= 2)][["step", "value"]]
+    pdt.assert_frame_equal(got.reset_index(drop=True), want.reset_index(drop=True))
+    # A disjunction, a column no part has, a filter no row passes, an absent table.
+    got = store.read_table(path, "extra", filters=[[("step", "==", 0)], [("param", "==", "p2")]])
+    want = full[(full["step"] == 0) | (full["param"] == "p2")]
+    pdt.assert_frame_equal(got.reset_index(drop=True), want.reset_index(drop=True))
+    assert list(store.read_table(path, "extra", columns=["value", "nope"]).columns) == ["value"]
+    assert store.read_table(path, "extra", filters=[("step", ">", 10**6)]).empty
+    assert store.read_table(path, "absent", filters=[("step", "==", 0)]).empty
+    assert store.table_columns(path, "extra") == ["param", "step", "value", "label"]

@@ -25,7 +25,7 @@ import pandas as pd
 import torch
 from torch import nn
 
-from goup_probe import schema
+from goup_probe import schema, store
 from goup_probe.capture.meta import run_meta
 from goup_probe.fidelity.data import BatchStream, ImageData, LossFn, evaluate
 from goup_probe.fidelity.intervals import summarise
@@ -273,18 +273,14 @@ def write_comparison(result: CompareResult, run_dir: str | Path) -> Path:
     :meth:`CompareResult.from_run`.
     """
     path = Path(run_dir)
-    meta = read_meta(path)
-    for table in (schema.COMPARE_CURVES, schema.COMPARE_LAYERS, schema.COMPARE_SUMMARY):
-        folder = path / table
-        if folder.is_dir():
-            for part in folder.glob("part-*.parquet"):
-                part.unlink()
-    writer = RunWriter(path)
-    writer.write_table(schema.COMPARE_CURVES, _nulls_for_missing_strings(result.curves))
-    writer.write_table(schema.COMPARE_LAYERS, _nulls_for_missing_strings(result.layers))
-    writer.write_table(schema.COMPARE_SUMMARY, _nulls_for_missing_strings(result.summary))
-    meta["compare"] = dict(result.config)
-    writer.write_meta(meta)
+    read_meta(path)  # a run directory, before anything is written
+    for table, frame in (
+        (schema.COMPARE_CURVES, result.curves),
+        (schema.COMPARE_LAYERS, result.layers),
+        (schema.COMPARE_SUMMARY, result.summary),
+    ):
+        store.replace_table(path, table, _nulls_for_missing_strings(frame))
+    store.update_meta(path, {"compare": dict(result.config)})
     result.run_dir = path
     return path
 

@@ -2,18 +2,14 @@
 
 from __future__ import annotations
 
-import importlib
-import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
 
 import pandas as pd
-import pyarrow as pa
-import pyarrow.parquet as pq
 
 from goup_probe import schema
-from goup_probe.store import Run, RunDirectoryError
+from goup_probe.ou import validate_ou
+from goup_probe.store import Run, read_table
 
 SAMPLE_QUANTITIES = (schema.THETA_MINUS_GRAD, schema.THETA, schema.GRAD)
 """Quantities whose stored subsamples the per-layer figures draw."""
@@ -22,8 +18,9 @@ SAMPLE_QUANTITIES = (schema.THETA_MINUS_GRAD, schema.THETA, schema.GRAD)
 def load_samples(run: Run, params: Sequence[str], steps: Sequence[int]) -> pd.DataFrame:
     """Stored subsamples of X, θ and g for some tensors and steps, without reading the whole table.
 
-    Reads each Parquet part of ``samples`` with a row filter, so a run with
-    hundreds of tensors × hundreds of steps costs only the rows drawn. Uses the
+    Reads ``samples`` through :func:`goup_probe.store.read_table` with a row
+    filter pushed into the Parquet reader, so a run with hundreds of tensors ×
+    hundreds of steps costs only the rows drawn. Uses the
     already-loaded ``run.samples`` when it is in memory. Damaged parts follow
     ``run.on_error`` as in :meth:`Run.table`.
 
@@ -43,23 +40,10 @@ def load_samples(run: Run, params: Sequence[str], steps: Sequence[int]) -> pd.Da
     if "samples" in run.__dict__:  # cached_property already evaluated
         s = run.samples
         return s[s["param"].isin(params) & s["step"].isin(steps) & s["quantity"].isin(SAMPLE_QUANTITIES)]
-    empty = schema.SAMPLES_SCHEMA.empty_table().to_pandas()
-    folder = run.path / "samples"
-    if not params or not steps or not folder.is_dir():
-        return empty
+    if not params or not steps:
+        return schema.SAMPLES_SCHEMA.empty_table().to_pandas()
     filters = [("param", "in", params), ("step", "in", steps), ("quantity", "in", list(SAMPLE_QUANTITIES))]
-    pieces = []
-    for part in sorted(folder.glob("part-*.parquet")):
-        try:
-            pieces.append(pq.read_table(part, filters=filters))
-        except (pa.ArrowException, OSError, ValueError) as exc:
-            message = f"cannot read {part}: the Parquet part is damaged or truncated ({exc})"
-            if run.on_error == "raise":
-                raise RunDirectoryError(message) from exc
-            warnings.warn(message + "; skipped", RuntimeWarning, stacklevel=2)
-    if not pieces:
-        return empty
-    return pa.concat_tables(pieces, promote_options="default").to_pandas()
+    return read_table(run.path, "samples", filters=filters, on_error=run.on_error)
 
 
 @dataclass(frozen=True)
@@ -76,19 +60,6 @@ class OptionalTable:
         return self.frame is not None and not self.frame.empty
 
 
-def _find(candidates: Sequence[tuple[str, str]]) -> Callable[..., Any] | None:
-    """The first importable ``module:function`` of ``candidates`` (analyses added over time)."""
-    for module_name, attr in candidates:
-        try:
-            module = importlib.import_module(module_name)
-        except ImportError:
-            continue
-        fn = getattr(module, attr, None)
-        if callable(fn):
-            return fn
-    return None
-
-
 def _stored(run: Run, names: Sequence[str]) -> tuple[str, pd.DataFrame] | None:
     present = set(run.tables)
     for name in names:
@@ -101,16 +72,14 @@ def _stored(run: Run, names: Sequence[str]) -> tuple[str, pd.DataFrame] | None:
 
 OU_TABLES = ("ou", "ou_validation", "ou_layers")
 """Table names under which an OU validation may be stored in a run directory."""
-OU_FUNCTIONS = (("goup_probe.ou", "validate_ou"), ("goup_probe.stats.ou", "validate_ou"))
-"""Where the OU validation function may live; the first importable one is used."""
 
 
 def load_ou(run: Run) -> OptionalTable:
     """The per-tensor OU validation: a stored table, else computed from the tracer trajectories.
 
     Returns an :class:`OptionalTable` whose ``note`` says why it is absent: no tracer
-    trajectories were recorded, the OU analysis is not installed, or it failed
-    (the error message is kept; the report is still written).
+    trajectories were recorded, or the analysis failed (the error message is
+    kept; the report is still written).
     """
     stored = _stored(run, OU_TABLES)
     if stored is not None:
@@ -119,18 +88,13 @@ def load_ou(run: Run) -> OptionalTable:
         return OptionalTable(
             None, "This run recorded no tracer trajectories (tracers=0), so the OU model cannot be checked."
         )
-    fn = _find(OU_FUNCTIONS)
-    if fn is None:
-        return OptionalTable(
-            None, "The OU analysis (validate_ou) is not available in this version of goup_probe."
-        )
     try:
-        frame = fn(run)
+        frame = validate_ou(run)
     except Exception as exc:  # an analysis bug must not cost the user the whole report
         return OptionalTable(None, f"The OU analysis failed on this run: {type(exc).__name__}: {exc}")
-    if not isinstance(frame, pd.DataFrame) or frame.empty:
+    if frame.empty:
         return OptionalTable(None, "The OU analysis returned no rows for this run.")
-    return OptionalTable(frame, "", f"{fn.__module__}.{fn.__name__}(run)")
+    return OptionalTable(frame, "", "goup_probe.ou.validate_ou(run)")
 
 
 def _schema_name(attr: str, default: str) -> str:
