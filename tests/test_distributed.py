@@ -26,6 +26,8 @@ from torch import nn
 import goup_probe as gp
 from goup_probe import schema
 from goup_probe.capture import distributed as gdist
+from goup_probe.dist import context as gctx
+from goup_probe.dist.layout import is_dtensor
 from goup_probe.optim.goup import GOUP
 from goup_probe.store import load_run
 
@@ -165,7 +167,7 @@ def test_ddp_rank0_writes_once_and_matches_single_process(tmp_path: Path) -> Non
     wrapper, inner = load_run(tmp_path / "wrapper"), load_run(tmp_path / "inner")
     for run in (wrapper, inner):
         assert run.meta["world_size"] == WORLD
-        assert run.meta["distributed"]["mode"] == gdist.MODE_REPLICATED
+        assert run.meta["distributed"]["mode"] == gctx.MODE_REPLICATED
         assert run.meta["status"] == "completed" and run.meta["error_count"] == 0
         assert list(run.stats.columns) == list(ref.stats.columns)
         assert sorted(run.stats["param"].unique()) == sorted(ref.stats["param"].unique())
@@ -184,7 +186,7 @@ def test_ddp_rank0_writes_once_and_matches_single_process(tmp_path: Path) -> Non
 def _fsdp_worker(rank: int, out: Path) -> None:
     x, y = _data()  # the full batch on every rank: the averaged gradient is bitwise the single-process one
     model = _shard(_model())
-    assert all(gdist.is_dtensor(p) for p in model.parameters())
+    assert all(is_dtensor(p) for p in model.parameters())
     opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
     with gp.attach(model, opt, run_dir=out / "fsdp", every=EVERY, **OPTS) as probe:
         _train(model, opt, x, y)
@@ -205,7 +207,7 @@ def test_fsdp2_moments_combined_across_shards_equal_single_process(tmp_path: Pat
     ref = load_run(_reference(tmp_path / "ref").run_dir)
     run = load_run(tmp_path / "fsdp")
     assert run.meta["world_size"] == WORLD
-    assert run.meta["distributed"]["mode"] == gdist.MODE_SHARDED
+    assert run.meta["distributed"]["mode"] == gctx.MODE_SHARDED
     assert run.meta["distributed"]["bytes_received"] > 0
     assert run.meta["status"] == "completed" and run.meta["error_count"] == 0
     assert [t["shape"] for t in run.meta["model"]["tensors"]] == [

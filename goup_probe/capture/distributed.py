@@ -12,12 +12,8 @@ indices (:mod:`goup_probe.dist.layout`), so the assembled subsample equals the
 single-process one value for value. Full tensors are never gathered.
 
 Failures: a rank whose local reduction fails still joins the collective, with
-its ``ok`` flag cleared; every rank then raises :class:`ShardCaptureError`, so
+its ``ok`` flag cleared; every rank then raises :class:`~goup_probe.dist.wire.ShardCaptureError`, so
 no collective is left waiting and the probe's error handling runs on all ranks.
-
-The names re-exported below from :mod:`goup_probe.dist`, :mod:`goup_probe.stats.moments`
-and :mod:`goup_probe.store` are kept for the callers of the former module; new
-code imports them from there.
 """
 
 from __future__ import annotations
@@ -30,30 +26,9 @@ import torch
 
 from goup_probe.capture.reduce import Reduction
 from goup_probe.capture.sums import power_sums, shift_from_sample
-
-# Re-exported (moved); import them from their modules in new code.
-from goup_probe.dist.context import (
-    MODE_REPLICATED,
-    MODE_SHARDED,
-    MODE_SINGLE,
-    DistInfo,
-    agree,
-    any_rank,
-    collective_device,
-    detect,
-)
-from goup_probe.dist.layout import (
-    Block,
-    Selection,
-    ShardedTensor,
-    UnsupportedLayout,
-    is_dtensor,
-    shard_blocks,
-    shard_layout,
-)
-from goup_probe.dist.wire import Fields, ShardCaptureError, exchange, raise_if_failed
+from goup_probe.dist.layout import ShardedTensor
+from goup_probe.dist.wire import Fields, exchange, raise_if_failed
 from goup_probe.stats.moments import SUMS_WIDTH, CentralSums, PowerSums, combine
-from goup_probe.store import NullWriter
 
 
 def local_sums(values: torch.Tensor, sample: np.ndarray) -> CentralSums:
@@ -264,29 +239,4 @@ def _after_fields(
     return {"update": f_upd, "dot": dot, "sample_update": s_upd, "tracer_next": t_next}
 
 
-__all__ = [
-    "MODE_REPLICATED",
-    "MODE_SHARDED",
-    "MODE_SINGLE",
-    "AfterResult",
-    "BeforeResult",
-    "Block",
-    "CentralSums",
-    "DistInfo",
-    "NullWriter",
-    "Selection",
-    "ShardCaptureError",
-    "ShardedTensor",
-    "UnsupportedLayout",
-    "agree",
-    "any_rank",
-    "collective_device",
-    "combine",
-    "detect",
-    "is_dtensor",
-    "local_sums",
-    "reduce_after",
-    "reduce_before",
-    "shard_blocks",
-    "shard_layout",
-]
+__all__ = ["AfterResult", "BeforeResult", "local_sums", "reduce_after", "reduce_before"]

@@ -20,9 +20,9 @@ import torch
 from torch import nn
 
 from goup_probe import schema
-from goup_probe.capture import distributed as _dist
 from goup_probe.capture.batch import MIN_GROUP, group_key, split_group
 from goup_probe.capture.config import LayerSelector, ProbeConfig
+from goup_probe.dist.layout import ShardedTensor, UnsupportedLayout, is_dtensor, shard_layout
 
 
 @dataclass
@@ -38,7 +38,7 @@ class TrackedParam:
     tracers: torch.Tensor | None
     skip_status: str | None = None
     skip_reason: str = ""
-    shard: _dist.ShardedTensor | None = None
+    shard: ShardedTensor | None = None
     """Layout of a DTensor (FSDP2) parameter; None for plain tensors."""
 
     @property
@@ -170,10 +170,10 @@ def _track(
     n_tr = min(numel, config.tracers)
     tracers_np = np.sort(rng.choice(numel, size=n_tr, replace=False)).astype(np.int64) if n_tr else None
     shard, shard_error = None, ""
-    if _dist.is_dtensor(param) and param.requires_grad:
+    if is_dtensor(param) and param.requires_grad:
         try:
-            shard = _dist.shard_layout(param, index_np, tracers_np)
-        except _dist.UnsupportedLayout as exc:
+            shard = shard_layout(param, index_np, tracers_np)
+        except UnsupportedLayout as exc:
             shard_error = str(exc)
     tracked = TrackedParam(
         name=name,

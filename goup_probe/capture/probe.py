@@ -30,7 +30,6 @@ from typing import Any
 import torch
 from torch import nn
 
-from goup_probe.capture import distributed as _dist
 from goup_probe.capture.backward import MicroBatchCapture
 from goup_probe.capture.config import LayerSelector, ProbeConfig
 from goup_probe.capture.dispatch import StepDispatcher
@@ -45,6 +44,7 @@ from goup_probe.capture.strategy import CaptureContext
 from goup_probe.capture.timing import ProbeTime
 from goup_probe.capture.tracers import LocalTracers, write_tracer_index
 from goup_probe.capture.writer import RankError, open_writer
+from goup_probe.dist.context import DistInfo, detect
 from goup_probe.store import NullWriter, RunWriter
 
 _ATTACHED_FLAG = "_goup_probe_attached"
@@ -146,7 +146,7 @@ class Probe:
             strict=self.config.strict, on_error=self._write_meta, describe_target=self._target
         )
         self._sigterm = SigtermGuard()
-        self._dist = _dist.DistInfo()
+        self._dist = DistInfo()
         self._pending_backward: StepState | None = None
         self.time = ProbeTime()
         """Seconds spent in the probe so far (see :class:`ProbeTime`)."""
@@ -194,7 +194,7 @@ class Probe:
             raise ProbeError(
                 f"a goup_probe Probe is already attached to this {type(self.model).__name__}; detach it first"
             )
-        self._dist = _dist.detect(unwrap(self.model))
+        self._dist = detect(unwrap(self.model))
         self._tracked = track_parameters(self.model, self.optimizer, self.config)
         self._check_quantities()
         try:

@@ -16,21 +16,20 @@ from collections.abc import Callable, Sequence
 import torch
 
 from goup_probe import schema
-from goup_probe.capture import distributed as _dist
 from goup_probe.capture import emit
+from goup_probe.capture.distributed import local_sums, reduce_after, reduce_before
 from goup_probe.capture.guard import StepState
 from goup_probe.capture.plan import TrackedParam
 from goup_probe.capture.quantities import PHASE_AFTER, PHASE_BEFORE, Quantity, QuantityInputs
 from goup_probe.capture.reduce import Reduction
 from goup_probe.capture.shadow import Snapshot
 from goup_probe.capture.strategy import CaptureContext, Strategy
+from goup_probe.dist.layout import ShardedTensor as ShardLayout
 from goup_probe.dist.wire import exchange, raise_if_failed
 from goup_probe.stats.moments import SUMS_WIDTH, CentralSums, combine
 
 
-def reduce_sharded_values(
-    layout: _dist.ShardedTensor, compute: Callable[[], torch.Tensor]
-) -> tuple[Reduction, int]:
+def reduce_sharded_values(layout: ShardLayout, compute: Callable[[], torch.Tensor]) -> tuple[Reduction, int]:
     """Global moments and subsample of a quantity computed on each rank's shard; one ``all_gather``.
 
     ``compute()`` returns the flat local values; if it raises on any rank, every
@@ -43,7 +42,7 @@ def reduce_sharded_values(
     try:
         values = compute()
         sample = values.index_select(0, layout.index.local).to(torch.float64).cpu().numpy()
-        fields = {"sums": _dist.local_sums(values, sample).to_array(), "sample": sample}
+        fields = {"sums": local_sums(values, sample).to_array(), "sample": sample}
     except Exception as exc:  # joined below
         error = exc
     parts, oks, nbytes = exchange(fields, widths, device)
@@ -79,7 +78,7 @@ class ShardedTensor(Strategy):
         theta = shard.local(tracked.param)
         grad = tracked.param.grad
         g = shard.local(grad) if grad is not None else None
-        res = _dist.reduce_before(
+        res = reduce_before(
             shard, theta, g, captured=state.captured, tracers=tracked.tracers is not None and state.tracers
         )
         ctx.count_bytes(res.bytes_received)
@@ -126,7 +125,7 @@ class ShardedTensor(Strategy):
         theta_new = shard.local(tracked.param)
         g = shard.local(grad) if grad is not None else None
         want_update = snap is not None and schema.UPDATE in state.due
-        res = _dist.reduce_after(
+        res = reduce_after(
             shard, theta_new, snap.theta if want_update else None, g, tracers=tracer is not None
         )
         ctx.count_bytes(res.bytes_received)

@@ -18,11 +18,11 @@ from typing import Any
 
 import torch
 
-from goup_probe.capture import distributed as _dist
 from goup_probe.capture.guard import ErrorGuard, StepState
 from goup_probe.capture.plan import TrackedParam
 from goup_probe.capture.quantities import Quantity, QuantityInputs
 from goup_probe.capture.rows import RowSink
+from goup_probe.dist.context import DistInfo
 
 
 @dataclass(frozen=True)
@@ -31,7 +31,7 @@ class CaptureContext:
 
     rows: RowSink
     guard: ErrorGuard
-    dist: _dist.DistInfo
+    dist: DistInfo
     precision: str
     custom: tuple[Quantity, ...]
     """User quantities of the before and after phases."""
