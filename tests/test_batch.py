@@ -71,7 +71,9 @@ def test_float32_groups_agree_with_the_per_tensor_path(precision):
             for name in FIELDS:
                 # skewness and kurtosis are unitless: float32 sums keep them within 1e-5 (README)
                 unitless = name in ("skew", "excess_kurtosis")
-                abs_tol = (10 * rel if precision == "fast" else rel) if unitless else rel * expected.moments.std
+                abs_tol = (
+                    (10 * rel if precision == "fast" else rel) if unitless else rel * expected.moments.std
+                )
                 assert getattr(got.moments, name) == pytest.approx(
                     getattr(expected.moments, name), rel=rel, abs=abs_tol
                 ), name
