@@ -21,6 +21,7 @@ from goup_probe.fidelity import CompareResult, compare, shadow_summary, write_co
 from goup_probe.optim import GOUP
 from goup_probe.ou import OUThresholds, validate_ou
 from goup_probe.report import report
+from goup_probe.report.sections.base import Section
 from goup_probe.schedule import every, explicit, log_spaced
 from goup_probe.stats.battery import Statistic
 from goup_probe.stats.normality import NormalityResult, VerdictThresholds, normality
@@ -41,6 +42,7 @@ __all__ = [
     "QuantityInputs",
     "Run",
     "RunDirectoryError",
+    "Section",
     "Statistic",
     "VerdictThresholds",
     "__version__",

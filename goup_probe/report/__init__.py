@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from goup_probe.report.builder import ReportResult
+    from goup_probe.report.sections.base import Section
     from goup_probe.store import Run
 
 __all__ = ["report"]
@@ -22,6 +23,7 @@ def report(
     steps: Sequence[int] | None = None,
     ou: bool = True,
     dpi: int = 100,
+    sections: Sequence[Section] = (),
 ) -> ReportResult:
     """Write the report of a run: ``index.html`` (opens offline from disk) and every figure as a PNG.
 
@@ -44,6 +46,9 @@ def report(
         Include the OU section.
     dpi : int
         PNG resolution.
+    sections : sequence of Section, optional
+        Your own sections (subclasses of :class:`goup_probe.Section`), appended
+        after the built-in ones in the order given.
 
     Returns
     -------
@@ -52,4 +57,6 @@ def report(
     """
     from goup_probe.report.builder import build_report
 
-    return build_report(run, out, per_side=per_side, layers=layers, steps=steps, ou=ou, dpi=dpi)
+    return build_report(
+        run, out, per_side=per_side, layers=layers, steps=steps, ou=ou, dpi=dpi, sections=sections
+    )

@@ -13,22 +13,8 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
 from goup_probe import plots, schema
+from goup_probe.report.folder import FIGURE_DIR, FigureFile
 from goup_probe.report.naming import safe_stem
-
-FIGURE_DIR = "figures"
-"""Sub-folder of the report folder that holds the PNG files."""
-
-
-@dataclass(frozen=True)
-class FigureFile:
-    """One PNG written by the report."""
-
-    relpath: str
-    """Path relative to the report folder, with forward slashes (used in the HTML)."""
-    title: str
-    caption: str
-    width: int
-    height: int
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,7 @@ from string import Template
 import numpy as np
 import pandas as pd
 
-from goup_probe.report.figures import FigureFile
+from goup_probe.report.folder import FigureFile
 
 TEMPLATE = "index.html"
 """File name of the page template in ``goup_probe/report/templates``."""

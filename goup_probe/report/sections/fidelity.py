@@ -1,0 +1,116 @@
+"""The GO-UP fidelity section: twin-run curves and the one-step (shadow) comparison."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import pandas as pd
+
+from goup_probe import schema
+from goup_probe.report import html as h
+from goup_probe.report.figures import FigureFile, FigureWriter, fidelity_figures
+from goup_probe.report.sections.base import ReportContext, Section, SectionOutput, SectionSkipped
+
+NO_COMPARISON = (
+    "This run holds no GO-UP comparison (no compare tables, no shadow columns); run a "
+    "comparison to fill this section."
+)
+
+SHADOW_METRICS = (
+    (
+        "noise_to_signal",
+        "σ√N/‖g‖ per tensor: GO-UP's added noise over the gradient's size. "
+        "Above 1 the noise dominates the gradient step.",
+    ),
+    (
+        "goup_w2_rel",
+        "W2 between the actual update and GO-UP's update distribution, relative to "
+        "the size of GO-UP's mean update.",
+    ),
+)
+"""Shadow columns of the stats table drawn over training, with their captions."""
+
+
+class FidelitySection(Section):
+    """A comparison's tables (``compare_*``) and the shadow columns of ``stats``, whichever the run has."""
+
+    name = "fidelity"
+    title = "GO-UP fidelity"
+
+    def build(self, ctx: ReportContext) -> SectionOutput:
+        """The twin-run tables and figures, then the shadow columns over training."""
+        parts, figures = _twin_parts(ctx)
+        shadow_parts, shadow_figures = _shadow_parts(ctx)
+        parts += shadow_parts
+        figures += shadow_figures
+        if not parts:
+            raise SectionSkipped(NO_COMPARISON)
+        return SectionOutput("\n".join(parts), tuple(figures))
+
+
+def _twin_parts(ctx: ReportContext) -> tuple[list[str], list[FigureFile]]:
+    tables = ctx.fidelity
+    curves, layers, summary = tables["curves"], tables["layers"], tables["summary"]
+    if not (curves.present or summary.present):
+        return [], []
+    parts = ["<h3>Twin runs: reference optimizer against GO-UP</h3>"]
+    parts.append(
+        h.paragraph(
+            "The same model, data order and seeds trained by the reference optimizer and by GO-UP; "
+            "curves show the mean over seeds with a band from the lowest to the highest seed."
+        )
+    )
+    if summary.present:
+        parts.append(h.table(_summary_display(summary.frame), caption="Final metrics, one row per arm"))
+    new = fidelity_figures(ctx.writer, curves.frame, layers.frame, ctx.highlight)
+    parts.extend(h.figure(f) for f in new)
+    return parts, list(new)
+
+
+def _shadow_parts(ctx: ReportContext) -> tuple[list[str], list[FigureFile]]:
+    stats = ctx.stats
+    shadow_rows = stats[(stats["quantity"] == schema.UPDATE)]
+    if not ("noise_to_signal" in shadow_rows.columns and shadow_rows["noise_to_signal"].notna().any()):
+        return [], []
+    parts = ["<h3>One-step (shadow) fidelity during this run</h3>"]
+    parts.append(
+        h.paragraph(
+            "At each captured step the probe compares the actual update with GO-UP's update "
+            "θ − αg + α·std(θ − g)·z: the noise it adds relative to the gradient step, and how far the "
+            "two updates are apart."
+        )
+    )
+    figures = []
+    for metric, caption in SHADOW_METRICS:
+        fig = _shadow_lines(ctx.writer, stats, metric, caption, ctx.highlight)
+        figures.append(fig)
+        parts.append(h.figure(fig))
+    return parts, figures
+
+
+def _shadow_lines(
+    writer: FigureWriter, stats: pd.DataFrame, metric: str, caption: str, highlight: Sequence[str]
+) -> FigureFile:
+    from goup_probe import plots
+
+    label = plots.METRIC_LABELS.get(metric, metric)
+
+    def draw(ax: Any) -> None:
+        plots.plot_layer_lines(stats, metric=metric, quantity=schema.UPDATE, highlight=highlight, ax=ax)
+        ax.set_title(label + " over training", fontsize=10)
+
+    return writer.draw(
+        f"shadow-{metric}", f"{metric.replace('_', ' ')} over training", caption, (9.5, 4.0), draw
+    )
+
+
+def _summary_display(summary: pd.DataFrame) -> pd.DataFrame:
+    try:
+        from goup_probe.fidelity import summary_table
+    except ImportError:
+        return summary
+    try:
+        return summary_table(summary)
+    except (KeyError, ValueError, TypeError):
+        return summary

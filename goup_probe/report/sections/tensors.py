@@ -1,0 +1,29 @@
+"""The All tensors section: one summary row per parameter tensor."""
+
+from __future__ import annotations
+
+from goup_probe.report import html as h
+from goup_probe.report.sections.base import ReportContext, Requirement, Section, SectionOutput, SectionSkipped
+from goup_probe.summary import layer_summary
+
+NO_TENSORS = "No tensor has captured statistics."
+
+
+class TensorsSection(Section):
+    """:func:`goup_probe.layer_summary` of the run as a table."""
+
+    name = "tensors"
+    title = "All tensors"
+    requires = (Requirement("stats", note=NO_TENSORS),)
+
+    def build(self, ctx: ReportContext) -> SectionOutput:
+        """The summary table, scrolling when long."""
+        table = layer_summary(ctx.stats)
+        if table.empty:
+            raise SectionSkipped(NO_TENSORS)
+        intro = h.paragraph(
+            "One row per parameter tensor: verdict and excess kurtosis of X at the first and last captured "
+            "step, skewness and W1 (in σ) at the last, the share of captured steps judged Gaussian or "
+            "negligibly non-Gaussian, and the median ‖g‖/‖θ‖."
+        )
+        return SectionOutput(intro + h.table(table, scroll=len(table) > 25))
