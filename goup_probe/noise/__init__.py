@@ -1,0 +1,1 @@
+"""Gradient noise at a fixed θ: tail index, noise scale, curvature."""
