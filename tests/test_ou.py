@@ -155,7 +155,9 @@ def test_pooled_k_recovers_k_and_clustered_se_handles_common_shocks():
     pooled = ou.pooled_ar1(x[:-1], x[1:])
     se = math.sqrt((2 * k - k * k) / (steps * series))
     assert pooled.k_se == pytest.approx(se, rel=0.1)
-    assert abs(pooled.k - k - ou.nickell_bias(k, steps)) < 4 * se
+    # k is Nickell-corrected (issue 14, defect 5); k_raw keeps the biased within estimate.
+    assert abs(pooled.k - k) < 4 * se
+    assert abs(pooled.k_raw - k - ou.nickell_bias(k, steps)) < 4 * se
     # Rescaling all series leaves the estimate unchanged.
     assert ou.pooled_ar1(7 * x[:-1] - 1, 7 * x[1:] - 1).k == pytest.approx(pooled.k, rel=1e-10)
 
@@ -259,7 +261,7 @@ def test_validate_ou_true_innovations_hold():
     grad = theta[:-1] - eta / lr
     row = gp.validate_ou(trajectories_frame(theta, grad, lr)).iloc[0]
     assert row["verdict"] == gou.VERDICT_OU_HOLDS, row["reason"]
-    assert row["k_pooled_ci_low"] < k + ou.nickell_bias(k, steps) < row["k_pooled_ci_high"]
+    assert row["k_pooled_ci_low"] < k < row["k_pooled_ci_high"]  # Nickell-corrected (issue 14)
     assert row["k_over_lr"] == pytest.approx(k / lr, rel=0.1)
     assert abs(row["innovation_acf1"]) < 0.1 and abs(row["innovation_state_corr"]) < 0.1
 
@@ -327,7 +329,7 @@ def test_probed_sgd_with_weight_decay_recovers_alpha_lambda(noise_run):
     row = table.set_index("param").loc["w"]
     assert row["steps"] == steps and row["n_coords"] == coords and row["lr"] == lr
     se = math.sqrt((2 * k - k * k) / (steps * coords))
-    assert abs(row["k_pooled"] - k - ou.nickell_bias(k, steps)) < 4 * se
+    assert abs(row["k_pooled"] - k) < 4 * se  # Nickell-corrected (issue 14)
     assert row["k_over_lr"] == pytest.approx(weight_decay, abs=4 * se / lr + 2.5 / steps / lr)
     assert row["half_life_steps"] == pytest.approx(math.log(2) / k, rel=0.05)
     # The fitted OU is right: white, Gaussian, stationary residuals of constant variance.
