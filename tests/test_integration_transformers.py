@@ -1,0 +1,144 @@
+"""The Hugging Face callback captures the gradient the optimizer uses: accumulated and clipped, at θ_t."""
+
+import os
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")  # models from configs only: nothing is downloaded
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+import pytest
+import torch
+
+transformers = pytest.importorskip("transformers")
+pytest.importorskip("accelerate")
+
+import goup_probe as gp  # noqa: E402
+from goup_probe.integrations.transformers import GoupProbeCallback  # noqa: E402
+
+CLIP = 0.05
+STEPS = 4
+
+
+class RecordingSGD(torch.optim.Optimizer):
+    """Plain SGD that records θ_t and the gradient it uses at each step."""
+
+    def __init__(self, params, lr):
+        super().__init__(params, {"lr": lr})
+        self.records = []
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        record = {}
+        for group in self.param_groups:
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                record[p] = (p.detach().double().clone(), p.grad.double().clone())
+                p.add_(p.grad, alpha=-group["lr"])
+        self.records.append(record)
+
+
+class Synthetic(torch.utils.data.Dataset):
+    def __init__(self, n=32, length=8, vocab=50):
+        g = torch.Generator().manual_seed(2)
+        self.ids = torch.randint(0, vocab, (n, length), generator=g)
+        self.labels = torch.randint(0, 2, (n,), generator=g)
+
+    def __len__(self):
+        return len(self.labels)
+
+    def __getitem__(self, i):
+        return {
+            "input_ids": self.ids[i],
+            "attention_mask": torch.ones_like(self.ids[i]),
+            "labels": self.labels[i],
+        }
+
+
+def tiny_bert():
+    config = transformers.BertConfig(
+        vocab_size=50,
+        hidden_size=16,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=32,
+        max_position_embeddings=16,
+        num_labels=2,
+    )
+    torch.manual_seed(0)
+    return transformers.BertForSequenceClassification(config)
+
+
+def train(tmp_path, callback, **args):
+    model = tiny_bert()
+    model.dtypes = set()
+    model.classifier.register_forward_hook(lambda module, inputs, output: model.dtypes.add(output.dtype))
+    optimizer = RecordingSGD(model.parameters(), lr=0.5)
+    arguments = transformers.TrainingArguments(
+        output_dir=str(tmp_path / "out"),
+        max_steps=STEPS,
+        per_device_train_batch_size=4,
+        gradient_accumulation_steps=2,
+        max_grad_norm=CLIP,
+        report_to=[],
+        use_cpu=True,
+        save_strategy="no",
+        logging_strategy="no",
+        disable_tqdm=True,
+        dataloader_num_workers=0,
+        seed=0,
+        **args,
+    )
+    trainer = transformers.Trainer(
+        model=model,
+        args=arguments,
+        train_dataset=Synthetic(),
+        optimizers=(optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: 1.0 / (1 + s))),
+        callbacks=[callback],
+    )
+    trainer.train()
+    return model, optimizer
+
+
+def worst_discrepancy(stats, model, records):
+    """Worst |Δmean|/σ and relative Δstd of g, X = θ − g and θ over every captured step and tensor."""
+    names = {p: n for n, p in model.named_parameters()}
+    worst = {"mean": 0.0, "std": 0.0, "rows": 0}
+    for step, record in enumerate(records):
+        for p, (theta, grad) in record.items():
+            for quantity, values in (("grad", grad), ("theta_minus_grad", theta - grad), ("theta", theta)):
+                row = stats[
+                    (stats["step"] == step) & (stats["param"] == names[p]) & (stats["quantity"] == quantity)
+                ]
+                assert len(row) == 1, (step, names[p], quantity)
+                row = row.iloc[0]
+                v = values.numpy().ravel()
+                assert row["numel"] == v.size
+                if v.std() == 0:  # e.g. an embedding row's gradient that is all zero
+                    assert abs(row["mean"] - v.mean()) <= 1e-12
+                    continue
+                worst["mean"] = max(worst["mean"], abs(row["mean"] - v.mean()) / v.std())
+                worst["std"] = max(worst["std"], abs(row["std"] - v.std()) / v.std())
+                worst["rows"] += 1
+    return worst
+
+
+@pytest.mark.parametrize("bf16", [False, True])
+def test_transformers_captures_the_accumulated_clipped_gradient(tmp_path, bf16):
+    callback = GoupProbeCallback(tmp_path / "run", every=1)
+    model, optimizer = train(tmp_path, callback, bf16=bf16)
+    assert len(optimizer.records) == STEPS
+    assert model.dtypes == {torch.bfloat16 if bf16 else torch.float32}  # bf16 autocast is on, or off
+    for record in optimizer.records:  # clipping was active: the norm the optimizer used is max_grad_norm
+        norm = torch.linalg.vector_norm(torch.stack([g.norm() for _, g in record.values()]))
+        assert float(norm) == pytest.approx(CLIP, rel=1e-4)
+    run = gp.load_run(tmp_path / "run")
+    assert run.meta["status"] == "completed"
+    assert run.meta["last_global_step"] == {"step": STEPS - 1, "global_step": STEPS - 1}
+    assert run.meta["user"]["goup_probe_transformers"]["optimizer_wrappers"] == ["AcceleratedOptimizer"]
+    assert sorted(run.stats["step"].unique()) == list(range(STEPS))
+    worst = worst_discrepancy(run.stats, model, optimizer.records)
+    print(f"transformers bf16={bf16}: worst {worst}")
+    assert worst["rows"] > 0
+    assert worst["mean"] <= 1e-5
+    assert worst["std"] <= 1e-5
+    assert callback.probe.step == STEPS and not callback.probe.errors
