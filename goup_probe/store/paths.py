@@ -1,0 +1,88 @@
+"""The run directory itself: creating or clearing it, naming its parts, atomic text writes."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import tempfile
+from pathlib import Path
+
+from goup_probe import schema
+
+RUN_JSON = "run.json"
+
+
+_PART_RE = re.compile(r"^part-(\d{6,})\.parquet$")
+
+
+class RunDirectoryError(ValueError):
+    """A run directory that cannot be created, written or read; the message names the path."""
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` via a temporary file and an atomic rename."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def prepare_run_dir(run_dir: str | os.PathLike[str], *, overwrite: bool = False) -> Path:
+    """Create ``run_dir`` (or validate an existing one) and return it.
+
+    Raises
+    ------
+    RunDirectoryError
+        If the directory is not empty and ``overwrite`` is false, if the path
+        is a file, or if it cannot be created or written.
+    """
+    path = Path(run_dir)
+    if path.exists() and not path.is_dir():
+        raise RunDirectoryError(f"run_dir {str(path)!r} exists and is not a directory")
+    if path.is_dir() and any(path.iterdir()):
+        if not overwrite:
+            raise RunDirectoryError(
+                f"run_dir {str(path)!r} is not empty; choose a new directory or pass overwrite=True"
+            )
+        _clear_run_dir(path)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        probe_file = path / ".write-test"
+        probe_file.write_bytes(b"")
+        probe_file.unlink()
+    except OSError as exc:
+        raise RunDirectoryError(f"run_dir {str(path)!r} is not writable: {exc}") from exc
+    return path
+
+
+def _clear_run_dir(path: Path) -> None:
+    """Remove what a previous run wrote (only files this toolkit creates)."""
+    if not (path / RUN_JSON).exists():
+        raise RunDirectoryError(
+            f"run_dir {str(path)!r} is not empty and holds no {RUN_JSON}; refusing to overwrite "
+            "a directory that is not a goup_probe run"
+        )
+    for child in path.iterdir():
+        if child.is_dir() and (child.name in schema.TABLES or _looks_like_table(child)):
+            for part in child.iterdir():
+                part.unlink()
+            child.rmdir()
+        elif child.is_dir() and child.name.startswith(".") and child.name.endswith(".replace"):
+            shutil.rmtree(child)  # a replace_table a crash interrupted
+        elif child.is_file():
+            child.unlink()
+
+
+def _looks_like_table(folder: Path) -> bool:
+    return all(_PART_RE.match(p.name) or p.name.startswith(".") for p in folder.iterdir())
+
+
+def _part_files(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.iterdir() if _PART_RE.match(p.name))

@@ -1,0 +1,107 @@
+"""A run directory read back: :class:`Run` and :func:`load_run`."""
+
+from __future__ import annotations
+
+import os
+import warnings
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+from typing import Any, Literal
+
+import pandas as pd
+
+from goup_probe import schema
+from goup_probe.store.meta import read_meta
+from goup_probe.store.paths import RunDirectoryError
+from goup_probe.store.tables import list_tables, read_table
+
+
+@dataclass
+class Run:
+    """A run directory read back: metadata and tables as pandas DataFrames.
+
+    Tables are read on first access. ``stats`` has one row per
+    ``(step, param, quantity)``; see :mod:`goup_probe.schema` for every column.
+    """
+
+    path: Path
+    meta: dict[str, Any]
+    on_error: Literal["raise", "skip"] = "raise"
+    skipped_files: list[str] = field(default_factory=list)
+
+    @property
+    def tables(self) -> list[str]:
+        """Names of the tables present on disk."""
+        return list_tables(self.path)
+
+    def table(self, name: str) -> pd.DataFrame:
+        """Read one table (all its parts, in order) as a DataFrame; empty if absent."""
+        return read_table(self.path, name, on_error=self.on_error, skipped=self.skipped_files)
+
+    @cached_property
+    def stats(self) -> pd.DataFrame:
+        """Per (step, param, quantity) statistics."""
+        return self.table("stats")
+
+    @cached_property
+    def samples(self) -> pd.DataFrame:
+        """Stored subsamples (column ``values`` holds arrays) per (step, param, quantity)."""
+        return self.table("samples")
+
+    @cached_property
+    def trajectories(self) -> pd.DataFrame:
+        """Tracer coordinates per step: θ_t, g_t and θ_{t+1} as arrays."""
+        return self.table("trajectories")
+
+    @property
+    def status(self) -> str:
+        """Final status recorded in run.json: running, completed, interrupted or failed."""
+        return str(self.meta.get("status", "unknown"))
+
+    def sample(self, step: int, param: str, quantity: str = schema.THETA_MINUS_GRAD):
+        """The stored subsample of one quantity as a float64 array."""
+        import numpy as np
+
+        s = self.samples
+        hit = s[(s["step"] == step) & (s["param"] == param) & (s["quantity"] == quantity)]
+        if hit.empty:
+            raise KeyError(f"no sample for step={step}, param={param!r}, quantity={quantity!r}")
+        return np.asarray(hit.iloc[0]["values"], dtype=np.float64)
+
+
+def load_run(
+    run_dir: str | os.PathLike[str],
+    *,
+    on_error: Literal["raise", "skip"] = "raise",
+) -> Run:
+    """Open a run directory written by the probe, complete, interrupted or still running.
+
+    Parameters
+    ----------
+    run_dir : path
+        The run directory.
+    on_error : {"raise", "skip"}
+        What to do with a damaged Parquet part: raise :class:`RunDirectoryError`
+        naming the file, or skip it with a warning (listed in ``Run.skipped_files``).
+        A missing or malformed ``run.json`` is handled the same way (with
+        ``"skip"`` the metadata is left empty).
+
+    Returns
+    -------
+    Run
+        Metadata and lazily-read tables.
+    """
+    if on_error not in ("raise", "skip"):
+        raise ValueError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
+    path = Path(run_dir)
+    if not path.is_dir():
+        raise RunDirectoryError(f"run directory {str(path)!r} does not exist")
+    try:
+        meta = read_meta(path)
+    except RunDirectoryError as exc:
+        if on_error == "raise":
+            raise
+        warnings.warn(f"{exc}; metadata left empty", RuntimeWarning, stacklevel=2)
+        meta = {}
+    return Run(path=path, meta=meta, on_error=on_error)
