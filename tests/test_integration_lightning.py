@@ -205,3 +205,23 @@ def test_options_the_callback_sets_are_refused(tmp_path):
     with pytest.raises(ValueError, match="either every= or schedule="):
         GoupProbe(tmp_path / "run", every=2, schedule=gp.every(3))
     assert os.listdir(tmp_path) == []
+
+
+def _ddp_spawn_unavailable():
+    return not torch.distributed.is_available() or not torch.distributed.is_gloo_available()
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(_ddp_spawn_unavailable(), reason="needs torch.distributed with gloo")
+@pytest.mark.filterwarnings("ignore::UserWarning")
+def test_lightning_ddp_writes_once_from_rank_0(tmp_path):
+    module = TinyModule()
+    callback = GoupProbe(tmp_path / "run", every=1)
+    trainer = make_trainer(callback, max_steps=2, strategy="ddp_fork", devices=2)
+    trainer.fit(module, loader())
+    run = gp.load_run(tmp_path / "run")
+    assert run.meta["status"] == "completed" and run.meta["world_size"] == 2
+    assert run.meta["last_global_step"] == {"step": 1, "global_step": 1}
+    assert sorted(run.stats["step"].unique()) == [0, 1]
+    assert not run.meta["errors"]
+    assert not any(p.name.startswith("run") and p.name != "run" for p in tmp_path.iterdir())
