@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-
-from goup_probe.store import RunDirectoryError
 
 DEFAULT_OUT = Path("reports")
 
@@ -170,14 +169,7 @@ def _cmd_ou(args: argparse.Namespace) -> int:
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The ``goup-probe`` argument parser."""
-    parser = argparse.ArgumentParser(
-        prog="goup-probe",
-        description="Is θ − ∂L/∂θ Gaussian per layer? Probe, summarise and report training runs.",
-    )
-    sub = parser.add_subparsers(dest="command", required=True)
-
+def _add_demo(sub: argparse._SubParsersAction) -> None:
     demo = sub.add_parser("demo", help="train a small CNN on the bundled digits with the probe attached")
     demo.add_argument("--steps", type=_positive_int, default=1500, help="optimizer steps (default 1500)")
     demo.add_argument("--every", type=_positive_int, default=25, help="capture period (default 25)")
@@ -201,6 +193,8 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--no-compare", action="store_true", help="skip the short GO-UP comparison")
     demo.set_defaults(func=_cmd_demo)
 
+
+def _add_compare(sub: argparse._SubParsersAction) -> None:
     cmp_ = sub.add_parser(
         "compare", help="twin runs: SGD vs GO-UP from the same init on the same mini-batches"
     )
@@ -236,6 +230,8 @@ def build_parser() -> argparse.ArgumentParser:
     cmp_.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     cmp_.set_defaults(func=_cmd_compare)
 
+
+def _add_report(sub: argparse._SubParsersAction) -> None:
     rep = sub.add_parser("report", help="write the HTML/PNG report of a run directory")
     rep.add_argument("run_dir", type=_existing_dir)
     rep.add_argument(
@@ -243,6 +239,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     rep.set_defaults(func=_cmd_report)
 
+
+def _add_summary(sub: argparse._SubParsersAction) -> None:
     summary = sub.add_parser("summary", help="print the per-layer summary of a run directory")
     summary.add_argument("run_dir", type=_existing_dir)
     summary.add_argument(
@@ -250,6 +248,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     summary.set_defaults(func=_cmd_summary)
 
+
+def _add_ou(sub: argparse._SubParsersAction) -> None:
     ou = sub.add_parser("ou", help="validate the Ornstein-Uhlenbeck model per layer from the trajectories")
     ou.add_argument("run_dir", type=_existing_dir)
     ou.add_argument("--alpha", type=float, default=0.05, help="level of every test (default 0.05)")
@@ -258,15 +258,50 @@ def build_parser() -> argparse.ArgumentParser:
     )
     ou.add_argument("--write", action="store_true", help="also store the result as table 'ou' in RUN_DIR")
     ou.set_defaults(func=_cmd_ou)
+
+
+SUBCOMMANDS = (_add_demo, _add_compare, _add_report, _add_summary, _add_ou)
+"""One function per subcommand, each adding its parser; the command's own imports wait for its run."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``goup-probe`` argument parser (imports nothing heavy: no torch, scipy or matplotlib)."""
+    parser = argparse.ArgumentParser(
+        prog="goup-probe",
+        description="Is θ − ∂L/∂θ Gaussian per layer? Probe, summarise and report training runs.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+    for add in SUBCOMMANDS:
+        add(sub)
     return parser
+
+
+def _quiet_broken_pipe() -> int:
+    """The reader of stdout went away (``goup-probe summary RUN | head``): stop quietly, like a CLI tool.
+
+    Points stdout at ``os.devnull`` so that the interpreter's final flush does not
+    complain again, and returns 128 + SIGPIPE, the status of a tool killed by it.
+    """
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError, AttributeError):  # stdout without a file descriptor (tests, IDEs)
+        pass
+    return 141
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI; returns the process exit code."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    from goup_probe.store import RunDirectoryError  # here: `--help` needs neither pandas nor pyarrow
+
     try:
-        return int(args.func(args))
+        code = int(args.func(args))
+        sys.stdout.flush()  # inside the try: a closed pipe is reported here, not at interpreter exit
+        return code
+    except BrokenPipeError:
+        return _quiet_broken_pipe()
     except (RunDirectoryError, ValueError, OSError) as exc:
         print(f"goup-probe: error: {exc}", file=sys.stderr)
         return 2

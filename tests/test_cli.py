@@ -61,3 +61,72 @@ def test_format_table_shows_infinite_values_as_inf():
 
     text = format_table(pd.DataFrame({"half_life": [12.5, np.inf, np.nan]}))
     assert text.split("\n")[2:] == ["12.5", "inf", "nan"]
+
+
+HEAVY = ("torch", "matplotlib", "scipy")
+
+
+def _heavy_modules_after(code: str) -> list[str]:
+    import subprocess
+    import sys
+
+    probe = f"import sys\n{code}\nprint(sorted(m for m in {HEAVY!r} if m in sys.modules))"
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    return eval(done.stdout.strip().splitlines()[-1])
+
+
+def test_building_the_parser_imports_no_torch_scipy_or_matplotlib():
+    assert _heavy_modules_after("from goup_probe.cli import build_parser; build_parser()") == []
+
+
+@pytest.mark.parametrize("argv", [["--help"], ["summary", "--help"]])
+def test_help_imports_no_torch_scipy_or_matplotlib(argv):
+    code = f"from goup_probe.cli import main\ntry:\n    main({argv!r})\nexcept SystemExit:\n    pass"
+    assert _heavy_modules_after(code) == []
+
+
+def test_package_face_is_lazy_and_keeps_every_public_name():
+    assert _heavy_modules_after("import goup_probe") == []
+    for name in gp.__all__:
+        assert getattr(gp, name) is not None, name
+    assert callable(gp.report) and gp.report.__module__ == "goup_probe.report"
+    assert gp.attach.__module__ == "goup_probe.capture.probe" and gp.Statistic.__name__ == "Statistic"
+    with pytest.raises(AttributeError):
+        gp.no_such_name  # noqa: B018
+
+
+def test_summary_into_a_closed_pipe_exits_quietly(tmp_path):
+    import subprocess
+    import sys
+
+    from tests.report_synth import synthetic_run
+
+    run_dir = synthetic_run(tmp_path / "run", n_params=40, steps=[0, 10], numel=100, keep=10)
+    child = subprocess.Popen(
+        [sys.executable, "-m", "goup_probe", "summary", str(run_dir)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    child.stdout.close()  # the reader goes away before the first line, as `| head -0` would
+    with child.stderr:
+        err = child.stderr.read().decode()
+    assert child.wait(timeout=120) == 141
+    assert err == "", err
+
+
+def test_broken_pipe_in_process_is_not_reported_as_an_error(tmp_path, capsys, monkeypatch):
+    from tests.report_synth import synthetic_run
+
+    run_dir = synthetic_run(tmp_path / "run", n_params=2, steps=[0, 10], numel=100, keep=10)
+
+    class ClosedPipe:
+        def write(self, text):
+            raise BrokenPipeError(32, "Broken pipe")
+
+        def flush(self):
+            raise BrokenPipeError(32, "Broken pipe")
+
+    monkeypatch.setattr("sys.stdout", ClosedPipe())
+    assert main(["summary", str(run_dir)]) == 141
+    assert "error" not in capsys.readouterr().err
