@@ -26,9 +26,9 @@ Nickell (1981) bias of the within estimator before forming its interval.
 Every function works in float64 and is scale-invariant: multiplying a series by
 a positive constant leaves ``k``, every p-value and every effect size unchanged;
 :func:`fit_ou` holds this across the float64 range (it rescales by a power of
-two first). Autocorrelations are computed by FFT, so :func:`fit_ou` costs
-``O(n log n)`` apart from the ADF regression (``O(n^{5/3})`` with its
-``n^{1/3}`` lags, accumulated in row blocks so memory stays bounded).
+two first). Autocorrelations are computed by FFT and the ADF normal equations
+from lagged dot products, so :func:`fit_ou` costs ``O(n log n)`` plus
+``O(n^{4/3})`` for the ADF regression with its ``n^{1/3}`` lags.
 
 Known limitation: the one-series least-squares ``k̂`` is biased upwards by about
 ``(1 + 3(1 − k)) / T`` for ``T`` transitions (Kendall 1954, :func:`kendall_bias`)
@@ -61,8 +61,6 @@ Measured (``benchmarks/ou_calibration.py``): the two-sided 95% interval covers
 0.71-0.91 for ``T·k <= 10`` (the true ``k`` lies below it, Kendall's bias) and
 about 0.93 or more from ``T·k ≈ 20``.
 """
-ADF_CHUNK_ROWS = 1 << 15
-"""Rows of the ADF design built at a time (bounds memory for long series)."""
 VERDICT_MEAN_REVERSION = "mean reversion"
 """Verdict of :func:`fit_ou` when the unit root is rejected and ``T·k̂`` is large."""
 VERDICT_UNRELIABLE = "mean reversion; interval unreliable"
@@ -304,9 +302,9 @@ def fit_ou(
     -----
     The series is first multiplied by a power of two (exact), so ``k̂``, every
     p-value and the verdict are the same for ``c·x`` at any positive ``c`` in the
-    float64 range. Cost: linear in ``n`` for the fit and its FFT-based
-    autocorrelations, ``O(n^{5/3})`` for the ADF regression (``n^{1/3}`` lags);
-    ``n = 10⁶`` takes a few seconds.
+    float64 range. Cost: ``O(n log n)`` for the fit and its FFT-based
+    autocorrelations, ``O(n^{4/3})`` for the ADF regression (``n^{1/3}`` lags);
+    ``n = 10⁶`` takes about a second.
 
     Examples
     --------
@@ -891,8 +889,8 @@ def adf_batch(series: np.ndarray, lags: int | None = None) -> tuple[np.ndarray, 
 
     Regresses Δx_t on a constant, x_{t−1} and Δx_{t−1}, …, Δx_{t−lags}; equal
     to ``statsmodels.tsa.stattools.adfuller(x, maxlag=lags, autolag=None,
-    regression="c")``. The normal equations are accumulated over blocks of
-    :data:`ADF_CHUNK_ROWS` rows, so memory stays ``O(C·lags²)`` plus one block.
+    regression="c")``. The normal equations are built from lagged dot products
+    (:func:`_adf_cross_products`) in ``O(N·C·lags)`` time and ``O(N·C)`` memory.
 
     Parameters
     ----------
@@ -927,21 +925,40 @@ def adf_batch(series: np.ndarray, lags: int | None = None) -> tuple[np.ndarray, 
 
 
 def _adf_cross_products(z: np.ndarray, p: int) -> tuple[np.ndarray, np.ndarray, int]:
-    """Sums and cross products of [x_{t−1}, Δx_{t−1…t−p}, Δx_t] per column, by row blocks."""
+    """Sums and cross products of [x_{t−1}, Δx_{t−1…t−p}, Δx_t] per column.
+
+    The lagged differences are windows of one series shifted by one step, so the
+    products of two of them at the same lag distance ``h`` differ only by edge
+    terms: one dot product per ``h`` and ``O(p²)`` corrections give all of
+    them, ``O(n·p)`` in all instead of the ``O(n·p²)`` of the design matrix.
+    """
     n_obs, cols = z.shape
     d = np.diff(z, axis=0)
     nobs = n_obs - 1 - p
-    m = p + 2  # regressors and the response
-    gram = np.zeros((cols, m, m))
-    sums = np.zeros((cols, m))
-    for start in range(0, nobs, ADF_CHUNK_ROWS):
-        stop = min(nobs, start + ADF_CHUNK_ROWS)
-        parts = [z[p + start : p + stop]]
-        parts += [d[p + start - j : p + stop - j] for j in range(1, p + 1)]
-        parts.append(d[p + start : p + stop])
-        block = np.stack(parts, axis=-1).transpose(1, 0, 2)  # (C, rows, m)
-        gram += np.matmul(block.transpose(0, 2, 1), block)
-        sums += block.sum(axis=1)
+    m = p + 2
+
+    def pos(j: int) -> int:  # column of Δx_{t−j}: lags 1…p, then the response Δx_t
+        return j if j else p + 1
+
+    gram = np.empty((cols, m, m))
+    sums = np.empty((cols, m))
+    level = z[p : p + nobs]
+    gram[:, 0, 0] = np.einsum("tc,tc->c", level, level)
+    sums[:, 0] = level.sum(axis=0)
+    for j in range(p + 1):
+        gram[:, 0, pos(j)] = gram[:, pos(j), 0] = np.einsum("tc,tc->c", level, d[p - j : p - j + nobs])
+    for h in range(p + 1):  # Δx_{t−i}·Δx_{t−i−h}, window of Δx_{t−i} starting at a = p − i
+        s = np.einsum("tc,tc->c", d[p : p + nobs], d[p - h : p - h + nobs])
+        for i in range(p - h + 1):
+            if i:
+                a = p - i
+                s = s + d[a] * d[a - h] - d[a + nobs] * d[a + nobs - h]
+            gram[:, pos(i), pos(i + h)] = gram[:, pos(i + h), pos(i)] = s
+    total = d[p : p + nobs].sum(axis=0)
+    for j in range(p + 1):
+        if j:
+            total = total + d[p - j] - d[p - j + nobs]
+        sums[:, pos(j)] = total
     return gram, sums, nobs
 
 
