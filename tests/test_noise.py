@@ -9,6 +9,7 @@ import pytest
 import torch
 from torch import nn
 
+from goup_probe.noise.curvature import curvature
 from goup_probe.noise.gradient import (
     AXIS_COORDINATE,
     _batch_grads,
@@ -185,3 +186,67 @@ def test_invalid_arguments() -> None:
     with pytest.warns(UserWarning, match="last batch"):
         r = gradient_noise(model, _half_mse, _batches(x, y, 20))
     assert r.n_units == 3 and "left out" in r.note
+
+
+class _Quadratic(nn.Module):
+    """L = ½ θᵀAθ over θ = (a, vec b): the Hessian is A."""
+
+    def __init__(self, a: np.ndarray) -> None:
+        super().__init__()
+        self.register_buffer("hess", torch.tensor(a))
+        self.a = nn.Parameter(torch.randn(30, dtype=torch.float64))
+        self.b = nn.Parameter(torch.randn(4, 5, dtype=torch.float64))
+
+    def forward(self, _: torch.Tensor) -> torch.Tensor:
+        theta = torch.cat([self.a, self.b.reshape(-1)])
+        return 0.5 * theta @ self.hess @ theta
+
+
+def _rotated(spectrum: np.ndarray, seed: int) -> np.ndarray:
+    q, _ = np.linalg.qr(np.random.default_rng(seed).standard_normal((spectrum.size,) * 2))
+    return q @ np.diag(spectrum) @ q.T
+
+
+def test_curvature_of_a_quadratic_with_a_known_spectrum() -> None:
+    # One rotated 50-dimensional quadratic, spectrum linspace(-1, 10) (a saddle), 400 probes.
+    spectrum = np.linspace(-1.0, 10.0, 50)
+    hess = _rotated(spectrum, 0)
+    model = _Quadratic(hess)
+    model.a.grad = torch.ones(30, dtype=torch.float64)
+    r = curvature(model, lambda out, _: out, (torch.zeros(1), None), top=2, probes=400)
+    assert r.top_eigenvalue == pytest.approx(10.0, rel=0.01)
+    assert r.model.eigenvalues[1] == pytest.approx(spectrum[-2], rel=0.01)
+    assert r.model.trace == pytest.approx(np.trace(hess), rel=0.05)
+    assert abs(r.model.trace - np.trace(hess)) < 4 * r.model.trace_se  # measured 1.5 SE
+    for name, block in (("a", hess[:30, :30]), ("b", hess[30:, 30:])):
+        assert r.blocks[name].eigenvalues[0] == pytest.approx(np.linalg.eigvalsh(block)[-1], rel=0.01)
+        assert r.blocks[name].trace == pytest.approx(np.trace(block), rel=0.05)
+    steps = r.model.lanczos_steps + sum(b.lanczos_steps for b in r.blocks.values())
+    assert r.hvps == steps + 400 and str(r.hvps) in r.note
+    frame = r.to_frame()
+    assert list(frame.block) == ["<model>", "a", "b"] and "eig_2_residual" in frame
+    assert torch.equal(model.a.grad, torch.ones(30, dtype=torch.float64)) and model.b.grad is None
+
+
+def test_curvature_options() -> None:
+    model = _Quadratic(np.diag(np.arange(1.0, 51.0)))
+    r = curvature(model, lambda out, _: out, (torch.zeros(1), None), trace=False, blocks=False)
+    assert r.top_eigenvalue == pytest.approx(50.0, rel=1e-6)
+    assert r.probes == 0 and math.isnan(r.model.trace) and r.blocks["a"].eigenvalues == ()
+    exact = curvature(model, lambda out, _: out, (torch.zeros(1), None), top=0, probes=2)
+    assert exact.model.trace == pytest.approx(np.arange(1.0, 51.0).sum())  # diagonal: exact
+    assert exact.hvps == 2
+    with pytest.raises(ValueError, match="probes"):
+        curvature(model, lambda out, _: out, (torch.zeros(1), None), probes=1)
+    with pytest.raises(ValueError, match="selects no"):
+        curvature(model, lambda out, _: out, (torch.zeros(1), None), layers="c")
+
+
+def test_package_face_exports_the_noise_measurements() -> None:
+    import goup_probe as gp
+    from goup_probe import noise
+
+    for name in ("gradient_noise", "tail_index", "curvature", "GradientNoiseResult"):
+        assert getattr(gp, name) is getattr(noise, name) and name in gp.__all__
+    for name in ("TailIndexResult", "CurvatureResult", "NoiseScale"):
+        assert getattr(gp, name) is getattr(noise, name)
