@@ -27,6 +27,15 @@ if TYPE_CHECKING:
     from goup_probe.capture.quantities import Quantity, QuantityInputs
     from goup_probe.capture.timing import ProbeTime
     from goup_probe.fidelity import CompareResult, compare, shadow_summary, write_comparison
+    from goup_probe.noise import (
+        CurvatureResult,
+        GradientNoiseResult,
+        NoiseScale,
+        TailIndexResult,
+        curvature,
+        gradient_noise,
+        tail_index,
+    )
     from goup_probe.optim import GOUP
     from goup_probe.ou import OUThresholds, validate_ou
     from goup_probe.report.sections.base import Section
@@ -63,6 +72,13 @@ _LAZY: dict[str, str] = {
     "RunDirectoryError": "goup_probe.store",
     "load_run": "goup_probe.store",
     "layer_summary": "goup_probe.summary",
+    "CurvatureResult": "goup_probe.noise",
+    "GradientNoiseResult": "goup_probe.noise",
+    "NoiseScale": "goup_probe.noise",
+    "TailIndexResult": "goup_probe.noise",
+    "curvature": "goup_probe.noise",
+    "gradient_noise": "goup_probe.noise",
+    "tail_index": "goup_probe.noise",
 }
 
 
@@ -83,6 +99,9 @@ def __dir__() -> list[str]:
 __all__ = [
     "GOUP",
     "CompareResult",
+    "CurvatureResult",
+    "GradientNoiseResult",
+    "NoiseScale",
     "NormalityResult",
     "OUFit",
     "OUThresholds",
@@ -95,13 +114,16 @@ __all__ = [
     "RunDirectoryError",
     "Section",
     "Statistic",
+    "TailIndexResult",
     "VerdictThresholds",
     "__version__",
     "attach",
     "compare",
+    "curvature",
     "every",
     "explicit",
     "fit_ou",
+    "gradient_noise",
     "layer_summary",
     "load_run",
     "log_spaced",
@@ -109,6 +131,7 @@ __all__ = [
     "report",
     "schedule",
     "shadow_summary",
+    "tail_index",
     "validate_ou",
     "write_comparison",
 ]
