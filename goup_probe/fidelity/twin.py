@@ -8,14 +8,13 @@ so dropout masks agree as well; GO-UP draws its noise from its own generator.
 The model factory and the data are arguments: any model and any train/held-out
 split (:class:`~goup_probe.fidelity.data.ImageData`) fit. The demo supplies the
 defaults (the bundled digits and its small ResNet: :mod:`goup_probe.demo.compare`).
+One seed's lockstep training is :func:`goup_probe.fidelity.lockstep.twin_run`.
 """
 
 from __future__ import annotations
 
-import copy
 import math
 import time
-import zlib
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,9 +26,11 @@ from torch import nn
 
 from goup_probe import schema, store
 from goup_probe.capture.meta import run_meta
-from goup_probe.fidelity.data import BatchStream, ImageData, LossFn, evaluate
+from goup_probe.fidelity.data import ImageData, LossFn
 from goup_probe.fidelity.intervals import summarise
-from goup_probe.optim.goup import GOUP, MODES
+from goup_probe.fidelity.lockstep import BaseOptimizer, TwinRows, TwinSettings, goup_name, seeded, twin_run
+from goup_probe.fidelity.lockstep import noise_seed as _noise_seed  # noqa: F401  (tests pin GO-UP's seeds)
+from goup_probe.optim.goup import MODES
 from goup_probe.store import RunDirectoryError, RunWriter, load_run, prepare_run_dir, read_meta, utc_now
 
 DEFAULT_STEPS = 300
@@ -38,9 +39,6 @@ DEFAULT_BATCH_SIZE = 64
 DEFAULT_SEEDS = 3
 DEFAULT_EVAL_EVERY = 25
 DEFAULT_MODES: tuple[str, ...] = ("seed", "scalar")
-
-BaseOptimizer = Callable[[list[nn.Parameter], float], torch.optim.Optimizer]
-"""``(parameters, lr) -> optimizer`` for the base arm."""
 
 
 def sgd(params: list[nn.Parameter], lr: float) -> torch.optim.Optimizer:
@@ -92,15 +90,6 @@ class CompareResult:
             run_dir=Path(run_dir),
             wall_seconds=float(config.get("wall_seconds", math.nan)),
         )
-
-
-@dataclass
-class _Arm:
-    name: str
-    mode: str | None
-    model: nn.Module
-    optimizer: torch.optim.Optimizer
-    diverged_at: int | None = None
 
 
 def compare(
@@ -190,6 +179,46 @@ def compare(
     """
     seed_list = _seed_list(seeds)
     modes = _check_modes(modes)
+    _check_settings(steps, batch_size, eval_every, max_heldout, num_threads, lr, base_name)
+    if model_fn is None or data is None:  # the demo's digits: the library itself knows no data set
+        from goup_probe.demo.compare import digits_setup
+
+        model_fn, data = digits_setup(model_fn, data)
+    settings = TwinSettings(
+        heldout=(data.test_x[:max_heldout], data.test_y[:max_heldout]),
+        modes=modes,
+        base=base,
+        base_name=base_name,
+        steps=steps,
+        lr=lr,
+        batch_size=batch_size,
+        eval_every=eval_every,
+        loss_fn=nn.functional.cross_entropy if loss_fn is None else loss_fn,
+        device=torch.device(device),
+    )
+    config = _config(data, settings, seed_list, max_heldout, num_threads)
+    run_dir = None if out is None else _start_run(out, overwrite, config)
+    start = time.perf_counter()
+    rows = _train_seeds(model_fn, data, seed_list, settings, config, run_dir, num_threads, progress)
+    result = _assemble(rows, base_name, config, start)
+    if run_dir is not None:
+        write_comparison(result, run_dir)
+        meta = read_meta(run_dir)
+        meta.update(status="completed", ended_at=utc_now())
+        RunWriter(run_dir).write_meta(meta)
+    return result
+
+
+def _check_settings(
+    steps: int,
+    batch_size: int,
+    eval_every: int,
+    max_heldout: int | None,
+    num_threads: int | None,
+    lr: float,
+    base_name: str,
+) -> None:
+    """Refuse settings :func:`compare` cannot run with (ValueError naming the setting)."""
     _check_positive(steps=steps, batch_size=batch_size, eval_every=eval_every)
     if max_heldout is not None:
         _check_positive(max_heldout=max_heldout)
@@ -197,49 +226,62 @@ def compare(
         _check_positive(num_threads=num_threads)
     if not (math.isfinite(lr) and lr > 0):
         raise ValueError(f"lr must be finite and > 0, got {lr}")
-    if base_name in {_goup_name(m) for m in MODES}:
+    if base_name in {goup_name(m) for m in MODES}:
         raise ValueError(f"base_name {base_name!r} clashes with a GO-UP arm name")
-    if model_fn is None or data is None:  # the demo's digits: the library itself knows no data set
-        from goup_probe.demo.compare import digits_setup
 
-        model_fn, data = digits_setup(model_fn, data)
-    loss_fn = nn.functional.cross_entropy if loss_fn is None else loss_fn
-    device = torch.device(device)
-    config = {
+
+def _config(
+    data: ImageData,
+    s: TwinSettings,
+    seed_list: list[int],
+    max_heldout: int | None,
+    num_threads: int | None,
+) -> dict[str, Any]:
+    """The settings of a comparison, JSON-serialisable (``CompareResult.config``, ``run.json``)."""
+    return {
         "data": data.name,
         "n_train": len(data.train_x),
         "n_heldout": len(data.test_x) if max_heldout is None else min(max_heldout, len(data.test_x)),
-        "base": base_name,
-        "modes": list(modes),
-        "steps": steps,
-        "lr": lr,
-        "batch_size": batch_size,
+        "base": s.base_name,
+        "modes": list(s.modes),
+        "steps": s.steps,
+        "lr": s.lr,
+        "batch_size": s.batch_size,
         "seeds": seed_list,
-        "eval_every": eval_every,
-        "device": str(device),
+        "eval_every": s.eval_every,
+        "device": str(s.device),
         "num_threads": num_threads if num_threads is not None else torch.get_num_threads(),
     }
-    run_dir = None
-    if out is not None:
-        run_dir = prepare_run_dir(out, overwrite=overwrite)
-        RunWriter(run_dir).write_meta(_compare_meta(config, "running"))
-    start = time.perf_counter()
-    curves: list[dict[str, Any]] = []
-    layers: list[dict[str, Any]] = []
-    heldout = (data.test_x[:max_heldout], data.test_y[:max_heldout])
-    bar = _progress_bar(progress, steps * len(seed_list))
+
+
+def _start_run(out: str | Path, overwrite: bool, config: dict[str, Any]) -> Path:
+    """Prepare the run directory and mark the comparison running in ``run.json``."""
+    run_dir = prepare_run_dir(out, overwrite=overwrite)
+    RunWriter(run_dir).write_meta(_compare_meta(config, "running"))
+    return run_dir
+
+
+def _train_seeds(
+    model_fn: Callable[[], nn.Module],
+    data: ImageData,
+    seed_list: list[int],
+    settings: TwinSettings,
+    config: dict[str, Any],
+    run_dir: Path | None,
+    num_threads: int | None,
+    progress: bool,
+) -> TwinRows:
+    """One :func:`twin_run` per seed, with a forked RNG and ``num_threads``; failures go to run.json."""
+    rows = TwinRows()
+    bar = _progress_bar(progress, settings.steps * len(seed_list))
     previous_threads = torch.get_num_threads()
     try:
         if num_threads is not None:
             torch.set_num_threads(num_threads)
-        fork_devices = [device] if device.type == "cuda" else []
+        fork_devices = [settings.device] if settings.device.type == "cuda" else []
         with torch.random.fork_rng(devices=fork_devices):
             for seed in seed_list:
-                model_fn_seeded = _seeded(model_fn, seed)
-                config["model"] = _twin_run(
-                    model_fn_seeded, data, heldout, modes, base, base_name, steps, lr, batch_size,
-                    seed, eval_every, loss_fn, device, curves, layers, bar,
-                )  # fmt: skip
+                config["model"] = twin_run(seeded(model_fn, seed), data, seed, settings, rows, bar)
     except BaseException as exc:
         if run_dir is not None:
             status = "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed"
@@ -251,17 +293,16 @@ def compare(
         torch.set_num_threads(previous_threads)
         if bar is not None:
             bar.close()
-    curves_df = pd.DataFrame(curves, columns=[n for n, _, _ in schema.COMPARE_CURVES_FIELDS])
-    layers_df = pd.DataFrame(layers, columns=[n for n, _, _ in schema.COMPARE_LAYERS_FIELDS])
-    summary = summarise(curves_df, base_name)
+    return rows
+
+
+def _assemble(rows: TwinRows, base_name: str, config: dict[str, Any], start: float) -> CompareResult:
+    """The tables as DataFrames, the per-arm summary, and the wall time since ``start``."""
+    curves = pd.DataFrame(rows.curves, columns=[n for n, _, _ in schema.COMPARE_CURVES_FIELDS])
+    layers = pd.DataFrame(rows.layers, columns=[n for n, _, _ in schema.COMPARE_LAYERS_FIELDS])
+    summary = summarise(curves, base_name)
     config["wall_seconds"] = time.perf_counter() - start
-    result = CompareResult(curves_df, layers_df, summary, config, None, config["wall_seconds"])
-    if run_dir is not None:
-        write_comparison(result, run_dir)
-        meta = read_meta(run_dir)
-        meta.update(status="completed", ended_at=utc_now())
-        RunWriter(run_dir).write_meta(meta)
-    return result
+    return CompareResult(curves, layers, summary, config, None, config["wall_seconds"])
 
 
 def write_comparison(result: CompareResult, run_dir: str | Path) -> Path:
@@ -293,198 +334,6 @@ def _nulls_for_missing_strings(frame: pd.DataFrame) -> pd.DataFrame:
             values = out[column].astype(object)
             out[column] = values.where(values.notna(), None)
     return out
-
-
-# ---------------------------------------------------------------------- the loop
-def _twin_run(
-    model_fn: Callable[[], nn.Module],
-    data: ImageData,
-    heldout: tuple[torch.Tensor, torch.Tensor],
-    modes: Sequence[str],
-    base: BaseOptimizer,
-    base_name: str,
-    steps: int,
-    lr: float,
-    batch_size: int,
-    seed: int,
-    eval_every: int,
-    loss_fn: LossFn,
-    device: torch.device,
-    curves: list[dict[str, Any]],
-    layers: list[dict[str, Any]],
-    bar: Any,
-) -> str:
-    """Train all arms of one seed in lockstep; append rows; return the model's class name."""
-    init = model_fn().to(device)
-    model_name = type(init).__name__
-    theta0 = {name: p.detach().clone() for name, p in init.named_parameters()}
-    base_model = copy.deepcopy(init)
-    arms = [_Arm(base_name, None, base_model, base(list(base_model.parameters()), lr))]
-    for k, mode in enumerate(modes):
-        model = copy.deepcopy(init)
-        noise_seed = _noise_seed(seed, k)
-        arms.append(
-            _Arm(_goup_name(mode), mode, model, GOUP(model.parameters(), lr, mode=mode, seed=noise_seed))
-        )
-    del init
-    batches = BatchStream(data.train_x, data.train_y, batch_size, seed)
-    _record_eval(arms, 0, seed, lr, {a.name: (math.nan, 0) for a in arms}, heldout, loss_fn, device, theta0,
-                 curves, layers)  # fmt: skip
-    for step in range(1, steps + 1):
-        x, y = batches.next()
-        x, y = x.to(device), y.to(device)
-        rng = _rng_state(device)
-        trained = {}
-        for arm in arms:
-            _set_rng_state(rng, device)
-            trained[arm.name] = _train_step(arm, x, y, loss_fn, step)
-        if step % eval_every == 0 or step == steps:
-            _record_eval(arms, step, seed, lr, trained, heldout, loss_fn, device, theta0, curves, layers)
-        else:
-            for arm in arms:
-                loss, digest = trained[arm.name]
-                curves.append(_curve_row(arm, seed, step, lr, loss, digest))
-        if bar is not None:
-            bar.update(1)
-    return model_name
-
-
-def _train_step(arm: _Arm, x: torch.Tensor, y: torch.Tensor, loss_fn: LossFn, step: int) -> tuple[float, int]:
-    """One update of one arm; returns (mini-batch loss, CRC32 of the batch it saw)."""
-    digest = _digest(x, y)
-    if arm.diverged_at is not None:
-        return math.nan, digest
-    arm.model.train()
-    arm.optimizer.zero_grad(set_to_none=True)
-    loss = loss_fn(arm.model(x), y)
-    value = float(loss.detach())
-    if not math.isfinite(value):
-        arm.diverged_at = step
-        return math.nan, digest
-    loss.backward()
-    try:
-        arm.optimizer.step()
-    except FloatingPointError:
-        arm.diverged_at = step
-    return value, digest
-
-
-def _record_eval(
-    arms: list[_Arm],
-    step: int,
-    seed: int,
-    lr: float,
-    trained: dict[str, tuple[float, int]],
-    heldout: tuple[torch.Tensor, torch.Tensor],
-    loss_fn: LossFn,
-    device: torch.device,
-    theta0: dict[str, torch.Tensor],
-    curves: list[dict[str, Any]],
-    layers: list[dict[str, Any]],
-) -> None:
-    base_params = dict(arms[0].model.named_parameters())
-    for arm in arms:
-        loss, digest = trained[arm.name]
-        row = _curve_row(arm, seed, step, lr, loss, digest)
-        if arm.diverged_at is None:
-            row["heldout_loss"], row["heldout_acc"] = evaluate(arm.model, *heldout, loss_fn, device)
-        totals = [0.0, 0.0, 0.0, 0.0, 0.0]
-        for name, p in arm.model.named_parameters():
-            sums = _distance_sums(p, base_params[name], theta0[name])
-            totals = [a + b for a, b in zip(totals, sums, strict=True)]
-            if arm.diverged_at is None:
-                layers.append(
-                    {"arm": arm.name, "mode": arm.mode, "seed": seed, "step": step, "param": name,
-                     "numel": p.numel(), **_distances(*sums)}
-                )  # fmt: skip
-        if arm.diverged_at is None:
-            row.update(_distances(*totals))
-        curves.append(row)
-
-
-def _curve_row(arm: _Arm, seed: int, step: int, lr: float, loss: float, digest: int) -> dict[str, Any]:
-    return {
-        "arm": arm.name,
-        "mode": arm.mode,
-        "seed": seed,
-        "step": step,
-        "lr": _current_lr(arm.optimizer, lr),
-        "train_loss": loss,
-        "heldout_loss": math.nan,
-        "heldout_acc": math.nan,
-        "rel_distance": math.nan,
-        "update_cosine": math.nan,
-        "update_ratio": math.nan,
-        "diverged": arm.diverged_at is not None,
-        "batch_digest": digest,
-    }
-
-
-# ---------------------------------------------------------------------- measurements
-def _distance_sums(p: torch.Tensor, q: torch.Tensor, p0: torch.Tensor) -> tuple[float, ...]:
-    """‖p − q‖², ‖q‖², ⟨p − p0, q − p0⟩, ‖p − p0‖², ‖q − p0‖² in float64."""
-    a = p.detach().to(torch.float64).flatten()
-    b = q.detach().to(torch.float64).flatten()
-    a0 = p0.to(torch.float64).flatten()
-    ua, ub = a - a0, b - a0
-    return (
-        float(torch.dot(a - b, a - b)),
-        float(torch.dot(b, b)),
-        float(torch.dot(ua, ub)),
-        float(torch.dot(ua, ua)),
-        float(torch.dot(ub, ub)),
-    )
-
-
-def _distances(diff2: float, base2: float, dot: float, arm2: float, moved2: float) -> dict[str, float]:
-    nan = math.nan
-    return {
-        "rel_distance": math.sqrt(diff2 / base2) if base2 > 0 else nan,
-        "update_cosine": dot / math.sqrt(arm2 * moved2) if arm2 > 0 and moved2 > 0 else nan,
-        "update_ratio": math.sqrt(arm2 / moved2) if moved2 > 0 else nan,
-    }
-
-
-def _digest(x: torch.Tensor, y: torch.Tensor) -> int:
-    crc = zlib.crc32(x.detach().cpu().contiguous().numpy().tobytes())
-    return zlib.crc32(y.detach().cpu().contiguous().numpy().tobytes(), crc)
-
-
-# ---------------------------------------------------------------------- helpers
-def _rng_state(device: torch.device) -> tuple[torch.Tensor, torch.Tensor | None]:
-    cuda = torch.cuda.get_rng_state(device) if device.type == "cuda" else None
-    return torch.get_rng_state(), cuda
-
-
-def _set_rng_state(state: tuple[torch.Tensor, torch.Tensor | None], device: torch.device) -> None:
-    torch.set_rng_state(state[0])
-    if state[1] is not None:
-        torch.cuda.set_rng_state(state[1], device)
-
-
-def _seeded(model_fn: Callable[[], nn.Module], seed: int) -> Callable[[], nn.Module]:
-    def build() -> nn.Module:
-        torch.manual_seed(seed)
-        model = model_fn()
-        if not isinstance(model, nn.Module):
-            raise TypeError(f"model_fn must return an nn.Module, got {type(model).__name__}")
-        return model
-
-    return build
-
-
-def _noise_seed(seed: int, arm_index: int) -> int:
-    """Seed of the GO-UP generator of the ``arm_index``-th GO-UP arm of ``seed``."""
-    return (seed * 1_000_003 + 7919 * (arm_index + 1)) % (2**63)
-
-
-def _current_lr(optimizer: torch.optim.Optimizer, default: float) -> float:
-    groups = optimizer.param_groups
-    return float(groups[0]["lr"]) if groups else default
-
-
-def _goup_name(mode: str) -> str:
-    return f"goup-{mode}"
 
 
 def _seed_list(seeds: int | Sequence[int]) -> list[int]:
