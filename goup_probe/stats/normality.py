@@ -35,6 +35,14 @@ from goup_probe.stats.battery import (
     qq_r_critical,
     subsample_indices,
 )
+from goup_probe.stats.one_sample import (
+    anderson_darling,
+    dagostino_pearson_p,
+    jarque_bera_p,
+    lilliefors_p,
+    shapiro_francia_p,
+    wasserstein1_to_normal,
+)
 
 __all__ = [
     "DEFAULT_THRESHOLDS",
@@ -455,67 +463,6 @@ def _degenerate_status(full: Moments, sample: np.ndarray) -> tuple[str | None, s
     if np.ptp(sample) == 0:
         return schema.STATUS_CONSTANT, "the tested subsample is constant"
     return None, ""
-
-
-# ------------------------------------------------------------------ single-sample forms of the battery
-def anderson_darling(ordered: np.ndarray, cdf: np.ndarray | None = None) -> tuple[float, float]:
-    """Anderson-Darling A² against the normal with estimated mean and std, and its p-value.
-
-    Stephens' case-3 modification and D'Agostino & Stephens' (1986) p-value
-    formulas, as ``statsmodels.stats.diagnostic.normal_ad`` (see
-    :func:`goup_probe.stats.battery.anderson_darling`).
-
-    Parameters
-    ----------
-    ordered : ndarray
-        The sample, sorted ascending (n >= 8).
-    cdf : ndarray, optional
-        Φ of the sample standardised by its mean and std (ddof=1), if already computed.
-    """
-    rows = np.asarray(ordered, dtype=np.float64)[None, :]
-    a2, p = battery.anderson_darling(rows, battery.fitted_cdf(rows) if cdf is None else cdf[None, :])
-    return float(a2[0]), float(p[0])
-
-
-def lilliefors_p(ks_d: float, n: int) -> float:
-    """Monte Carlo p-value of the Lilliefors statistic (estimated mean and std).
-
-    The null distribution for this ``n`` is simulated once ({draws} seeded draws)
-    and cached; the p-value is (1 + #{{null >= D}}) / (draws + 1), so it is never
-    below 1/(draws + 1). Unlike the tabulated approximations it is calibrated at
-    every n (statsmodels' table rejects about 3.5% of normal samples at 5% for
-    n of a few thousand).
-    """
-    return float(battery.lilliefors_p(np.array([ks_d]), n)[0])
-
-
-lilliefors_p.__doc__ = lilliefors_p.__doc__.format(draws=LILLIEFORS_NULL_DRAWS)
-
-
-def dagostino_pearson_p(skew: float, excess_kurtosis: float, n: int) -> float:
-    """D'Agostino-Pearson K² p-value from the biased sample skewness and excess kurtosis (n >= 20).
-
-    The same formulas as ``scipy.stats.normaltest``, evaluated from two numbers
-    (see :func:`goup_probe.stats.battery.dagostino_pearson_p`).
-    """
-    return float(battery.dagostino_pearson_p(np.array([skew]), np.array([excess_kurtosis]), n)[0])
-
-
-def jarque_bera_p(skew: float, excess_kurtosis: float, n: int) -> float:
-    """Jarque-Bera p-value, JB = n/6 (S² + K²/4) ~ χ²₂ (asymptotic)."""
-    return float(battery.jarque_bera_p(np.array([skew]), np.array([excess_kurtosis]), n)[0])
-
-
-def shapiro_francia_p(qq_r: float, n: int) -> float:
-    """p-value of the Shapiro-Francia test W' = qq_r² (Royston's approximation)."""
-    if not math.isfinite(qq_r):
-        return float("nan")
-    return float(battery.shapiro_francia_p(np.array([qq_r]), n)[0])
-
-
-def wasserstein1_to_normal(ordered: np.ndarray) -> float:
-    """Exact Wasserstein-1 distance between a standardised sorted sample's law and N(0, 1), in σ."""
-    return float(battery.wasserstein1_to_normal(np.asarray(ordered, dtype=np.float64)[None, :])[0])
 
 
 def verdict(result: NormalityResult, thresholds: VerdictThresholds = DEFAULT_THRESHOLDS) -> str:
