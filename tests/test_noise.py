@@ -181,6 +181,8 @@ def test_invalid_arguments() -> None:
         gradient_noise(model, _half_mse, _batches(x, y, 8), layers="nothing*")
     with pytest.raises(ValueError, match="max_coordinates"):
         gradient_noise(model, _half_mse, _batches(x, y, 8), max_coordinates=0)
+    with pytest.raises(ValueError, match="tail_method"):
+        gradient_noise(model, _half_mse, _batches(x, y, 8), tail_method="pickands")
     with pytest.raises(ValueError, match="pairs"):
         gradient_noise(model, _half_mse, [x[:8]] * 3)
     with pytest.warns(UserWarning, match="last batch"):

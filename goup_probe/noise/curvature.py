@@ -35,6 +35,8 @@ from goup_probe.noise._state import Batch, LossFn, preserved, selected_parameter
 
 __all__ = ["CurvatureBlock", "CurvatureResult", "curvature"]
 
+_Spectrum = tuple[tuple[float, ...], tuple[float, ...], int]
+"""Eigenvalues, residual bounds, Lanczos steps."""
 MODEL = "<model>"
 """Name of the whole-model block in :attr:`CurvatureResult.blocks` and ``to_frame()``."""
 
@@ -140,7 +142,7 @@ def _lanczos(
     top: int,
     iters: int,
     tol: float,
-) -> tuple[tuple[float, ...], tuple[float, ...], int]:
+) -> _Spectrum:
     """Largest ``top`` Ritz values, their residual bounds, and the number of products used."""
     dim = start.numel()
     steps = min(iters, dim)
@@ -200,7 +202,7 @@ def _hutchinson(
 
 def _block_lanczos(
     hessian: _Hessian, k: int, top: int, iters: int, tol: float, start: torch.Tensor
-) -> tuple[tuple[float, ...], tuple[float, ...], int]:
+) -> _Spectrum:
     """Lanczos on tensor ``k``'s diagonal block (HVPs with v zero outside the block)."""
     offsets = np.cumsum([0, *hessian.sizes])
     lo, hi = int(offsets[k]), int(offsets[k + 1])
@@ -212,6 +214,38 @@ def _block_lanczos(
         return hessian(full)[lo:hi]
 
     return _lanczos(matvec, start, top, iters, tol)
+
+
+def _measure(
+    module: nn.Module,
+    loss_fn: LossFn,
+    batch: Batch,
+    layers: str | Sequence[str] | Callable[[str], bool] | None,
+    lanczos: tuple[int, int, float, bool],
+    probes: int,
+    seed: int,
+) -> tuple[list[str], list[int], _Spectrum, list[_Spectrum], dict[str, tuple[float, float]], int]:
+    """Names, sizes, whole and per-block spectra, traces and the HVP count."""
+    top, iters, tol, blocks = lanczos
+    gen = torch.Generator().manual_seed(int(seed))
+    params = selected_parameters(module, layers)
+    device = next(iter(params.values())).device
+    inputs, targets = split_batch(batch)
+    inputs = tuple(x.to(device) if isinstance(x, torch.Tensor) else x for x in inputs)
+    targets = targets.to(device) if isinstance(targets, torch.Tensor) else targets
+    hessian = _Hessian(loss_fn(module(*inputs), targets), list(params.values()))
+
+    def start(size: int) -> torch.Tensor:
+        return torch.randn(size, generator=gen, dtype=torch.float64).to(device)
+
+    empty: _Spectrum = ((), (), 0)
+    whole = _lanczos(hessian, start(sum(hessian.sizes)), top, iters, tol) if top else empty
+    per_block = [
+        _block_lanczos(hessian, k, top, iters, tol, start(size)) if top and blocks else empty
+        for k, size in enumerate(hessian.sizes)
+    ]
+    traces = _hutchinson(hessian, list(params), probes, gen, device) if probes else {}
+    return list(params), hessian.sizes, whole, per_block, traces, hessian.count
 
 
 def curvature(
@@ -269,39 +303,23 @@ def curvature(
     """
     if top < 0 or iters < 1 or (trace and probes < 2):
         raise ValueError(f"need top >= 0, iters >= 1, probes >= 2; got {top}, {iters}, {probes}")
-    gen = torch.Generator().manual_seed(int(seed))
     with preserved(model, train) as module:
-        params = selected_parameters(module, layers)
-        device = next(iter(params.values())).device
-        inputs, targets = split_batch(batch)
-        inputs = tuple(x.to(device) if isinstance(x, torch.Tensor) else x for x in inputs)
-        targets = targets.to(device) if isinstance(targets, torch.Tensor) else targets
-        hessian = _Hessian(loss_fn(module(*inputs), targets), list(params.values()))
-        names = list(params)
-
-        def start(size: int) -> torch.Tensor:
-            return torch.randn(size, generator=gen, dtype=torch.float64).to(device)
-
-        empty: tuple[tuple[float, ...], tuple[float, ...], int] = ((), (), 0)
-        whole = _lanczos(hessian, start(sum(hessian.sizes)), top, iters, tol) if top else empty
-        per_block = [
-            _block_lanczos(hessian, k, top, iters, tol, start(size)) if top and blocks else empty
-            for k, size in enumerate(hessian.sizes)
-        ]
-        traces = _hutchinson(hessian, names, probes, gen, device) if trace else {}
+        names, sizes, whole, per_block, traces, count = _measure(
+            module, loss_fn, batch, layers, (top, iters, tol, blocks), probes if trace else 0, seed
+        )
     nan = (float("nan"), float("nan"))
     result_blocks = {
         name: CurvatureBlock(name, size, *per_block[k], *traces.get(name, nan))
-        for k, (name, size) in enumerate(zip(names, hessian.sizes, strict=True))
+        for k, (name, size) in enumerate(zip(names, sizes, strict=True))
     }
     note = (
         f"Lanczos (top {top}, at most {iters} steps per block, tol {tol:g}); "
-        f"Hutchinson with {probes if trace else 0} Rademacher probes; {hessian.count} HVPs"
+        f"Hutchinson with {probes if trace else 0} Rademacher probes; {count} HVPs"
     )
     return CurvatureResult(
-        model=CurvatureBlock(MODEL, sum(hessian.sizes), *whole, *traces.get(MODEL, nan)),
+        model=CurvatureBlock(MODEL, sum(sizes), *whole, *traces.get(MODEL, nan)),
         blocks=result_blocks,
-        hvps=hessian.count,
+        hvps=count,
         probes=probes if trace else 0,
         note=note,
     )

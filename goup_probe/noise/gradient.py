@@ -252,6 +252,36 @@ def _tail(xi: np.ndarray, method: str, seed: int) -> TailIndexResult | None:
         return None
 
 
+def _summarise(
+    units: dict[str, np.ndarray],
+    unit_size: int,
+    max_coordinates: int,
+    seed: int,
+    tail_method: str,
+    level: float,
+) -> tuple[list[dict[str, object]], dict[str, TailIndexResult], dict[str, NoiseScale], NoiseScale]:
+    """Normality rows, tail indices and noise scales per tensor, and the noise scale of all."""
+    n_units = next(iter(units.values())).shape[0]
+    rows: list[dict[str, object]] = []
+    tails: dict[str, TailIndexResult] = {}
+    scales: dict[str, NoiseScale] = {}
+    sums = np.zeros((2, n_units))
+    total_sq = 0.0
+    for name, g in units.items():
+        mean = g.mean(axis=0)
+        xi = g - mean
+        rows.extend(_tensor_rows(name, xi, unit_size, max_coordinates, seed))
+        tail = _tail(xi, tail_method, seed)
+        if tail is not None:
+            tails[name] = tail
+        sq, dots, msq = np.einsum("ij,ij->i", g, g), g @ mean, float(mean @ mean)
+        scales[name] = noise_scale_from_sums(sq, dots, msq, unit_size, level=level)
+        sums += np.stack([sq, dots])
+        total_sq += msq
+    overall = noise_scale_from_sums(sums[0], sums[1], total_sq, unit_size, level=level)
+    return rows, tails, scales, overall
+
+
 def gradient_noise(
     model: nn.Module,
     loss_fn: LossFn,
@@ -300,10 +330,12 @@ def gradient_noise(
     ------
     ValueError
         If no parameter is selected, fewer than 3 units are given, the batches
-        differ in size, or ``max_coordinates`` < 1.
+        differ in size, ``max_coordinates`` < 1 or ``tail_method`` is unknown.
     """
     if max_coordinates < 1:
         raise ValueError(f"max_coordinates must be >= 1, got {max_coordinates}")
+    if tail_method not in ("mohammadi", "hill"):
+        raise ValueError(f"tail_method must be 'mohammadi' or 'hill', got {tail_method!r}")
     with preserved(model, train) as module:
         params = selected_parameters(module, layers)
         units, sizes, method, note = _collect(module, loss_fn, params, batches, per_sample)
@@ -314,27 +346,12 @@ def gradient_noise(
     n_units = next(iter(units.values())).shape[0]
     if n_units < 3:
         raise ValueError(f"batches must give at least 3 units (batches or samples), got {n_units}")
-    rows: list[dict[str, object]] = []
-    tails: dict[str, TailIndexResult] = {}
-    scales: dict[str, NoiseScale] = {}
-    sums = np.zeros((2, n_units))
-    total_sq = 0.0
-    for name, g in units.items():
-        mean = g.mean(axis=0)
-        xi = g - mean
-        rows.extend(_tensor_rows(name, xi, unit_size, max_coordinates, seed))
-        tail = _tail(xi, tail_method, seed)
-        if tail is not None:
-            tails[name] = tail
-        sq, dots, msq = np.einsum("ij,ij->i", g, g), g @ mean, float(mean @ mean)
-        scales[name] = noise_scale_from_sums(sq, dots, msq, unit_size, level=level)
-        sums += np.stack([sq, dots])
-        total_sq += msq
+    rows, tails, scales, overall = _summarise(units, unit_size, max_coordinates, seed, tail_method, level)
     what = f"{n_units} {'samples' if per_sample else f'batches of {unit_size}'} ({method})"
     return GradientNoiseResult(
         stats=pd.DataFrame(rows),
         tail_index=tails,
-        noise_scale=noise_scale_from_sums(sums[0], sums[1], total_sq, unit_size, level=level),
+        noise_scale=overall,
         noise_scale_per_tensor=scales,
         per_sample=per_sample,
         method=method,
