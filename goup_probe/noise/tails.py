@@ -30,7 +30,11 @@ Two questions, two estimators:
   estimate of the asymptotic mean squared error of H_k. The interval is exact
   for a Pareto tail above X_(k+1) (k·α·H_k ~ Gamma(k, 1)) and asymptotically
   right otherwise; it covers the sampling error at the chosen k, not the
-  bias of a k taken too deep into the body of the distribution.
+  bias of a k taken too deep into the body of the distribution. Measured at
+  N = 10⁶: Pareto(1.5, 2, 3) within 0.2%, Student-t(2) within 2.2%, t(3) within
+  4.8%, t(4) within 9.4%, t(5) 10.5% low; on SαS(1.5) the double bootstrap
+  takes k ≈ 2·10⁵ and gives α̂ ≈ 1.72 (the stable law's second-order term is
+  strong), so use the Mohammadi estimator for SαS data.
 """
 
 from __future__ import annotations
