@@ -46,34 +46,33 @@ def binom_se(p: float, reps: int) -> float:
     return math.sqrt(max(p * (1.0 - p), 0.0) / reps)
 
 
-def pooled_coverage(ks, steps_grid, series: int, reps: int, seed: int = 0) -> list[dict]:
+def pooled_coverage(cells, series: int, reps: int, seed: int = 0) -> list[dict]:
     rows = []
-    for k in ks:
-        for steps in steps_grid:
-            rng = np.random.default_rng([seed, int(k * 1e6), steps])
-            hit_raw = hit = 0
-            bias = []
-            for _ in range(reps):
-                x = simulate(k, steps, series, rng)
-                fit = ou.pooled_ar1(x[:-1], x[1:], conf_level=LEVEL)
-                # the uncorrected interval: k_raw with the same half-width (the correction's slope is ~1)
-                hit_raw += abs(fit.k_raw - k) <= (fit.k_ci[1] - fit.k_ci[0]) / 2
-                hit += fit.k_ci[0] <= k <= fit.k_ci[1]
-                bias.append(fit.k - k)
-            rows.append(
-                {
-                    "k": k,
-                    "T": steps,
-                    "N": series,
-                    "T*k": steps * k,
-                    "reps": reps,
-                    "cover_raw": hit_raw / reps,
-                    "cover": hit / reps,
-                    "se": binom_se(hit / reps, reps),
-                    "mean_err": float(np.mean(bias)),
-                }
-            )
-            print(_fmt(rows[-1]), flush=True)
+    for k, steps in cells:
+        rng = np.random.default_rng([seed, int(k * 1e6), steps])
+        hit_raw = hit = 0
+        bias = []
+        for _ in range(reps):
+            x = simulate(k, steps, series, rng)
+            fit = ou.pooled_ar1(x[:-1], x[1:], conf_level=LEVEL)
+            # the uncorrected interval: k_raw with the same half-width (the correction's slope is ~1)
+            hit_raw += abs(fit.k_raw - k) <= (fit.k_ci[1] - fit.k_ci[0]) / 2
+            hit += fit.k_ci[0] <= k <= fit.k_ci[1]
+            bias.append(fit.k - k)
+        rows.append(
+            {
+                "k": k,
+                "T": steps,
+                "N": series,
+                "T*k": steps * k,
+                "reps": reps,
+                "cover_raw": hit_raw / reps,
+                "cover": hit / reps,
+                "se": binom_se(hit / reps, reps),
+                "mean_err": float(np.mean(bias)),
+            }
+        )
+        print(_fmt(rows[-1]), flush=True)
     return rows
 
 
@@ -153,12 +152,20 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--quick", action="store_true", help="T <= 2000 and fewer replications")
     parser.add_argument("--reps", type=int, default=None, help="replications of the pooled grid")
     parser.add_argument("--no-timing", action="store_true")
+    parser.add_argument(
+        "--diagonal",
+        action="store_true",
+        help="only the issue's cells (0.2, 1000), (0.05, 5000), (0.01, 20000)",
+    )
     args = parser.parse_args(argv)
     quick = args.quick
     reps = args.reps or (200 if quick else 400)
     steps_grid = (1000, 2000) if quick else (1000, 5000, 20000)
     print(f"# pooled within k, N = 256, 95% interval, {reps} replications per cell")
-    pooled_coverage((0.2, 0.05, 0.01), steps_grid, 256, reps)
+    cells = [(k, steps) for k in (0.2, 0.05, 0.01) for steps in steps_grid]
+    if args.diagonal:
+        cells = [(0.2, 1000), (0.05, 5000), (0.01, 20000)]
+    pooled_coverage(cells, 256, reps)
     single_reps = 2000 if quick else 10000
     print(f"# one series, T = 1000, normal 95% interval and 95% upper bound, {single_reps} replications")
     single_coverage(1000, (2, 5, 10, 20, 50, 100, 200), single_reps)
