@@ -438,3 +438,54 @@ def test_wrapped_models_give_plain_parameter_names(tmp_path):
         probe = gp.attach(wrapped, opt, run_dir=tmp_path / f"r{i}")
         assert probe.tracked == ["0.weight", "0.bias"]
         probe.detach()
+
+
+def test_sigterm_flushes_the_probe_left_attached_when_another_detached(tmp_path):
+    script = textwrap.dedent(
+        f"""
+        import os, signal, sys, torch
+        sys.path.insert(0, {os.getcwd()!r})
+        import goup_probe as gp
+        from tests.helpers import TinyNet, batches
+        a, b = TinyNet(), TinyNet()
+        opt_a, opt_b = (torch.optim.SGD(m.parameters(), lr=0.1) for m in (a, b))
+        quiet = dict(every=1, flush_rows=10**6, flush_seconds=1e9)
+        probe_a = gp.attach(a, opt_a, run_dir={str(tmp_path / "a")!r}, **quiet)
+        with gp.attach(b, opt_b, run_dir={str(tmp_path / "b")!r}, **quiet):
+            probe_a.detach()
+            for i, (x, y) in enumerate(batches(50)):
+                torch.nn.functional.cross_entropy(b(x), y).backward()
+                opt_b.step(); opt_b.zero_grad()
+                if i == 3:
+                    os.kill(os.getpid(), signal.SIGTERM)
+        """
+    )
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 128 + signal.SIGTERM, proc.stderr
+    assert gp.load_run(tmp_path / "a").status == "completed"
+    run = gp.load_run(tmp_path / "b")
+    assert run.status == "interrupted" and run.meta["status_reason"] == "SIGTERM"
+    assert sorted(run.stats["step"].unique()) == [0, 1, 2, 3]
+
+
+def test_a_schedule_that_raises_or_answers_an_array_does_not_kill_training(tmp_path):
+    with pytest.raises(TypeError, match="schedule must return True or False"):
+        gp.attach(TinyNet(), run_dir=tmp_path / "a", schedule=lambda step: np.array([True, False]))
+    assert not (tmp_path / "a").exists()
+    with pytest.raises(ValueError, match="schedule raised at step 0: ZeroDivisionError"):
+        gp.attach(TinyNet(), run_dir=tmp_path / "b", schedule=lambda step: 1 / step > 0)
+
+    def fails_later(step):
+        if step == 2:
+            raise ZeroDivisionError("step 2")
+        return step != 3 and torch.tensor(True).item()
+
+    model = TinyNet()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    with pytest.warns(RuntimeWarning, match="schedule"):
+        with gp.attach(model, opt, run_dir=tmp_path / "c", schedule=fails_later) as probe:
+            train(model, opt, batches(5))
+    assert probe.step == 5
+    run = gp.load_run(tmp_path / "c")
+    assert sorted(run.stats["step"].unique()) == [0, 1, 4]
+    assert any(e["where"] == "schedule" and e["step"] == 2 for e in run.meta["errors"])

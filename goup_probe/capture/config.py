@@ -11,6 +11,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
+
 from goup_probe import schedule as schedules
 from goup_probe import schema
 from goup_probe.capture.quantities import PHASE_BACKWARD, Quantity, resolve_quantities
@@ -28,6 +30,21 @@ def _int_option(name: str, value: Any, minimum: int) -> int:
     if value < minimum:
         raise ValueError(f"{name} must be >= {minimum}, got {value}")
     return value
+
+
+def as_bool(value: Any, who: str) -> bool:
+    """A schedule's answer as a bool; anything but a bool (or 0/1, numpy bools) is refused.
+
+    Raises
+    ------
+    TypeError
+        Naming ``who``.
+    """
+    if isinstance(value, bool | np.bool_):
+        return bool(value)
+    if isinstance(value, int | np.integer) and value in (0, 1):
+        return bool(value)
+    raise TypeError(f"{who} must return True or False for a step, got {type(value).__name__}: {value!r:.60}")
 
 
 @dataclass(frozen=True)
@@ -143,11 +160,36 @@ class ProbeConfig:
         return tuple(q for q in self.quantities if q.phase == PHASE_BACKWARD)
 
     def due(self, step: int) -> frozenset[str]:
-        """Names of the quantities captured at ``step`` (each by its own schedule or the probe's)."""
-        default = bool(self.schedule(step))
+        """Names of the quantities captured at ``step`` (each by its own schedule or the probe's).
+
+        Raises
+        ------
+        TypeError
+            When a schedule returns something other than True or False.
+        """
+        default = as_bool(self.schedule(step), "schedule")
         return frozenset(
-            q.name for q in self.quantities if (bool(q.schedule(step)) if q.schedule else default)
+            q.name
+            for q in self.quantities
+            if (as_bool(q.schedule(step), f"the schedule of quantity {q.name!r}") if q.schedule else default)
         )
+
+    def check_schedules(self) -> None:
+        """Call every schedule at step 0 and refuse one that raises or does not return a bool.
+
+        Raises
+        ------
+        TypeError, ValueError
+            Naming the schedule.
+        """
+        for who, schedule in [("schedule", self.schedule)] + [
+            (f"the schedule of quantity {q.name!r}", q.schedule) for q in self.quantities if q.schedule
+        ]:
+            try:
+                value = schedule(0)
+            except Exception as exc:
+                raise ValueError(f"{who} raised at step 0: {type(exc).__name__}: {exc}") from exc
+            as_bool(value, who)
 
     def describe(self) -> dict[str, Any]:
         """The ``capture`` entry of ``run.json``."""

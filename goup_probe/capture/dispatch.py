@@ -105,7 +105,8 @@ class StepDispatcher:
         if ctx.dist.sharded:  # a rank whose writing failed stops every rank, together
             self.guard.capture_disabled = any_rank(self.guard.capture_disabled, ctx.dist)
         disabled = self.guard.capture_disabled
-        due = frozenset() if disabled else self.config.due(step)
+        due = frozenset() if disabled else self.guard.run(step, None, "schedule", self.config.due, step)
+        due = due if due is not None else frozenset()  # a failing schedule: recorded, nothing captured
         tracers = not disabled and bool(self.config.tracer_schedule(step))
         state = StepState(step=step, due=due, tracers=tracers, lrs=lrs, global_step=global_step)
         self.state = state
@@ -171,7 +172,9 @@ class StepDispatcher:
     def backward_state(self, lrs: dict[str, float]) -> StepState:
         """The state of the step whose gradients are being accumulated (for backward-phase quantities)."""
         if self._backward is None or self._backward.step != self.step:
-            due = frozenset() if self.guard.capture_disabled else self.config.due(self.step)
+            due = frozenset()
+            if not self.guard.capture_disabled:
+                due = self.guard.run(self.step, None, "schedule", self.config.due, self.step) or frozenset()
             self._backward = StepState(step=self.step, due=due, tracers=False, lrs=lrs)
         return self._backward
 

@@ -54,10 +54,11 @@ def components(
                 rows.status(step, tracked, quantity, lr, schema.STATUS_NO_GRAD, no_grad_reason)
         return
     results = results or {}
+    param_norm, grad_norm = theta.norm, grad.norm
     for quantity, reduction in ((schema.THETA_MINUS_GRAD, x), (schema.THETA, theta), (schema.GRAD, grad)):
         if quantity in due:
             rows.stats(
-                step, tracked, quantity, lr, reduction, theta.norm, grad.norm, result=results.get(quantity)
+                step, tracked, quantity, lr, reduction, param_norm, grad_norm, result=results.get(quantity)
             )
 
 

@@ -194,6 +194,7 @@ class Probe:
             raise ProbeError(
                 f"a goup_probe Probe is already attached to this {type(self.model).__name__}; detach it first"
             )
+        self.config.check_schedules()
         self._dist = detect(unwrap(self.model))
         self._tracked = track_parameters(self.model, self.optimizer, self.config)
         self._check_quantities()

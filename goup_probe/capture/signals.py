@@ -27,28 +27,44 @@ def _raise_terminated(signum: int, frame: FrameType | None) -> None:
 
 
 class SigtermGuard:
-    """Installs the SIGTERM handler on :meth:`install`, restores the previous one on :meth:`restore`."""
+    """One probe's claim on the process's SIGTERM handler, shared by every attached probe.
+
+    A signal handler is process-wide, so the claims are counted: the first probe
+    to :meth:`install` (from the main thread, when no one else installed a
+    handler) puts :class:`Terminated` in place, and the last one to
+    :meth:`restore` puts the previous handler back. A probe that detaches while
+    another is attached leaves the handler to the other, so SIGTERM still
+    unwinds (and flushes) every probe that is left.
+    """
+
+    _claims = 0
+    """Attached probes holding a claim (class-level: the handler it counts is process-wide)."""
+    _previous: object | None = None
 
     def __init__(self) -> None:
-        self._previous: object | None = None
         self._installed = False
 
     def install(self) -> bool:
-        """Install if possible (main thread, default handler); returns whether it did."""
+        """Claim the handler if possible (main thread, default handler or ours); returns whether it did."""
         if threading.current_thread() is not threading.main_thread():
             return False
         current = signal.getsignal(signal.SIGTERM)
-        if current is not signal.SIG_DFL:
+        if current is _raise_terminated:
+            SigtermGuard._claims += 1
+        elif current is signal.SIG_DFL:
+            SigtermGuard._previous = current
+            signal.signal(signal.SIGTERM, _raise_terminated)
+            SigtermGuard._claims = 1
+        else:
             return False
-        self._previous = current
-        signal.signal(signal.SIGTERM, _raise_terminated)
         self._installed = True
         return True
 
     def restore(self) -> None:
-        """Put the previous handler back (only if ours is still the one installed)."""
+        """Give up the claim; the last claim puts the previous handler back (if ours is still there)."""
         if not self._installed:
             return
         self._installed = False
-        if signal.getsignal(signal.SIGTERM) is _raise_terminated:
-            signal.signal(signal.SIGTERM, self._previous)
+        SigtermGuard._claims = max(SigtermGuard._claims - 1, 0)
+        if SigtermGuard._claims == 0 and signal.getsignal(signal.SIGTERM) is _raise_terminated:
+            signal.signal(signal.SIGTERM, SigtermGuard._previous or signal.SIG_DFL)
