@@ -61,6 +61,7 @@ STATS_BASE_FIELDS: tuple[Field, ...] = (
     ("quantity", pa.string(), "theta_minus_grad | theta | grad | update, or a user quantity's name"),
     ("axis", pa.string(), "'pooled': across one tensor's coordinates at one step"),
     ("micro_batch", pa.int64(), "micro-batch index within the step (backward-phase quantities), else null"),
+    ("global_step", pa.int64(), "the training framework's own step (begin_step(global_step=...)), else null"),
     ("lr", pa.float64(), "learning rate of the parameter's param group at that step"),
     ("status", pa.string(), "ok, or why the row holds no statistics"),
     ("reason", pa.string(), "human-readable detail for a non-ok status"),

@@ -238,7 +238,8 @@ def test_begin_and_end_step_give_the_rows_of_the_hooks(tmp_path):
     key = ["step", "param", "quantity"]
     a = hooks.stats.sort_values(key).reset_index(drop=True)
     b = manual.stats.sort_values(key).reset_index(drop=True)
-    numeric = [c for c in a.columns if a[c].dtype.kind == "f"]
+    numeric = [c for c in a.columns if a[c].dtype.kind == "f" and c != "global_step"]
+    assert (b["global_step"] == 100 + b["step"]).all() and a["global_step"].isna().all()
     np.testing.assert_allclose(a[numeric].to_numpy(), b[numeric].to_numpy(), rtol=0, atol=0, equal_nan=True)
     assert (a[key] == b[key]).all().all()
     assert len(manual.trajectories) == len(hooks.trajectories)
@@ -269,3 +270,54 @@ def test_closure_optimizer_captures_the_gradient_at_theta_t(tmp_path):
     assert list(rows["step"]) == [0, 1, 2]
     for (_, row), grad in zip(rows.iterrows(), expected, strict=True):
         assert_moments(row, grad)
+
+
+def test_fused_adam_under_grad_scaler_records_the_unscaled_gradient_and_skips_inf_steps(tmp_path):
+    model = TinyNet()
+    reference = copy.deepcopy(model)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3, fused=True)
+    ref_opt = torch.optim.Adam(reference.parameters(), lr=1e-3, fused=True)
+    scaler, ref_scaler = (
+        torch.amp.GradScaler("cpu", init_scale=2.0**16),
+        torch.amp.GradScaler("cpu", init_scale=2.0**16),
+    )
+    data = batches(4)
+    expected = []  # the true (unscaled) gradient of every step the optimizer takes
+    for i, (x, y) in enumerate(data):
+        loss = nn.functional.cross_entropy(reference(x), y) * (float("inf") if i == 1 else 1.0)
+        ref_scaler.scale(loss).backward()
+        if i != 1:
+            expected.append(reference.fc1.weight.grad.double().numpy() / ref_scaler.get_scale())
+        ref_scaler.step(ref_opt)
+        ref_scaler.update()
+        ref_opt.zero_grad()
+    with gp.attach(model, opt, run_dir=tmp_path / "r", every=1) as probe:
+        for i, (x, y) in enumerate(data):
+            loss = nn.functional.cross_entropy(model(x), y) * (float("inf") if i == 1 else 1.0)
+            scaler.scale(loss).backward()
+            scaler.step(opt)  # fused: the scaler hands grad_scale/found_inf to the optimizer
+            scaler.update()
+            opt.zero_grad()
+    assert probe.step == 3  # the skipped step is neither captured nor counted
+    run = gp.load_run(tmp_path / "r")
+    assert run.meta["scaler_skipped_steps"] == 1
+    rows = run.stats[(run.stats["quantity"] == "grad") & (run.stats["param"] == "fc1.weight")].sort_values(
+        "step"
+    )
+    assert list(rows["step"]) == [0, 1, 2]
+    for (_, row), grad in zip(rows.iterrows(), expected, strict=True):
+        assert_moments(row, grad, mean_tol=1e-5)
+
+
+def test_framework_step_is_recorded_on_every_row(tmp_path):
+    model = TinyNet()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    with gp.attach(model, opt, run_dir=tmp_path / "r", every=1, hooks=False) as probe:
+        for i, (x, y) in enumerate(batches(3)):
+            nn.functional.cross_entropy(model(x), y).backward()
+            probe.begin_step(global_step=1000 + 2 * i)
+            opt.step()
+            probe.end_step()
+            opt.zero_grad()
+    stats = gp.load_run(tmp_path / "r").stats
+    assert (stats["global_step"] == 1000 + 2 * stats["step"]).all()

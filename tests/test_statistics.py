@@ -17,6 +17,7 @@ TODAY_STATS_COLUMNS = (
     "quantity",
     "axis",
     "micro_batch",  # added by the backward capture point (tests/test_capture_points.py)
+    "global_step",  # the framework step (begin_step(global_step=...))
     "lr",
     "status",
     "reason",
@@ -174,7 +175,7 @@ def test_invalid_declarations_raise():
 
 
 def test_builtin_statistics_declare_every_battery_column_and_their_fn_matches():
-    assert TODAY_STATS_COLUMNS[22:34] == battery.BUILTIN_COLUMNS
+    assert TODAY_STATS_COLUMNS[23:35] == battery.BUILTIN_COLUMNS
     samples = _samples(m=3, n=250, seed=7)
     together = battery.run_battery(battery.standardise(samples))
     for statistic in battery.BUILTIN_STATISTICS:

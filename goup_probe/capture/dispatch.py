@@ -94,13 +94,17 @@ class StepDispatcher:
         """The error guard."""
         return self.ctx.guard
 
-    def open(self, lrs: dict[str, float], global_step: int | None = None) -> None:
-        """The capture point of the next step: run every due strategy's before phase."""
+    def open(self, lrs: dict[str, float], global_step: int | None = None, grad_scale: float = 1.0) -> None:
+        """The capture point of the next step: run every due strategy's before phase.
+
+        ``grad_scale`` is the factor the gradients are still scaled by (GradScaler
+        with a fused optimizer); every quantity sees them divided by it.
+        """
         started = time.perf_counter()
-        state = self._open(lrs, global_step)
+        state = self._open(lrs, global_step, grad_scale)
         self._charge(state.captured, started, count=False)
 
-    def _open(self, lrs: dict[str, float], global_step: int | None) -> StepState:
+    def _open(self, lrs: dict[str, float], global_step: int | None, grad_scale: float) -> StepState:
         step, ctx = self.step, self.ctx
         if ctx.dist.sharded:  # a rank whose writing failed stops every rank, together
             self.guard.capture_disabled = any_rank(self.guard.capture_disabled, ctx.dist)
@@ -108,12 +112,15 @@ class StepDispatcher:
         due = frozenset() if disabled else self.guard.run(step, None, "schedule", self.config.due, step)
         due = due if due is not None else frozenset()  # a failing schedule: recorded, nothing captured
         tracers = not disabled and bool(self.config.tracer_schedule(step))
-        state = StepState(step=step, due=due, tracers=tracers, lrs=lrs, global_step=global_step)
+        state = StepState(
+            step=step, due=due, tracers=tracers, lrs=lrs, global_step=global_step, grad_scale=grad_scale
+        )
         self.state = state
+        ctx.rows.global_step = global_step
         if disabled:
             return state
         if self.tracers is not None and tracers:
-            self.guard.run(step, None, "tracers", self.tracers.before, step)
+            self.guard.run(step, None, "tracers", self.tracers.before, step, grad_scale)
         for strategy in self.strategies:
             if state.captured or (strategy.every_step and tracers):
                 for member in strategy.before(ctx, state):
@@ -176,6 +183,7 @@ class StepDispatcher:
             if not self.guard.capture_disabled:
                 due = self.guard.run(self.step, None, "schedule", self.config.due, self.step) or frozenset()
             self._backward = StepState(step=self.step, due=due, tracers=False, lrs=lrs)
+            self.ctx.rows.global_step = None
         return self._backward
 
     def drain_tracers(self) -> None:

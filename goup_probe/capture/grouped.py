@@ -41,6 +41,7 @@ class GroupedTensors(Strategy):
         grads = [m.param.grad for m in self.members]
         if any(g is None for g in grads):
             return self.members
+        grads = [state.unscale(flat_view(g)) for g in grads]
         result = ctx.guard.run(
             state.step,
             None,
@@ -71,7 +72,7 @@ class GroupedTensors(Strategy):
         norms = [(c.theta.norm, c.grad.norm) for c in components]
         for quantity in ctx.custom_due(state, PHASE_BEFORE):
             thetas = [flat_view(m.param) for m in self.members]
-            self._custom(ctx, state, quantity, thetas, [flat_view(g) for g in grads], None, norms)
+            self._custom(ctx, state, quantity, thetas, grads, None, norms)
         if keep:
             state.pending[id(self)] = group_state
         return ()
@@ -178,7 +179,9 @@ class GroupedTensors(Strategy):
             self._update_rows(ctx, state, group_state, result)
         snaps = [state.snapshots.pop(m.name) for m in self.members]
         for quantity in ctx.custom_due(state, PHASE_AFTER):
-            grads = [None if m.param.grad is None else flat_view(m.param.grad) for m in self.members]
+            grads = [
+                None if m.param.grad is None else state.unscale(flat_view(m.param.grad)) for m in self.members
+            ]
             norms = [(s.param_norm, s.grad_norm) for s in snaps]
             self._custom(ctx, state, quantity, news, grads, [s.theta for s in snaps], norms)
         return ()

@@ -14,6 +14,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import torch
+
 from goup_probe.capture.shadow import Snapshot
 
 MAX_ERRORS_KEPT = 100
@@ -32,6 +34,15 @@ class StepState:
     lrs: dict[str, float] = field(default_factory=dict)
     global_step: int | None = None
     """The training framework's own step counter, when known."""
+    grad_scale: float = 1.0
+    """The factor ``param.grad`` is scaled by (a GradScaler handing a fused optimizer ``grad_scale``)."""
+
+    def unscale(self, grad: torch.Tensor | None) -> torch.Tensor | None:
+        """``grad`` as the optimizer uses it: divided by :attr:`grad_scale` (None stays None)."""
+        if grad is None or self.grad_scale == 1.0:
+            return grad
+        return grad / self.grad_scale
+
     snapshots: dict[str, Snapshot] = field(default_factory=dict)
     """θ before the step, per tensor whose after-phase quantities are due."""
     pending: dict[str, Any] = field(default_factory=dict)

@@ -39,7 +39,7 @@ class LocalTensor(Strategy):
         tracked = self.tracked
         theta = flat_view(tracked.param)
         grad = tracked.param.grad
-        g = flat_view(grad) if grad is not None else None
+        g = state.unscale(flat_view(grad)) if grad is not None else None
         if g is None:
             red_theta = reduce_flat(theta, tracked.index, precision=ctx.precision)
             emit.components(ctx, state, tracked, red_theta, None, None, emit.NO_GRAD_LOCAL)
@@ -89,7 +89,7 @@ class LocalTensor(Strategy):
         grad = tracked.param.grad
         theta_new = flat_view(tracked.param)
         with_shadow = grad is not None and ctx.has_optimizer
-        g = flat_view(grad) if grad is not None else None
+        g = state.unscale(flat_view(grad)) if grad is not None else None
         if schema.UPDATE in state.due:
             red_update, dot = reduce_update(
                 theta_new,

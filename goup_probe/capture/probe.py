@@ -30,6 +30,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from goup_probe.capture.amp import scaler_handoff
 from goup_probe.capture.backward import MicroBatchCapture
 from goup_probe.capture.config import LayerSelector, ProbeConfig
 from goup_probe.capture.dispatch import StepDispatcher
@@ -147,7 +148,8 @@ class Probe:
         )
         self._sigterm = SigtermGuard()
         self._dist = DistInfo()
-        self._pending_backward: StepState | None = None
+        self._skipping = False
+        self._scaler_skips = 0
         self.time = ProbeTime()
         """Seconds spent in the probe so far (see :class:`ProbeTime`)."""
 
@@ -329,16 +331,21 @@ class Probe:
         """Optimizer step pre hook: capture now, or after the closure's first evaluation."""
         if self._steps.state is not None:  # the last optimizer.step() raised after its pre hook
             self._steps.abandon()
+        handoff = scaler_handoff(optimizer)
+        if handoff.skipped:  # GradScaler found Inf/NaN: the fused optimizer skips this step
+            self._scaler_skips += 1
+            self._skipping = True
+            return None
         closure = kwargs.get("closure", args[1] if len(args) > 1 else None)  # args[0] is the optimizer
         if not callable(closure):
-            self._steps.open(optimizer_lrs(self.optimizer, self._tracked))
+            self._steps.open(optimizer_lrs(self.optimizer, self._tracked), grad_scale=handoff.grad_scale)
             return None
-        wrapped = self._wrap_closure(closure)
+        wrapped = self._wrap_closure(closure, handoff.grad_scale)
         if "closure" in kwargs:
             return args, {**kwargs, "closure": wrapped}
         return (args[0], wrapped, *args[2:]), kwargs
 
-    def _wrap_closure(self, closure: Any) -> Any:
+    def _wrap_closure(self, closure: Any, grad_scale: float) -> Any:
         """The closure, capturing the step once its first evaluation has computed the gradient at θ_t."""
         fired = False
 
@@ -348,12 +355,15 @@ class Probe:
             if not fired:
                 fired = True
                 with torch.no_grad():
-                    self._steps.open(optimizer_lrs(self.optimizer, self._tracked))
+                    self._steps.open(optimizer_lrs(self.optimizer, self._tracked), grad_scale=grad_scale)
             return result
 
         return capturing_closure
 
     def _post_hook(self, optimizer: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
+        if self._skipping:  # a step the optimizer skipped is not a step
+            self._skipping = False
+            return
         if self._steps.state is None:  # a closure the optimizer never called: a step without capture
             self._steps.skip()
             return
@@ -437,6 +447,8 @@ class Probe:
             errors=self._guard.errors,
             error_count=self._guard.count,
         )
+        if self._scaler_skips:
+            self._meta["scaler_skipped_steps"] = self._scaler_skips
         if self._steps is not None and self._steps.last_global_step is not None:
             self._meta["last_global_step"] = self._steps.last_global_step
         if self._guard.capture_stopped is not None:

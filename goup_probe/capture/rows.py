@@ -57,6 +57,8 @@ class RowSink:
         self.thresholds = thresholds
         self.keep_samples = keep_samples
         self.statistics = tuple(statistics)
+        self.global_step: int | None = None
+        """The framework's step of the rows being written (set at each capture point)."""
         self._on_error = on_error
 
     def wants(self, quantity: str) -> bool:
@@ -103,6 +105,7 @@ class RowSink:
             for name, message in getattr(result, "statistic_errors", {}).items():
                 self._on_error(step, tracked.name, f"statistic {name}", RuntimeError(message))
         row = self._row(step, tracked.name, quantity, lr, result, param_norm, grad_norm)
+        row["global_step"] = self.global_step
         if extra:
             row.update(extra)
         self.writer.append("stats", [row])
@@ -129,6 +132,7 @@ class RowSink:
             return
         row = self._row(step, tracked.name, quantity, lr, None, math.nan, math.nan)
         row.update(
+            global_step=self.global_step,
             status=status,
             reason=reason,
             numel=tracked.param.numel(),

@@ -77,7 +77,7 @@ class ShardedTensor(Strategy):
         shard = tracked.shard
         theta = shard.local(tracked.param)
         grad = tracked.param.grad
-        g = shard.local(grad) if grad is not None else None
+        g = state.unscale(shard.local(grad)) if grad is not None else None
         res = reduce_before(
             shard, theta, g, captured=state.captured, tracers=tracked.tracers is not None and state.tracers
         )
@@ -123,7 +123,7 @@ class ShardedTensor(Strategy):
         snap = state.snapshots.pop(tracked.name, None)
         grad = tracked.param.grad
         theta_new = shard.local(tracked.param)
-        g = shard.local(grad) if grad is not None else None
+        g = state.unscale(shard.local(grad)) if grad is not None else None
         want_update = snap is not None and schema.UPDATE in state.due
         res = reduce_after(
             shard, theta_new, snap.theta if want_update else None, g, tracers=tracer is not None

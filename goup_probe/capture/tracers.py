@@ -69,10 +69,12 @@ class TracerRecorder:
             return torch.cat(parts).to(torch.float64).cpu()
         return torch.cat([p.to(torch.float64).cpu() for p in parts])
 
-    def before(self, step: int) -> None:
-        """Gather θ_t and g_t (NaN where a tensor has no gradient)."""
+    def before(self, step: int, grad_scale: float = 1.0) -> None:
+        """Gather θ_t and g_t (NaN where a tensor has no gradient), g divided by ``grad_scale``."""
         theta = self._gather([t.param for t in self.tracers])
         grad = self._gather([t.param.grad for t in self.tracers])
+        if grad_scale != 1.0:
+            grad = grad / grad_scale
         self._pending = (step, theta, grad)
 
     def after(self, lrs: Mapping[str, float]) -> None:
@@ -129,10 +131,10 @@ class LocalTracers:
         self.recorder = TracerRecorder(sets) if sets else None
         self.writer = writer
 
-    def before(self, step: int) -> None:
+    def before(self, step: int, grad_scale: float = 1.0) -> None:
         """θ_t and g_t at the capture point."""
         if self.recorder is not None:
-            self.recorder.before(step)
+            self.recorder.before(step, grad_scale)
 
     def after(self, lrs: Mapping[str, float]) -> None:
         """θ_{t+1}; the kept steps go to the writer once a flush's worth is buffered."""
