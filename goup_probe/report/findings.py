@@ -129,6 +129,102 @@ def _verdict_by_param(rows: pd.DataFrame, step: int) -> pd.Series:
     return at.drop_duplicates("param").set_index("param")["verdict"]
 
 
+@dataclass(frozen=True)
+class _Agreement:
+    """How far X's verdicts agree over training and with θ's (tested rows only)."""
+
+    same_first_last: int
+    compared_first_last: int
+    changed_low_power: int
+    same_x_theta: int
+    compared_x_theta: int
+    low_power: int
+
+
+def _pooled_x_rows(stats: pd.DataFrame) -> pd.DataFrame:
+    x_all = stats[stats["quantity"] == schema.THETA_MINUS_GRAD]
+    if "axis" in x_all.columns:
+        x_all = x_all[x_all["axis"].fillna(schema.AXIS_POOLED) == schema.AXIS_POOLED]
+    return x_all
+
+
+def _ratio_quantiles(x_all: pd.DataFrame) -> tuple[float, float, float]:
+    """10%, 50% and 90% quantiles of ‖g‖/‖θ‖ over all rows of X (NaN when none is finite)."""
+    ratio = x_all["grad_to_param"].astype(np.float64).to_numpy()
+    ratio = ratio[np.isfinite(ratio)]
+    q10, med, q90 = np.quantile(ratio, [0.1, 0.5, 0.9]) if ratio.size else (np.nan,) * 3
+    return float(q10), float(med), float(q90)
+
+
+def _agreement(stats: pd.DataFrame, captured: list[int]) -> _Agreement:
+    tested = tested_rows(stats, schema.THETA_MINUS_GRAD)
+    first_v = _verdict_by_param(tested, captured[0])
+    last_v = _verdict_by_param(tested, captured[-1])
+    common = first_v.index.intersection(last_v.index)
+    n_by_param = tested.groupby("param")["n_tested"].median()
+    changed_names = common[(first_v[common] != last_v[common]).to_numpy()]
+    theta_v = _verdict_by_param(tested_rows(stats, schema.THETA), captured[-1])
+    common_xt = last_v.index.intersection(theta_v.index)
+    return _Agreement(
+        same_first_last=int((first_v[common] == last_v[common]).sum()),
+        compared_first_last=len(common),
+        changed_low_power=int((n_by_param.reindex(changed_names) < MIN_RANKED_N).sum()),
+        same_x_theta=int((last_v[common_xt] == theta_v[common_xt]).sum()),
+        compared_x_theta=len(common_xt),
+        low_power=int((n_by_param < MIN_RANKED_N).sum()),
+    )
+
+
+def _step_sentence(s: StepVerdicts) -> str:
+    return (
+        f"At the {s.label} captured step ({s.step}): {s.gaussian} Gaussian, {s.negligible} with a "
+        f"negligible deviation, {s.non_gaussian} non-Gaussian"
+        + (f", {s.inconclusive} inconclusive (too few values)" if s.inconclusive else "")
+        + (f", {s.not_tested} not tested" if s.not_tested else "")
+        + f" (of {s.total}); median effect size 1 − qq_r = {_fmt(s.median_one_minus_qq_r)}"
+        + (
+            f"; of the {s.large_total} tensors tested on at least {MIN_RANKED_N} values, "
+            f"{s.large_gaussian_or_negligible} are Gaussian or negligibly non-Gaussian."
+            if s.large_total and s.large_total < s.total
+            else "."
+        )
+    )
+
+
+def _verdict_sentences(per_step: tuple[StepVerdicts, ...], captured: list[int], n_tensors: int) -> list[str]:
+    """What was captured, the verdict counts at each chosen step, and first vs last."""
+    out = [
+        f"The probe captured {len(captured)} step(s), from step {captured[0]} to step {captured[-1]}, "
+        f"for {n_tensors} parameter tensor(s)."
+    ]
+    out.extend(_step_sentence(s) for s in per_step)
+    if len(per_step) > 1:
+        a, b = per_step[0], per_step[-1]
+        out.append(
+            f"Tensors judged Gaussian or negligibly non-Gaussian: {a.gaussian + a.negligible} of {a.total} "
+            f"at step {a.step}, {b.gaussian + b.negligible} of {b.total} at step {b.step}."
+        )
+    return out
+
+
+def _low_power_sentence(low_power: int) -> list[str]:
+    if not low_power:
+        return []
+    return [
+        f"{low_power} tensor(s) were tested on fewer than {MIN_RANKED_N} values (typically biases and "
+        "normalisation scales); for them a Gaussian verdict means only that normality was not "
+        "rejected on a handful of values."
+    ]
+
+
+def _empty_findings(status_sentence: str) -> Findings:
+    sentences = ("The run holds no captured statistics of X = θ − g, so there is nothing to report yet.",)
+    if status_sentence:
+        sentences = (status_sentence, *sentences)
+    nan = float("nan")
+    return Findings(0, (), (), nan, nan, nan, 0, 0, 0, 0, 0, sentences)
+
+
 def compute_findings(stats: pd.DataFrame, meta: dict[str, Any]) -> Findings:
     """Count verdicts, measure ‖g‖/‖θ‖ and judge what the initialisation explains.
 
@@ -142,97 +238,47 @@ def compute_findings(stats: pd.DataFrame, meta: dict[str, Any]) -> Findings:
     Returns
     -------
     Findings
-        Numbers and plain-language sentences; empty-run safe.
+        Numbers and plain-language sentences; empty-run safe. A comparison whose
+        data was not computed (θ not tested, the default) gets no sentence.
     """
-    x_all = stats[stats["quantity"] == schema.THETA_MINUS_GRAD]
-    if "axis" in x_all.columns:
-        x_all = x_all[x_all["axis"].fillna(schema.AXIS_POOLED) == schema.AXIS_POOLED]
+    x_all = _pooled_x_rows(stats)
     captured = sorted({int(s) for s in x_all["step"]})
     n_tensors = int(x_all["param"].nunique())
     status_sentence = _status_sentence(meta, captured)
     if not captured:
-        sentences = ("The run holds no captured statistics of X = θ − g, so there is nothing to report yet.",)
-        if status_sentence:
-            sentences = (status_sentence, *sentences)
-        nan = float("nan")
-        return Findings(0, (), (), nan, nan, nan, 0, 0, 0, 0, 0, sentences)
+        return _empty_findings(status_sentence)
 
     chosen = choose_steps(captured, 3)
     labels = _step_labels(chosen, captured)
     per_step = tuple(_step_verdicts(x_all, s, labels[s]) for s in chosen)
+    q10, med, q90 = _ratio_quantiles(x_all)
+    agree = _agreement(stats, captured)
 
-    ratio = x_all["grad_to_param"].astype(np.float64).to_numpy()
-    ratio = ratio[np.isfinite(ratio)]
-    q10, med, q90 = np.quantile(ratio, [0.1, 0.5, 0.9]) if ratio.size else (np.nan,) * 3
-
-    tested = tested_rows(stats, schema.THETA_MINUS_GRAD)
-    first_v = _verdict_by_param(tested, captured[0])
-    last_v = _verdict_by_param(tested, captured[-1])
-    common = first_v.index.intersection(last_v.index)
-    same_first_last = int((first_v[common] == last_v[common]).sum())
-    n_by_param = tested.groupby("param")["n_tested"].median()
-    changed_names = common[(first_v[common] != last_v[common]).to_numpy()]
-    changed_low_power = int((n_by_param.reindex(changed_names) < MIN_RANKED_N).sum())
-    theta_v = _verdict_by_param(tested_rows(stats, schema.THETA), captured[-1])
-    common_xt = last_v.index.intersection(theta_v.index)
-    same_x_theta = int((last_v[common_xt] == theta_v[common_xt]).sum())
-    low_power = int((n_by_param < MIN_RANKED_N).sum())
-
-    sentences = []
-    if status_sentence:
-        sentences.append(status_sentence)
-    sentences.append(
-        f"The probe captured {len(captured)} step(s), from step {captured[0]} to step {captured[-1]}, "
-        f"for {n_tensors} parameter tensor(s)."
-    )
-    for s in per_step:
-        sentences.append(
-            f"At the {s.label} captured step ({s.step}): {s.gaussian} Gaussian, {s.negligible} with a "
-            f"negligible deviation, {s.non_gaussian} non-Gaussian"
-            + (f", {s.inconclusive} inconclusive (too few values)" if s.inconclusive else "")
-            + (f", {s.not_tested} not tested" if s.not_tested else "")
-            + f" (of {s.total}); median effect size 1 − qq_r = {_fmt(s.median_one_minus_qq_r)}"
-            + (
-                f"; of the {s.large_total} tensors tested on at least {MIN_RANKED_N} values, "
-                f"{s.large_gaussian_or_negligible} are Gaussian or negligibly non-Gaussian."
-                if s.large_total and s.large_total < s.total
-                else "."
-            )
-        )
-    if len(per_step) > 1:
-        a, b = per_step[0], per_step[-1]
-        sentences.append(
-            f"Tensors judged Gaussian or negligibly non-Gaussian: {a.gaussian + a.negligible} of {a.total} "
-            f"at step {a.step}, {b.gaussian + b.negligible} of {b.total} at step {b.step}."
-        )
+    sentences = [status_sentence] if status_sentence else []
+    sentences.extend(_verdict_sentences(per_step, captured, n_tensors))
     sentences.append(_ratio_sentence(med, q10, q90))
     sentences.extend(
         _inheritance_sentences(
             per_step,
             captured,
             med,
-            (same_first_last, len(common), changed_low_power),
-            (same_x_theta, len(common_xt)),
+            (agree.same_first_last, agree.compared_first_last, agree.changed_low_power),
+            (agree.same_x_theta, agree.compared_x_theta),
         )
     )
-    if low_power:
-        sentences.append(
-            f"{low_power} tensor(s) were tested on fewer than {MIN_RANKED_N} values (typically biases and "
-            "normalisation scales); for them a Gaussian verdict means only that normality was not "
-            "rejected on a handful of values."
-        )
+    sentences.extend(_low_power_sentence(agree.low_power))
     return Findings(
         n_tensors=n_tensors,
         captured_steps=tuple(captured),
         steps=per_step,
-        grad_to_param_median=float(med),
-        grad_to_param_q10=float(q10),
-        grad_to_param_q90=float(q90),
-        same_verdict_first_last=same_first_last,
-        compared_first_last=len(common),
-        same_verdict_x_theta=same_x_theta,
-        compared_x_theta=len(common_xt),
-        low_power_tensors=low_power,
+        grad_to_param_median=med,
+        grad_to_param_q10=q10,
+        grad_to_param_q90=q90,
+        same_verdict_first_last=agree.same_first_last,
+        compared_first_last=agree.compared_first_last,
+        same_verdict_x_theta=agree.same_x_theta,
+        compared_x_theta=agree.compared_x_theta,
+        low_power_tensors=agree.low_power,
         sentences=tuple(sentences),
     )
 
@@ -270,6 +316,81 @@ def _ratio_sentence(med: float, q10: float, q90: float) -> str:
     )
 
 
+def _kurtosis_sentence(first: StepVerdicts, last: StepVerdicts, captured: list[int]) -> str:
+    start = (
+        "the initialisation (step 0)" if captured[0] == 0 else f"step {captured[0]} (not the initialisation)"
+    )
+    return (
+        f"At {start}, the median excess kurtosis of X (tensors tested on ≥ {MIN_RANKED_N} values) is "
+        f"{_fmt(first.median_excess_kurtosis)} (a uniform, PyTorch's default Kaiming-uniform init, gives "
+        f"{UNIFORM_EXCESS_KURTOSIS}; a normal gives 0); at step {last.step} it is "
+        f"{_fmt(last.median_excess_kurtosis)}."
+    )
+
+
+def _stability_sentence(
+    first: StepVerdicts, last: StepVerdicts, first_last: tuple[int, int, int], x_theta: tuple[int, int]
+) -> str:
+    """First vs last verdicts, and X vs θ only where θ was tested (no 'for 0 of 0')."""
+    same_first_last, n_first_last, _ = first_last
+    same_x_theta, n_x_theta = x_theta
+    text = (
+        f"The verdict at step {last.step} equals the verdict at step {first.step} for {same_first_last} of "
+        f"{n_first_last} tensors"
+    )
+    if not n_x_theta:
+        return text + "."
+    return text + f", and X gets the same verdict as θ at step {last.step} for {same_x_theta} of {n_x_theta}."
+
+
+def _inherited_sentence(first: StepVerdicts, last: StepVerdicts) -> str:
+    shift = last.median_excess_kurtosis - first.median_excess_kurtosis
+    detail = (
+        f" Training does reshape θ (median excess kurtosis {_fmt(first.median_excess_kurtosis)} → "
+        f"{_fmt(last.median_excess_kurtosis)}), but not enough to change most verdicts."
+        if np.isfinite(shift) and abs(shift) >= KURTOSIS_SHIFT
+        else " Its shape has barely changed over the captured steps."
+    )
+    return (
+        "So the verdicts are largely inherited from the initialisation: X is mostly θ, and the tests "
+        "judge θ's distribution, which started as the initial weights'." + detail
+    )
+
+
+def _stable_sentence(ratio: float, n_x_theta: int) -> str:
+    if not n_x_theta:  # θ was not tested: say nothing about how X and θ compare
+        return (
+            f"The verdicts are mostly stable over training, but with ‖g‖/‖θ‖ = {_fmt(ratio)} and θ not "
+            "tested on its own, stability alone does not show they are inherited from the initialisation."
+        )
+    return (
+        f"The verdicts are mostly stable over training, but with ‖g‖/‖θ‖ = {_fmt(ratio)} or with X "
+        "and θ judged differently, stability alone does not show they are inherited from the "
+        "initialisation."
+    )
+
+
+def _changed_sentences(ratio: float, first_last: tuple[int, int, int], x_theta: tuple[int, int]) -> list[str]:
+    same_first_last, n_first_last, changed_low_power = first_last
+    same_x_theta, n_x_theta = x_theta
+    changed = n_first_last - same_first_last
+    low = (
+        f" ({changed_low_power} of them tested on fewer than {MIN_RANKED_N} values)"
+        if changed_low_power
+        else ""
+    )
+    out = [
+        f"The verdict changed between the first and last captured step for {changed} of {n_first_last} "
+        f"tensors{low}, so the verdicts are not simply those of the initial weights."
+    ]
+    if np.isfinite(ratio) and ratio < SMALL_RATIO and n_x_theta and same_x_theta >= 0.75 * n_x_theta:
+        out.append(
+            f"X still follows θ (same verdict in {same_x_theta} of {n_x_theta}): what changed is the "
+            "distribution of the weights themselves, not the gradient's share of X."
+        )
+    return out
+
+
 def _inheritance_sentences(
     per_step: tuple[StepVerdicts, ...],
     captured: list[int],
@@ -281,67 +402,28 @@ def _inheritance_sentences(
 
     ``first_last`` is (same verdict at first and last step, tensors compared,
     changed ones tested on few values); ``x_theta`` is (X and θ share the
-    verdict at the last step, tensors compared).
+    verdict at the last step, tensors compared; 0 compared when θ was not tested).
     """
-    same_first_last, n_first_last, changed_low_power = first_last
+    same_first_last, n_first_last, _ = first_last
     same_x_theta, n_x_theta = x_theta
     first, last = per_step[0], per_step[-1]
-    start = (
-        "the initialisation (step 0)" if captured[0] == 0 else f"step {captured[0]} (not the initialisation)"
-    )
-    out = [
-        f"At {start}, the median excess kurtosis of X (tensors tested on ≥ {MIN_RANKED_N} values) is "
-        f"{_fmt(first.median_excess_kurtosis)} (a uniform, PyTorch's default Kaiming-uniform init, gives "
-        f"{UNIFORM_EXCESS_KURTOSIS}; a normal gives 0); at step {last.step} it is "
-        f"{_fmt(last.median_excess_kurtosis)}."
-    ]
+    out = [_kurtosis_sentence(first, last, captured)]
     if len(captured) < 2 or n_first_last == 0:
         return out
-    out.append(
-        f"The verdict at step {last.step} equals the verdict at step {first.step} for {same_first_last} of "
-        f"{n_first_last} tensors, and X gets the same verdict as θ at step {last.step} for {same_x_theta} of "
-        f"{n_x_theta}."
-    )
+    out.append(_stability_sentence(first, last, first_last, x_theta))
+    stable = same_first_last >= 0.75 * n_first_last
     inherited = (
         captured[0] == 0
         and np.isfinite(ratio)
         and ratio < SMALL_RATIO
-        and same_first_last >= 0.75 * n_first_last
+        and stable
         and n_x_theta > 0
         and same_x_theta >= 0.75 * n_x_theta
     )
     if inherited:
-        shift = last.median_excess_kurtosis - first.median_excess_kurtosis
-        detail = (
-            f" Training does reshape θ (median excess kurtosis {_fmt(first.median_excess_kurtosis)} → "
-            f"{_fmt(last.median_excess_kurtosis)}), but not enough to change most verdicts."
-            if np.isfinite(shift) and abs(shift) >= KURTOSIS_SHIFT
-            else " Its shape has barely changed over the captured steps."
-        )
-        out.append(
-            "So the verdicts are largely inherited from the initialisation: X is mostly θ, and the tests "
-            "judge θ's distribution, which started as the initial weights'." + detail
-        )
-    elif same_first_last >= 0.75 * n_first_last:
-        out.append(
-            f"The verdicts are mostly stable over training, but with ‖g‖/‖θ‖ = {_fmt(ratio)} or with X "
-            "and θ judged differently, stability alone does not show they are inherited from the "
-            "initialisation."
-        )
+        out.append(_inherited_sentence(first, last))
+    elif stable:
+        out.append(_stable_sentence(ratio, n_x_theta))
     else:
-        changed = n_first_last - same_first_last
-        low = (
-            f" ({changed_low_power} of them tested on fewer than {MIN_RANKED_N} values)"
-            if changed_low_power
-            else ""
-        )
-        out.append(
-            f"The verdict changed between the first and last captured step for {changed} of {n_first_last} "
-            f"tensors{low}, so the verdicts are not simply those of the initial weights."
-        )
-        if np.isfinite(ratio) and ratio < SMALL_RATIO and n_x_theta and same_x_theta >= 0.75 * n_x_theta:
-            out.append(
-                f"X still follows θ (same verdict in {same_x_theta} of {n_x_theta}): what changed is the "
-                "distribution of the weights themselves, not the gradient's share of X."
-            )
+        out.extend(_changed_sentences(ratio, first_last, x_theta))
     return out

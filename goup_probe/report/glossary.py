@@ -1,10 +1,22 @@
-"""The report's glossary: every statistic and threshold behind a verdict, with the run's own values."""
+"""The report's glossary: every column of the stats table, every verdict and threshold, with the run's values.
+
+The column entries are generated from the declared columns
+(:func:`goup_probe.schema.stats_fields`: the base, verdict and GO-UP shadow
+fields and each :class:`~goup_probe.stats.battery.Statistic`'s ``columns``),
+so a new statistic gets its entry without touching this module; longer prose
+is kept here as extra text keyed by column (:func:`column_notes`).
+"""
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
 from typing import Any
 
+from goup_probe import schema
 from goup_probe.stats.normality import DEFAULT_THRESHOLDS, MAX_TESTED
+
+Item = tuple[str, str]
+"""A glossary entry: term, definition (plain text)."""
 
 
 def _thresholds(meta: dict[str, Any]) -> dict[str, float]:
@@ -15,17 +27,53 @@ def _thresholds(meta: dict[str, Any]) -> dict[str, float]:
     return values
 
 
-def glossary_items(meta: dict[str, Any]) -> list[tuple[str, str]]:
-    """Terms and definitions, with the thresholds this run was judged by.
-
-    Parameters
-    ----------
-    meta : dict
-        ``run.meta``; its ``capture.thresholds`` override the defaults of
-        :class:`goup_probe.stats.normality.VerdictThresholds`.
-    """
+def column_notes(meta: dict[str, Any]) -> dict[str, str]:
+    """Longer prose for some stats columns, appended to their declared one-line description."""
     t = _thresholds(meta)
     sample_size = (meta.get("capture") or {}).get("sample_size", MAX_TESTED)
+    return {
+        "axis": "All statistics in the normality sections pool the coordinates of one tensor at one "
+        "step. Testing one coordinate over time (axis 'time', used by the OU section) can disagree "
+        "completely.",
+        "n_tested": f"Tests run on a seeded subsample of at most {sample_size} values of the tensor "
+        "(Shapiro–Wilk's p-values are valid up to 5000); moments (mean, std, skewness, kurtosis) use the "
+        "whole tensor. The histograms and QQ plots draw the smaller stored subsample.",
+        "skew": "Third standardised moment; 0 for a normal. Its standard error under normality is √(6/n) "
+        "(skew_se).",
+        "excess_kurtosis": "Fourth standardised moment minus 3; 0 for a normal, −1.2 for a uniform "
+        "(PyTorch's default Kaiming-uniform init), 3 for a Laplace, positive for heavy tails. Standard "
+        "error under normality √(24/n) (kurtosis_se).",
+        "grad_to_param": "‖g‖/‖θ‖: ratio of the L2 norms of the gradient and the weights of a tensor. When "
+        "it is ≪ 1, X = θ − g is essentially θ, so a verdict about X is a verdict about the weights — "
+        "early in training, about their initialisation.",
+        "ks_d": "Largest distance between the empirical CDF and the fitted normal CDF. Its p-value "
+        "(lilliefors_p) uses Lilliefors' null distribution, because the mean and std are estimated (a plain "
+        "Kolmogorov–Smirnov p-value would be far too conservative).",
+        "shapiro_p": f"The standard omnibus normality test; its p-value decides the 'Gaussian' verdict at "
+        f"level α = {t['alpha']}.",
+        "anderson_a2": "A weighted CDF distance, sensitive to the tails.",
+        "dagostino_p": "A test built from skewness and kurtosis.",
+        "jarque_bera_p": "A test built from skewness and kurtosis.",
+        "qq_r": "Correlation of the sorted standardised sample with normal quantiles (the straightness of "
+        "the QQ plot); 1 for a perfect normal. 1 − qq_r is the effect size in the heatmap and the ranking "
+        "of tensors.",
+        "qq_r_crit05": "Below it, normality is rejected (the Shapiro–Francia test, shapiro_francia_p).",
+        "w1_sigma": "W1 (σ): Wasserstein-1 distance between the standardised sample and N(0, 1), in units "
+        "of the standard deviation: the average amount probability mass must move. A uniform is at 0.15 σ.",
+        "verdict": "See the verdict entries below.",
+        "noise_to_signal": "σ√N/‖g‖ at a captured step: the size of the noise GO-UP's update adds "
+        "(σ = std(θ − g), N coordinates) over the size of the gradient.",
+        "goup_cosine": "cos(Δ, −αg) on update rows: the cosine between the update Δ the optimizer "
+        "actually made and GO-UP's mean update −αg at the same step. 1 for plain SGD; below 1 when "
+        "momentum, weight decay or an adaptive optimizer moves elsewhere than −αg.",
+        "goup_w2_rel": "W2(δ_Δ, N(−αg, α²σ²I)) / ‖αg‖ on update rows: the Wasserstein-2 distance between "
+        "the actual update and GO-UP's Gaussian update distribution, over the norm of GO-UP's mean "
+        "update. W2² = ‖Δ + αg‖² + Nα²σ², so it counts both the direction mismatch and GO-UP's noise; for "
+        "plain SGD it equals noise_to_signal.",
+    }
+
+
+def _conceptual_items(meta: dict[str, Any]) -> list[Item]:
     return [
         (
             "X = θ − g",
@@ -34,61 +82,54 @@ def glossary_items(meta: dict[str, Any]) -> list[tuple[str, str]]:
             "change any statistic here, all are scale-invariant.",
         ),
         (
-            "axis: pooled",
-            "All statistics in the normality sections pool the coordinates of one tensor at one "
-            "step. Testing one coordinate over time (axis 'time', used by the OU section) can disagree "
-            "completely.",
+            "– and nan",
+            "In the report's tables '–' marks an empty cell: the value was not computed for that row (a "
+            "quantity recorded with moments only, a status other than ok, a test that needs more values, "
+            "e.g. D'Agostino below n = 20, a failed user statistic) or does not apply. The terminal tables "
+            "of goup-probe print the same empty value as nan, and pandas holds it as NaN. inf is printed "
+            "as inf: a value that was computed and is infinite (e.g. a half-life when k̂ ≤ 0).",
         ),
-        (
-            "n tested",
-            f"Tests run on a seeded subsample of at most {sample_size} values of the tensor "
-            "(Shapiro–Wilk's p-values are valid up to 5000); moments (mean, std, skewness, kurtosis) use the "
-            "whole tensor. The histograms and QQ plots draw the smaller stored subsample.",
-        ),
-        (
-            "skewness (± SE)",
-            "Third standardised moment; 0 for a normal. Its standard error under normality is √(6/n).",
-        ),
-        (
-            "excess kurtosis (± SE)",
-            "Fourth standardised moment minus 3; 0 for a normal, −1.2 for a uniform "
-            "(PyTorch's default Kaiming-uniform init), 3 for a Laplace, positive for heavy tails. Standard "
-            "error under normality √(24/n).",
-        ),
-        (
-            "KS D (Lilliefors)",
-            "Largest distance between the empirical CDF and the fitted normal CDF. Its "
-            "p-value uses Lilliefors' null distribution, because the mean and std are estimated (a plain "
-            "Kolmogorov–Smirnov p-value would be far too conservative).",
-        ),
-        (
-            "Shapiro–Wilk W, p",
-            f"The standard omnibus normality test; its p-value decides the 'Gaussian' "
-            f"verdict at level α = {t['alpha']}.",
-        ),
-        (
-            "Anderson–Darling A², p",
-            "Weighted CDF distance, sensitive to the tails (estimated parameters, Stephens' case 3).",
-        ),
-        ("D'Agostino–Pearson p, Jarque–Bera p", "Tests built from skewness and kurtosis."),
-        (
-            "qq_r and 1 − qq_r",
-            "Correlation of the sorted standardised sample with normal quantiles (the "
-            "straightness of the QQ plot); 1 for a perfect normal. 1 − qq_r is the effect size in the "
-            "heatmap and the ranking of tensors; qq_r_crit05 is its 5% critical value for the tested n "
-            "(below it, normality is rejected; the Shapiro–Francia test).",
-        ),
-        (
-            "W1 (σ)",
-            "Wasserstein-1 distance between the standardised sample and N(0, 1), in units of the "
-            "standard deviation: the average amount probability mass must move. A uniform is at 0.15 σ.",
-        ),
-        (
-            "‖g‖/‖θ‖",
-            "Ratio of the L2 norms of the gradient and the weights of a tensor. When it is ≪ 1, "
-            "X = θ − g is essentially θ, so a verdict about X is a verdict about the weights — early in "
-            "training, about their initialisation.",
-        ),
+    ]
+
+
+def _user_columns(meta: dict[str, Any], columns: Iterable[str] | None) -> list[Item]:
+    """Entries for the run's own statistics (their descriptions are not stored in run.json)."""
+    names = [str(s) for s in ((meta.get("capture") or {}).get("statistics") or [])]
+    declared = {name for name, _, _ in schema.stats_fields()}
+    extra = [c for c in (columns or ()) if c not in declared]
+    from_run = ", ".join(names) if names else "declared when the probe was attached"
+    text = (
+        f"A column of this run's own statistics ({from_run}): a gp.Statistic passed as statistics=, "
+        "tested on the same subsample as the built-ins; NaN on rows it did not run on. Its one-line "
+        "description is the one declared in the Statistic's columns (not stored in run.json)."
+    )
+    listed = extra or [n for n in names if n not in declared]
+    return [(column, text) for column in listed]
+
+
+def column_items(meta: dict[str, Any], columns: Iterable[str] | None = None) -> list[Item]:
+    """One entry per column of the stats table, from the declared columns, user statistics included.
+
+    Parameters
+    ----------
+    meta : dict
+        ``run.meta``; ``capture.statistics`` names the run's own statistics.
+    columns : iterable of str, optional
+        Columns of the run's stats table: those not declared by the toolkit are
+        the user statistics' columns. Without it, each user statistic is listed
+        under its name.
+    """
+    notes = column_notes(meta)
+    items = []
+    for name, _, doc in schema.stats_fields():
+        text = doc if doc.endswith(".") else doc + "."
+        items.append((name, f"{text} {notes[name]}" if name in notes else text))
+    return items + _user_columns(meta, columns)
+
+
+def _verdict_items(meta: dict[str, Any]) -> list[Item]:
+    t = _thresholds(meta)
+    return [
         (
             "verdict: Gaussian",
             f"Shapiro–Wilk does not reject normality at α = {t['alpha']} on at least "
@@ -112,6 +153,17 @@ def glossary_items(meta: dict[str, Any]) -> list[tuple[str, str]]:
             "No test ran: the quantity is constant, non-finite, has too few values, "
             "has no gradient, or was recorded with moments only; the status column says which.",
         ),
+        (
+            "gaussian_share",
+            "In the per-layer summary (goup-probe summary, gp.layer_summary): the fraction of a tensor's "
+            "tested steps whose verdict is Gaussian or negligible deviation (inconclusive counts as not "
+            "Gaussian); nan when the tensor was never tested.",
+        ),
+    ]
+
+
+def _ou_and_fidelity_items() -> list[Item]:
+    return [
         (
             "k̂, α, k̂/α",
             "k̂ is the mean-reversion rate from regressing θ_{t+1} on θ_t over the tracer "
@@ -145,9 +197,25 @@ def glossary_items(meta: dict[str, Any]) -> list[tuple[str, str]]:
             "‖θ_arm − θ_base‖/‖θ_base‖, and the cosine between the two arms' "
             "cumulative updates θ − θ_0: how far GO-UP's weights drift from the reference run's.",
         ),
-        (
-            "noise to signal (shadow)",
-            "σ√N/‖g‖ at a captured step: the size of the noise GO-UP's update "
-            "adds (σ = std(θ − g), N coordinates) over the size of the gradient.",
-        ),
+    ]
+
+
+def glossary_items(meta: dict[str, Any], columns: Sequence[str] | None = None) -> list[Item]:
+    """Terms and definitions: concepts, every stats column, the verdicts (this run's thresholds), OU, GO-UP.
+
+    Parameters
+    ----------
+    meta : dict
+        ``run.meta``; its ``capture.thresholds`` override the defaults of
+        :class:`goup_probe.stats.normality.VerdictThresholds`, and its
+        ``capture.statistics`` names the run's own statistics.
+    columns : sequence of str, optional
+        Columns of the run's stats table (``run.stats.columns``), so that each
+        user statistic's columns get an entry (see :func:`column_items`).
+    """
+    return [
+        *_conceptual_items(meta),
+        *column_items(meta, columns),
+        *_verdict_items(meta),
+        *_ou_and_fidelity_items(),
     ]
