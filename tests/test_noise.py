@@ -14,11 +14,13 @@ from goup_probe.noise.gradient import (
     AXIS_COORDINATE,
     _batch_grads,
     _loop_grads,
+    _tensor_rows,
     _vmap_grads,
     gradient_noise,
 )
 from goup_probe.noise.scale import noise_scale_from_sums
 from goup_probe.noise.tails import sample_sas
+from goup_probe.stats.normality import normality
 
 
 def _half_mse(out: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -291,3 +293,18 @@ def test_heavy_tailed_per_sample_noise_gives_its_tail_index() -> None:
     row = r.to_frame().iloc[0]
     assert row.pooled_verdict == "non-Gaussian" and row.coordinate_reject_rate > 0.9
     assert row.tail_alpha == tail.alpha and row.coordinates_tested == 20
+
+
+def test_coordinate_rows_equal_normality_of_each_coordinate() -> None:
+    # The coordinate rows are tested all at once; each equals normality() on that coordinate.
+    xi = np.random.default_rng(0).standard_t(5, size=(300, 50))
+    rows = _tensor_rows("w", xi, 1, 10, 3)
+    assert rows[0]["axis"] == "pooled" and rows[0]["numel"] == xi.size and len(rows) == 11
+    for row in rows[1:]:
+        ref = normality(xi[:, row["coordinate"]], axis=AXIS_COORDINATE, seed=3).to_dict()
+        assert ref.keys() <= row.keys()
+        for key, value in ref.items():
+            if isinstance(value, float):
+                assert value == pytest.approx(row[key], rel=1e-12, nan_ok=True), key
+            else:
+                assert value == row[key], key

@@ -42,7 +42,13 @@ from goup_probe.capture.plan import stable_seed
 from goup_probe.noise._state import Batch, LossFn, preserved, selected_parameters, split_batch
 from goup_probe.noise.scale import NoiseScale, noise_scale_from_sums
 from goup_probe.noise.tails import TailIndexResult, tail_index
-from goup_probe.stats.normality import normality
+from goup_probe.stats.normality import (
+    MAX_TESTED,
+    assess_samples,
+    moments,
+    normality,
+    subsample_indices,
+)
 
 __all__ = ["AXIS_COORDINATE", "GradientNoiseResult", "gradient_noise"]
 
@@ -237,8 +243,14 @@ def _tensor_rows(
     rows = [{**base, "coordinate": -1, **normality(xi.ravel(), axis=AXIS_POOLED, seed=seed).to_dict()}]
     rng = np.random.default_rng(stable_seed(seed, name))
     chosen = np.sort(rng.choice(numel, size=min(max_coordinates, numel), replace=False))
-    for j in chosen:
-        result = normality(xi[:, j], axis=AXIS_COORDINATE, seed=seed)
+    series = xi[:, chosen].T  # one coordinate across units per row
+    if np.isfinite(series).all():  # the battery runs on all rows at once, as normality() would
+        tested = series[:, subsample_indices(n_units, MAX_TESTED, seed)]
+        fulls = [moments(row) for row in series]
+        results = assess_samples(fulls, tested, axis=AXIS_COORDINATE)
+    else:
+        results = [normality(row, axis=AXIS_COORDINATE, seed=seed) for row in series]
+    for j, result in zip(chosen, results, strict=True):
         rows.append({**base, "coordinate": int(j), **result.to_dict()})
     return rows
 
