@@ -321,3 +321,59 @@ def test_framework_step_is_recorded_on_every_row(tmp_path):
             opt.zero_grad()
     stats = gp.load_run(tmp_path / "r").stats
     assert (stats["global_step"] == 1000 + 2 * stats["step"]).all()
+
+
+@pytest.mark.filterwarnings("ignore:`torch.jit.script_method` is deprecated:DeprecationWarning")  # torch's own
+def test_compiled_optimizer_step_never_traces_the_probe(tmp_path):
+    torch.manual_seed(2)
+    model = TinyNet()
+    twin = copy.deepcopy(model)
+    opt, twin_opt = (torch.optim.Adam(m.parameters(), lr=1e-3) for m in (model, twin))
+    data = batches(3)
+    _train_with_hooks(twin, twin_opt, data, tmp_path / "eager")
+    compiled_step = torch.compile(opt.step, backend="eager")  # Dynamo traces the step and its hooks
+    with gp.attach(model, opt, run_dir=tmp_path / "compiled", every=1) as probe:
+        for x, y in data:
+            nn.functional.cross_entropy(model(x), y).backward()
+            compiled_step()
+            opt.zero_grad()
+    assert not probe.errors
+    key = ["step", "param", "quantity"]
+    a = gp.load_run(tmp_path / "eager").stats.sort_values(key).reset_index(drop=True)
+    b = gp.load_run(tmp_path / "compiled").stats.sort_values(key).reset_index(drop=True)
+    assert len(b) == 3 * 4 * 4 and (a[key] == b[key]).all().all()
+    same_inputs = (b["quantity"] != "update") & (b["step"] == 0)  # θ, g, X at step 0: the same tensors
+    np.testing.assert_allclose(b["std"][same_inputs], a["std"][same_inputs], rtol=1e-9)
+    np.testing.assert_allclose(b["std"], a["std"], rtol=1e-4)  # the compiled Adam rounds its update differently
+
+
+class WrappedOptimizer(torch.optim.Optimizer):
+    """The shape of accelerate's AcceleratedOptimizer: an Optimizer subclass that never ran Optimizer.__init__."""
+
+    def __init__(self, optimizer):
+        self.optimizer = optimizer
+
+    @property
+    def param_groups(self):
+        return self.optimizer.param_groups
+
+    def step(self, closure=None):
+        return self.optimizer.step(closure)
+
+    def zero_grad(self, set_to_none=True):
+        self.optimizer.zero_grad(set_to_none)
+
+
+def test_optimizer_wrappers_are_unwrapped_and_recorded(tmp_path):
+    model = TinyNet()
+    inner = torch.optim.SGD(model.parameters(), lr=0.1)
+    wrapped = WrappedOptimizer(inner)
+    with gp.attach(model, wrapped, run_dir=tmp_path / "r", every=1) as probe:
+        for x, y in batches(2):
+            nn.functional.cross_entropy(model(x), y).backward()
+            wrapped.step()
+            wrapped.zero_grad()
+    assert probe.step == 2 and probe.optimizer is inner
+    run = gp.load_run(tmp_path / "r")
+    assert run.meta["capture"]["optimizer_wrappers"] == ["WrappedOptimizer"]
+    assert sorted(run.stats["step"].unique()) == [0, 1]

@@ -99,6 +99,23 @@ def unwrap(model: nn.Module) -> nn.Module:
             return model
 
 
+def unwrap_optimizer(optimizer: Any) -> tuple[Any, list[str]]:
+    """The torch optimizer inside framework wrappers that hold it as ``.optimizer``, and their class names.
+
+    accelerate's ``AcceleratedOptimizer`` (what a Hugging Face ``Trainer`` hands its
+    callbacks) and Lightning's ``LightningOptimizer`` wrap the optimizer that really
+    steps; the probe's hooks belong on that one.
+    """
+    wrappers: list[str] = []
+    while optimizer is not None and isinstance(getattr(optimizer, "optimizer", None), torch.optim.Optimizer):
+        wrappers.append(type(optimizer).__name__)
+        optimizer = optimizer.optimizer
+    if isinstance(getattr(optimizer, "_optimizer", None), torch.optim.Optimizer):  # LightningOptimizer
+        wrappers.append(type(optimizer).__name__)
+        optimizer = optimizer._optimizer
+    return optimizer, wrappers
+
+
 def to_float(value: Any) -> float:
     """A learning rate as a float; NaN when the group has none (``lr=None``, no key)."""
     try:

@@ -38,7 +38,7 @@ from goup_probe.capture.guard import ErrorGuard, StepState
 from goup_probe.capture.hooks import HookSet
 from goup_probe.capture.lrs import LearningRates, optimizer_lrs, resolve_lrs
 from goup_probe.capture.meta import initial_meta, utc_now
-from goup_probe.capture.plan import Group, TrackedParam, track_parameters, unwrap
+from goup_probe.capture.plan import Group, TrackedParam, track_parameters, unwrap, unwrap_optimizer
 from goup_probe.capture.rows import RowSink
 from goup_probe.capture.signals import SigtermGuard, Terminated
 from goup_probe.capture.strategy import CaptureContext
@@ -128,6 +128,7 @@ class Probe:
     ) -> None:
         if not isinstance(model, nn.Module):
             raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+        optimizer, self.optimizer_wrappers = unwrap_optimizer(optimizer)
         if optimizer is not None and not isinstance(optimizer, torch.optim.Optimizer):
             raise TypeError(
                 f"optimizer must be a torch.optim.Optimizer or None, got {type(optimizer).__name__}"
@@ -214,8 +215,9 @@ class Probe:
         self._writer.write_meta(self._meta)
         write_tracer_index(self._tracked, self._writer)
         if self.optimizer is not None and self.config.hooks:
-            self._hooks.add(self.optimizer.register_step_pre_hook(self._pre_hook))
-            self._hooks.add(self.optimizer.register_step_post_hook(self._post_hook))
+            # never traced: under torch.compile(optimizer.step) the hooks run eagerly
+            self._hooks.add(self.optimizer.register_step_pre_hook(torch.compiler.disable(self._pre_hook)))
+            self._hooks.add(self.optimizer.register_step_post_hook(torch.compiler.disable(self._post_hook)))
         if self.config.backward:
             local = [t for t in self._tracked if t.active and t.shard is None]
             self._steps.micro = MicroBatchCapture(local, self.config.backward, self._backward_state)
@@ -309,6 +311,7 @@ class Probe:
     def _initial_meta(self) -> dict[str, Any]:
         capture = {
             "mode": "hooks" if self._uses_hooks else "manual",
+            "optimizer_wrappers": self.optimizer_wrappers,
             **self.config.describe(),
         }
         return initial_meta(
