@@ -44,20 +44,34 @@ OU_TABLE = "ou"
 VERDICT_OU_HOLDS = "OU holds"
 VERDICT_OU_NOT_SEED = "OU fits; seed's η no innovation"
 VERDICT_OU_REJECTED = "OU rejected"
+VERDICT_NO_MEAN_REVERSION = sou.VERDICT_NO_MEAN_REVERSION
+"""Prefix of ``"no mean reversion detected (k < bound)"``: the pooled interval of k includes 0."""
 VERDICT_INSUFFICIENT = "insufficient data"
+"""Too few steps (or no moving coordinate) to fit anything."""
 
 OU_FIELDS: tuple[tuple[str, str, str], ...] = (
     ("param", "", "qualified parameter name"),
     ("n_coords", "", "tracer coordinates analysed (constant or non-finite ones dropped)"),
     ("steps", "", "transitions θ_t -> θ_{t+1} recorded (T)"),
     ("lr", "", "median learning rate α over the steps"),
-    ("k_pooled", AXIS_PANEL, "mean-reversion rate 1 − φ̂ of the pooled within-coordinate AR(1)"),
+    (
+        "k_pooled",
+        AXIS_PANEL,
+        "mean-reversion rate 1 − φ̂ of the pooled within-coordinate AR(1), Nickell-corrected",
+    ),
     ("k_pooled_se", AXIS_PANEL, "standard error of k_pooled, clustered by step"),
     ("k_pooled_ci_low", AXIS_PANEL, "lower end of the interval of k_pooled (conf_level, 95%)"),
     ("k_pooled_ci_high", AXIS_PANEL, "upper end of the interval of k_pooled (conf_level, 95%)"),
+    ("k_pooled_upper", AXIS_PANEL, "one-sided upper confidence bound of k_pooled (conf_level, 95%)"),
+    ("k_pooled_raw", AXIS_PANEL, "uncorrected within estimate of k (biased upwards by Nickell's bias)"),
+    ("k_pooled_bias", AXIS_PANEL, "Nickell bias removed: k_pooled_raw − k_pooled (≈ 2/T for large T·k)"),
     ("k_over_lr", AXIS_PANEL, "k_pooled / α (1 would be the seed's k = α; ≈ h + λ near a minimum)"),
     ("half_life_steps", AXIS_PANEL, "ln 2 / k_pooled in steps (compare with steps)"),
-    ("steps_x_k", AXIS_PANEL, "T · k_pooled; below ~100 k̂ is unreliable (bias ≈ 2/T)"),
+    (
+        "steps_x_k",
+        AXIS_PANEL,
+        "T · k_pooled, relaxation times spanned; below min_steps_x_k (100) per-coordinate ADF lacks power",
+    ),
     ("sgd_identity_err", schema.AXIS_POOLED, "median over steps of ‖Δθ + αg‖ / ‖Δθ‖ (0: plain SGD)"),
     ("innovation_acf1", schema.AXIS_TIME, "median lag-1 autocorrelation of the seed's η = α(θ − g)"),
     ("innovation_lb_reject", schema.AXIS_TIME, "fraction of coordinates whose η fails Ljung-Box"),
@@ -77,7 +91,12 @@ OU_FIELDS: tuple[tuple[str, str, str], ...] = (
     ("adf_p_median", schema.AXIS_TIME, "median ADF p-value of θ"),
     ("var_unstable", schema.AXIS_TIME, "fraction of coordinates whose residual variance changes"),
     ("var_ratio_median", schema.AXIS_TIME, "median max/min residual variance across windows"),
-    ("verdict", "", "OU holds | OU fits; seed's η no innovation | OU rejected | insufficient data"),
+    (
+        "verdict",
+        "",
+        "OU holds | OU fits; seed's η no innovation | OU rejected | no mean reversion detected (k < bound)"
+        " | insufficient data",
+    ),
     ("reason", "", "the evidence behind the verdict"),
 )
 OU_COLUMNS = tuple(name for name, _, _ in OU_FIELDS)
@@ -111,8 +130,9 @@ class OUThresholds:
     min_steps : int
         Fewer transitions than this: "insufficient data", nothing is estimated.
     min_steps_x_k : float
-        ``T · k̂`` below this: "insufficient data" (k is not identified; the
-        least-squares bias ~2/T is then a sizeable part of k̂).
+        ``T · k̂`` below this: the run spans too few relaxation times for the
+        per-coordinate ADF test to reject a unit root, so its failure to do so
+        is reported but does not reject the OU model.
     windows : int
         Windows of the variance-stability test.
     conf_level : float
@@ -179,10 +199,14 @@ def validate_ou(
         ``attrs["axes"]`` maps each statistic to its axis (``"panel"``,
         ``"time"`` or ``"pooled"``). ``verdict`` is "insufficient data", with
         the k columns NaN, when fewer than ``thresholds.min_steps`` steps were
-        recorded; when ``T · k̂ < thresholds.min_steps_x_k`` (k̂ unreliable) it
-        is "insufficient data" unless the residual diagnostics, which do not
-        depend on k̂, already reject the OU model. Empty when the run has no
-        trajectories (probe attached with ``tracers=0``).
+        recorded (or no coordinate moves). When the Nickell-corrected pooled
+        interval of k includes 0 it is "no mean reversion detected (k < bound)",
+        with ``bound`` = ``k_pooled_upper``, unless the residual diagnostics,
+        which do not need mean reversion, already reject the OU model (a unit
+        root is then the expected finding, not evidence against OU). When
+        ``T · k̂ < thresholds.min_steps_x_k`` a failed ADF test is reported but
+        not held against OU. Empty when the run has no trajectories (probe
+        attached with ``tracers=0``).
 
     Examples
     --------
@@ -216,6 +240,13 @@ def validate_ou(
             raise ValueError("write=True needs a run directory, not a DataFrame")
         store.replace_table(loaded.path, OU_TABLE, table)
     return table
+
+
+def verdict_kind(verdict: str) -> str:
+    """A verdict without its tensor-specific bound, for counting: ``"no mean reversion detected (k < …)"``."""
+    if isinstance(verdict, str) and verdict.startswith(VERDICT_NO_MEAN_REVERSION):
+        return f"{VERDICT_NO_MEAN_REVERSION} (k < bound)"
+    return verdict
 
 
 SUMMARY_COLUMNS: dict[str, str] = {
@@ -301,14 +332,16 @@ def _validate_param(param: str, rows: pd.DataFrame, th: OUThresholds) -> dict[st
     series = np.vstack([theta, theta_next[-1:]])
     contiguous = bool(np.all(np.diff(steps) == 1))
 
-    out.update(_fitted_ou(theta, theta_next, series, th))
+    fitted = _fitted_ou(theta, theta_next, series, th)
+    pooled_verdict = fitted.pop("pooled_verdict")
+    out.update(fitted)
     out.update(_seed_innovation(theta, grad, lr_col, th))
     out["sgd_identity_err"] = _sgd_identity_err(theta, grad, theta_next, lr_col)
     k = out["k_pooled"]
     out["k_over_lr"] = k / out["lr"] if math.isfinite(out["lr"]) and out["lr"] > 0 else float("nan")
     out["half_life_steps"] = math.log(2) / k if k > 0 else math.inf
     out["steps_x_k"] = n_steps * k
-    out["verdict"], out["reason"] = _verdict(out, th, contiguous)
+    out["verdict"], out["reason"] = _verdict(out, th, contiguous, pooled_verdict)
     return out
 
 
@@ -318,7 +351,8 @@ def _fitted_ou(theta: np.ndarray, theta_next: np.ndarray, series: np.ndarray, th
     resid = fit.resid
     n = resid.shape[0]
     lags = sou.default_lb_lags(n)
-    _, lb_p = sou.ljung_box_batch(resid, lags, model_df=1)
+    # φ̂-dependent degrees of freedom: model_df = 1 is oversized near a unit root
+    _, lb_p = sou.ljung_box_batch(resid, lags, model_df=sou.ar1_lb_model_df(fit.phi, lags))
     _, kurt, norm_p = sou.normality_batch(resid)
     _, adf_p = sou.adf_batch(series)
     _, bf_p, ratio = sou.brown_forsythe_batch(resid, th.windows)
@@ -329,6 +363,10 @@ def _fitted_ou(theta: np.ndarray, theta_next: np.ndarray, series: np.ndarray, th
         "k_pooled_se": pooled.k_se,
         "k_pooled_ci_low": pooled.k_ci[0],
         "k_pooled_ci_high": pooled.k_ci[1],
+        "k_pooled_upper": pooled.k_upper,
+        "k_pooled_raw": pooled.k_raw,
+        "k_pooled_bias": pooled.bias,
+        "pooled_verdict": pooled.verdict,
         "k_coord_median": float(q50),
         "k_coord_q25": float(q25),
         "k_coord_q75": float(q75),
@@ -380,31 +418,37 @@ def _pct(x: float) -> str:
     return f"{100 * x:.0f}%"
 
 
-def _verdict(row: dict, th: OUThresholds, contiguous: bool) -> tuple[str, str]:
-    identified = math.isfinite(row["k_pooled"]) and row["steps_x_k"] >= th.min_steps_x_k
+def _verdict(row: dict, th: OUThresholds, contiguous: bool, pooled_verdict: str) -> tuple[str, str]:
+    """OU rejected / no mean reversion detected / OU fits, seed's η no innovation / OU holds; and why."""
     fitted = _fitted_failures(row, th)
+    seed = _seed_failures(row, th)
+    notes = [] if contiguous else ["steps not contiguous: time-series diagnostics span the gaps"]
     stationarity = []
     if not row["adf_stationary"] >= th.min_stationary_frac:
         stationarity.append(
             f"non-stationary (ADF rejects a unit root in only {_pct(row['adf_stationary'])} of coordinates)"
         )
-    seed = _seed_failures(row, th)
-    notes = [] if contiguous else ["steps not contiguous: time-series diagnostics span the gaps"]
-    if not identified:
+    if not pooled_verdict:  # the pooled fit failed (no varying coordinate left)
+        return VERDICT_INSUFFICIENT, "; ".join(["the pooled AR(1) could not be fitted", *notes])
+    if pooled_verdict != sou.VERDICT_MEAN_REVERSION:
         # Without mean reversion inside the run, a unit root is the expected finding, not
         # evidence against OU; the other residual diagnostics stay valid and can still reject.
-        k = row["k_pooled"]
-        if math.isfinite(k) and k <= 0:
-            head = f"k̂ = {k:.3g} ≤ 0: no mean reversion within {row['steps']} steps"
-        else:
-            bias = 2.0 / row["steps"]
-            head = (
-                f"T·k̂ = {row['steps_x_k']:.3g} < {th.min_steps_x_k:g}: k̂ unreliable (bias ≈ 2/T = "
-                f"{bias:.2g}, {_pct(bias / k)} of k̂; half-life {row['half_life_steps']:.3g} steps "
-                f"vs {row['steps']} recorded)"
-            )
-        verdict = VERDICT_OU_REJECTED if fitted else VERDICT_INSUFFICIENT
+        head = (
+            f"pooled k̂ = {row['k_pooled']:.3g} (Nickell bias {row['k_pooled_bias']:.2g} removed), "
+            f"interval [{row['k_pooled_ci_low']:.3g}, {row['k_pooled_ci_high']:.3g}] includes 0 "
+            f"within {row['steps']} steps"
+        )
+        verdict = VERDICT_OU_REJECTED if fitted else pooled_verdict
         return verdict, "; ".join([head, *fitted, *stationarity, *seed, *notes])
+    if row["steps_x_k"] < th.min_steps_x_k and stationarity:
+        # Mean reversion is detected in the pool, but each coordinate spans too few
+        # relaxation times for its own ADF test to have power: no evidence against OU.
+        stationarity = [
+            f"{stationarity[0]}, not held against OU: T·k̂ = {row['steps_x_k']:.3g} < "
+            f"{th.min_steps_x_k:g} relaxation times (half-life {row['half_life_steps']:.3g} steps)"
+        ]
+        notes = stationarity + notes
+        stationarity = []
     fitted += stationarity
     if fitted:
         return VERDICT_OU_REJECTED, "; ".join([*fitted, *seed, *notes])

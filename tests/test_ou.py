@@ -279,14 +279,20 @@ def test_validate_ou_flags_ar2_and_reports_axes():
     assert list(table.columns) == list(gou.OU_COLUMNS)
 
 
-def test_validate_ou_random_walk_is_insufficient_and_non_stationary():
+def test_validate_ou_random_walk_has_no_mean_reversion_and_is_non_stationary():
     rng = np.random.default_rng(14)
     walk = np.cumsum(rng.standard_normal((801, 32)), axis=0)
     row = gp.validate_ou(trajectories_frame(walk, np.zeros((800, 32)), 0.1)).iloc[0]
-    assert row["verdict"] == gou.VERDICT_INSUFFICIENT
+    # The Nickell-corrected pooled interval includes 0: an upper bound on k, not "insufficient data".
+    bound = f"(k < {row['k_pooled_upper']:.3g})"
+    assert row["verdict"] == f"{gou.VERDICT_NO_MEAN_REVERSION} {bound}", row["reason"]
+    assert row["k_pooled_ci_low"] <= 0 and row["k_pooled_upper"] < 0.01
+    assert row["k_pooled_bias"] == pytest.approx(row["k_pooled_raw"] - row["k_pooled"])
+    assert row["k_pooled_bias"] == pytest.approx(3 / 801, rel=0.05)  # Nickell's bias at a unit root
     assert "non-stationary" in row["reason"]
     assert row["adf_stationary"] < 0.2
     assert row["steps_x_k"] < 100
+    assert gou.verdict_kind(row["verdict"]) == f"{gou.VERDICT_NO_MEAN_REVERSION} (k < bound)"
 
 
 class NoiseModel(nn.Module):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from goup_probe.ou import verdict_kind
 from goup_probe.report import html as h
 from goup_probe.report.data import OU_TABLES
 from goup_probe.report.figures import ou_figures
@@ -41,7 +42,7 @@ class OUSection(Section):
             )
         ]
         if "verdict" in frame.columns:
-            counts = frame["verdict"].value_counts()
+            counts = frame["verdict"].map(verdict_kind).value_counts()
             parts.append(
                 h.paragraph("Verdicts: " + "; ".join(f"{v}: {n} tensor(s)" for v, n in counts.items()) + ".")
             )

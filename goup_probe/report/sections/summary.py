@@ -7,6 +7,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from goup_probe.ou import verdict_kind
 from goup_probe.report import html as h
 from goup_probe.report.data import OptionalTable
 from goup_probe.report.figures import verdict_figure
@@ -117,7 +118,7 @@ def analysis_sentences(ou: OptionalTable, fidelity: dict[str, OptionalTable]) ->
         frame = ou.frame
         parts = []
         if "verdict" in frame.columns:
-            counts = frame["verdict"].value_counts()
+            counts = frame["verdict"].map(verdict_kind).value_counts()
             parts.append(", ".join(f"{v} for {n} of {len(frame)} tensors" for v, n in counts.items()))
         ratio = _median_of(frame, "k_over_lr")
         if np.isfinite(ratio):
