@@ -323,7 +323,9 @@ def test_framework_step_is_recorded_on_every_row(tmp_path):
     assert (stats["global_step"] == 1000 + 2 * stats["step"]).all()
 
 
-@pytest.mark.filterwarnings("ignore:`torch.jit.script_method` is deprecated:DeprecationWarning")  # torch's own
+@pytest.mark.filterwarnings(
+    "ignore:`torch.jit.script_method` is deprecated:DeprecationWarning"
+)  # torch's own
 def test_compiled_optimizer_step_never_traces_the_probe(tmp_path):
     torch.manual_seed(2)
     model = TinyNet()
@@ -344,11 +346,13 @@ def test_compiled_optimizer_step_never_traces_the_probe(tmp_path):
     assert len(b) == 3 * 4 * 4 and (a[key] == b[key]).all().all()
     same_inputs = (b["quantity"] != "update") & (b["step"] == 0)  # θ, g, X at step 0: the same tensors
     np.testing.assert_allclose(b["std"][same_inputs], a["std"][same_inputs], rtol=1e-9)
-    np.testing.assert_allclose(b["std"], a["std"], rtol=1e-4)  # the compiled Adam rounds its update differently
+    np.testing.assert_allclose(
+        b["std"], a["std"], rtol=1e-4
+    )  # the compiled Adam rounds its update differently
 
 
 class WrappedOptimizer(torch.optim.Optimizer):
-    """The shape of accelerate's AcceleratedOptimizer: an Optimizer subclass that never ran Optimizer.__init__."""
+    """Shaped like accelerate's AcceleratedOptimizer: an Optimizer subclass that skips Optimizer.__init__."""
 
     def __init__(self, optimizer):
         self.optimizer = optimizer
@@ -377,3 +381,61 @@ def test_optimizer_wrappers_are_unwrapped_and_recorded(tmp_path):
     run = gp.load_run(tmp_path / "r")
     assert run.meta["capture"]["optimizer_wrappers"] == ["WrappedOptimizer"]
     assert sorted(run.stats["step"].unique()) == [0, 1]
+
+
+class TwoPart(nn.Module):
+    """A generator/discriminator-like pair trained by two optimizers."""
+
+    def __init__(self):
+        super().__init__()
+        self.gen = nn.Linear(6, 8)
+        self.disc = nn.Linear(8, 3)
+
+    def forward(self, x):
+        return self.disc(torch.tanh(self.gen(x)))
+
+
+def test_several_optimizers_each_capture_their_own_tensors(tmp_path):
+    torch.manual_seed(3)
+    model = TwoPart()
+    reference = copy.deepcopy(model)
+    opt_g, opt_d = (
+        torch.optim.Adam(model.gen.parameters(), lr=1e-3),
+        torch.optim.SGD(model.disc.parameters(), lr=0.1),
+    )
+    ref_g, ref_d = (
+        torch.optim.Adam(reference.gen.parameters(), lr=1e-3),
+        torch.optim.SGD(reference.disc.parameters(), lr=0.1),
+    )
+    data = batches(3, d_in=6)
+    expected = []
+    for x, y in data:
+        nn.functional.cross_entropy(reference(x), y).backward()
+        expected.append({n: p.grad.double().clone() for n, p in reference.named_parameters()})
+        ref_d.step()
+        ref_g.step()
+        ref_g.zero_grad()
+        ref_d.zero_grad()
+    with gp.attach(model, [opt_g, opt_d], run_dir=tmp_path / "r", every=1) as probe:
+        for x, y in data:
+            nn.functional.cross_entropy(model(x), y).backward()
+            opt_d.step()  # each optimizer's step captures its own tensors, under its own step count
+            opt_g.step()
+            opt_g.zero_grad()
+            opt_d.zero_grad()
+    assert probe.step == 3 and not probe.errors
+    run = gp.load_run(tmp_path / "r")
+    assert run.meta["capture"]["optimizer_of"] == {
+        "gen.weight": 0,
+        "gen.bias": 0,
+        "disc.weight": 1,
+        "disc.bias": 1,
+    }
+    assert [o["class"] for o in run.meta["optimizers"]] == ["Adam", "SGD"]
+    grads = run.stats[run.stats["quantity"] == "grad"]
+    assert len(grads) == 3 * 4
+    for step, tensors in enumerate(expected):
+        for name, grad in tensors.items():
+            row = grads[(grads["step"] == step) & (grads["param"] == name)].iloc[0]
+            assert_moments(row, grad.numpy())
+            assert row["lr"] == pytest.approx(1e-3 if name.startswith("gen") else 0.1)

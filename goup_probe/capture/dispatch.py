@@ -77,6 +77,7 @@ class StepDispatcher:
         tracers: LocalTracers | None,
         time: ProbeTime,
     ) -> None:
+        self.tracked = list(tracked)
         self.groups, self.strategies, self.local = plan_strategies(tracked)
         self.ctx = ctx
         self.config = config

@@ -14,17 +14,18 @@ LearningRates = float | Mapping[str, float] | Sequence[float] | None
 
 
 def optimizer_lrs(
-    optimizer: torch.optim.Optimizer | None, tracked: Sequence[TrackedParam]
+    optimizers: Sequence[torch.optim.Optimizer], tracked: Sequence[TrackedParam]
 ) -> dict[str, float]:
-    """Each tensor's learning rate as its param group holds it now (NaN where a group has none)."""
-    if optimizer is None:
-        return {}
-    groups = optimizer.param_groups
-    return {t.name: to_float(groups[t.group].get("lr")) for t in tracked if t.group is not None}
+    """Each tensor's learning rate as its optimizer's param group holds it now (NaN where none)."""
+    return {
+        t.name: to_float(optimizers[t.owner].param_groups[t.group].get("lr"))
+        for t in tracked
+        if t.owner is not None
+    }
 
 
 def resolve_lrs(
-    lr: LearningRates, optimizer: torch.optim.Optimizer | None, tracked: Sequence[TrackedParam]
+    lr: LearningRates, optimizers: Sequence[torch.optim.Optimizer], tracked: Sequence[TrackedParam]
 ) -> dict[str, float]:
     """Per-tensor learning rates from ``lr``: None (the optimizer's), one number, by name, or by param group.
 
@@ -34,14 +35,16 @@ def resolve_lrs(
         For unknown names, a sequence of the wrong length, or a value that is not a number.
     """
     if lr is None:
-        return optimizer_lrs(optimizer, tracked)
+        return optimizer_lrs(optimizers, tracked)
     if isinstance(lr, Mapping):
         unknown = set(lr) - {t.name for t in tracked}
         if unknown:
             raise ValueError(f"lr: unknown parameter name(s) {sorted(unknown)[:3]}")
         return {name: to_float(value) for name, value in lr.items()}
     if isinstance(lr, Sequence) and not isinstance(lr, str):
-        groups = 0 if optimizer is None else len(optimizer.param_groups)
+        if len(optimizers) != 1:
+            raise ValueError("lr: a sequence of per-group values needs exactly one optimizer")
+        groups = len(optimizers[0].param_groups)
         if len(lr) != groups:
             raise ValueError(f"lr: a sequence needs one value per param group ({groups}), got {len(lr)}")
         return {t.name: to_float(lr[t.group]) for t in tracked if t.group is not None}

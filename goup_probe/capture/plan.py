@@ -11,7 +11,7 @@ from __future__ import annotations
 import fnmatch
 import math
 import zlib
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -32,7 +32,7 @@ class TrackedParam:
     name: str
     param: torch.Tensor
     group: int | None
-    """Index of its param group in the optimizer (None without one)."""
+    """Index of its param group in its optimizer (None without one)."""
     index: torch.Tensor
     keep: np.ndarray
     tracers: torch.Tensor | None
@@ -40,6 +40,8 @@ class TrackedParam:
     skip_reason: str = ""
     shard: ShardedTensor | None = None
     """Layout of a DTensor (FSDP2) parameter; None for plain tensors."""
+    owner: int | None = None
+    """Index of the optimizer that steps it, among the probe's optimizers (None without one)."""
 
     @property
     def active(self) -> bool:
@@ -126,14 +128,20 @@ def to_float(value: Any) -> float:
         return math.nan
 
 
-def _optimizer_groups(optimizer: torch.optim.Optimizer | None, module: nn.Module) -> dict[int, int]:
-    """Parameter id to the index of its param group; refuses parameters foreign to ``module``."""
-    group_of: dict[int, int] = {}
-    if optimizer is None:
-        return group_of
-    for gi, group in enumerate(optimizer.param_groups):
-        for p in group["params"]:
-            group_of[id(p)] = gi
+def _optimizer_groups(
+    optimizers: Sequence[torch.optim.Optimizer], module: nn.Module
+) -> dict[int, tuple[int, int]]:
+    """Parameter id to (optimizer index, param group index); refuses foreign or shared parameters."""
+    group_of: dict[int, tuple[int, int]] = {}
+    for oi, optimizer in enumerate(optimizers):
+        for gi, group in enumerate(optimizer.param_groups):
+            for p in group["params"]:
+                if id(p) in group_of and group_of[id(p)][0] != oi:
+                    raise ValueError(
+                        f"optimizers {group_of[id(p)][0]} and {oi} both hold one parameter tensor; "
+                        "each tensor must be stepped by one optimizer"
+                    )
+                group_of[id(p)] = (oi, gi)
     model_ids = {id(p) for p in module.parameters()}
     foreign = [p for p in group_of if p not in model_ids]
     if foreign:
@@ -146,7 +154,7 @@ def _optimizer_groups(optimizer: torch.optim.Optimizer | None, module: nn.Module
 
 
 def track_parameters(
-    model: nn.Module, optimizer: torch.optim.Optimizer | None, config: ProbeConfig
+    model: nn.Module, optimizers: Sequence[torch.optim.Optimizer], config: ProbeConfig
 ) -> list[TrackedParam]:
     """Every selected parameter tensor of ``model`` in model order, captured or skipped with a reason.
 
@@ -162,9 +170,9 @@ def track_parameters(
     selected = select_names((n for n, _ in named), config.layers)
     if not selected:
         raise ValueError(f"layers={config.layers!r} matches none of the model's parameter names")
-    group_of = _optimizer_groups(optimizer, module)
+    group_of = _optimizer_groups(optimizers, module)
     tracked = [
-        _track(name, param, group_of.get(id(param)), config, with_optimizer=optimizer is not None)
+        _track(name, param, group_of.get(id(param)), config, with_optimizer=bool(optimizers))
         for name, param in named
         if name in selected
     ]
@@ -178,8 +186,14 @@ def track_parameters(
 
 
 def _track(
-    name: str, param: torch.Tensor, group: int | None, config: ProbeConfig, *, with_optimizer: bool
+    name: str,
+    param: torch.Tensor,
+    owner_group: tuple[int, int] | None,
+    config: ProbeConfig,
+    *,
+    with_optimizer: bool,
 ) -> TrackedParam:
+    owner, group = owner_group if owner_group is not None else (None, None)
     numel = param.numel()
     rng = np.random.default_rng(stable_seed(config.seed, name))
     index_np = np.sort(rng.choice(numel, size=min(numel, config.sample_size), replace=False)).astype(np.int64)
@@ -196,6 +210,7 @@ def _track(
         name=name,
         param=param,
         group=group,
+        owner=owner,
         index=torch.from_numpy(index_np).to(param.device),
         keep=keep,
         tracers=None if tracers_np is None else torch.from_numpy(tracers_np).to(param.device),
@@ -210,6 +225,26 @@ def _track(
     elif shard_error:
         tracked.skip(schema.STATUS_UNSUPPORTED, shard_error)
     return tracked
+
+
+def refuse_unshardable(tracked: Iterable[TrackedParam], quantities: Iterable[Any]) -> None:
+    """Refuse user quantities that cannot be computed shard by shard when a tensor is sharded.
+
+    Raises
+    ------
+    ValueError
+        Naming the quantity and the first sharded tensor.
+    """
+    sharded = [t.name for t in tracked if t.active and t.shard is not None]
+    if not sharded:
+        return
+    for quantity in quantities:
+        if quantity.phase == "backward" or not quantity.elementwise:
+            why = "backward-phase" if quantity.phase == "backward" else "not elementwise"
+            raise ValueError(
+                f"quantity {quantity.name!r} is {why} and cannot be computed shard by shard on the "
+                f"sharded (FSDP2) tensor {sharded[0]!r}; select other layers or drop the quantity"
+            )
 
 
 def plan_groups(tracked: Iterable[TrackedParam]) -> list[Group]:

@@ -21,9 +21,11 @@ sharded: :mod:`goup_probe.capture.strategy`).
 from __future__ import annotations
 
 import atexit
+import functools
 import os
 import time
 import warnings
+from collections.abc import Sequence
 from types import TracebackType
 from typing import Any
 
@@ -37,8 +39,15 @@ from goup_probe.capture.dispatch import StepDispatcher
 from goup_probe.capture.guard import ErrorGuard, StepState
 from goup_probe.capture.hooks import HookSet
 from goup_probe.capture.lrs import LearningRates, optimizer_lrs, resolve_lrs
-from goup_probe.capture.meta import initial_meta, utc_now
-from goup_probe.capture.plan import Group, TrackedParam, track_parameters, unwrap, unwrap_optimizer
+from goup_probe.capture.meta import initial_meta, optimizer_summary, utc_now
+from goup_probe.capture.plan import (
+    Group,
+    TrackedParam,
+    refuse_unshardable,
+    track_parameters,
+    unwrap,
+    unwrap_optimizer,
+)
 from goup_probe.capture.rows import RowSink
 from goup_probe.capture.signals import SigtermGuard, Terminated
 from goup_probe.capture.strategy import CaptureContext
@@ -121,27 +130,24 @@ class Probe:
     def __init__(
         self,
         model: nn.Module,
-        optimizer: torch.optim.Optimizer | None = None,
+        optimizer: torch.optim.Optimizer | Sequence[torch.optim.Optimizer] | None = None,
         *,
         run_dir: str | os.PathLike[str],
         **options: Any,
     ) -> None:
         if not isinstance(model, nn.Module):
             raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
-        optimizer, self.optimizer_wrappers = unwrap_optimizer(optimizer)
-        if optimizer is not None and not isinstance(optimizer, torch.optim.Optimizer):
-            raise TypeError(
-                f"optimizer must be a torch.optim.Optimizer or None, got {type(optimizer).__name__}"
-            )
+        self.optimizers, self.optimizer_wrappers = _optimizers(optimizer)
         self.config = ProbeConfig.from_options(**options)
         self.model = model
-        self.optimizer = optimizer
+        self.optimizer = self.optimizers[0] if self.optimizers else None
+        """The (first) optimizer; :attr:`optimizers` holds them all."""
         self._run_dir_arg = run_dir
         self._hooks = HookSet()
         self._writer: RunWriter | NullWriter | None = None
         self._tracked: list[TrackedParam] = []
         self._groups: list[Group] = []
-        self._steps: StepDispatcher | None = None
+        self._dispatchers: list[StepDispatcher] = []
         self._meta: dict[str, Any] = {}
         self._attached = False
         self._guard = ErrorGuard(
@@ -149,7 +155,7 @@ class Probe:
         )
         self._sigterm = SigtermGuard()
         self._dist = DistInfo()
-        self._skipping = False
+        self._skipping: set[int] = set()
         self._scaler_skips = 0
         self.time = ProbeTime()
         """Seconds spent in the probe so far (see :class:`ProbeTime`)."""
@@ -163,7 +169,7 @@ class Probe:
     @property
     def step(self) -> int:
         """Index of the next optimizer step (number of steps seen so far)."""
-        return self._steps.step if self._steps is not None else 0
+        return max((d.step for d in self._dispatchers), default=0)
 
     @property
     def tracked(self) -> list[str]:
@@ -199,8 +205,8 @@ class Probe:
             )
         self.config.check_schedules()
         self._dist = detect(unwrap(self.model))
-        self._tracked = track_parameters(self.model, self.optimizer, self.config)
-        self._check_quantities()
+        self._tracked = track_parameters(self.model, self.optimizers, self.config)
+        refuse_unshardable(self._tracked, self.config.custom)
         try:
             self._writer = open_writer(self._run_dir_arg, self.config, self._dist, self._tracked)
         except RankError as exc:
@@ -208,38 +214,54 @@ class Probe:
         if self._dist.passive:  # a replicated (DDP) run's ranks > 0 capture nothing
             self._guard.capture_disabled = True
         ctx = self._context()
-        tracers = LocalTracers(self._tracked, self._writer) if self._dist.writes else None
-        self._steps = StepDispatcher(self._tracked, ctx, self.config, tracers, self.time)
-        self._groups = self._steps.groups
+        self._dispatchers = [
+            StepDispatcher(
+                part,
+                ctx,
+                self.config,
+                LocalTracers(part, self._writer) if self._dist.writes else None,
+                self.time,
+            )
+            for part in self._partition()
+        ]
+        self._groups = [g for d in self._dispatchers for g in d.groups]
         self._meta = self._initial_meta()
         self._writer.write_meta(self._meta)
         write_tracer_index(self._tracked, self._writer)
-        if self.optimizer is not None and self.config.hooks:
-            # never traced: under torch.compile(optimizer.step) the hooks run eagerly
-            self._hooks.add(self.optimizer.register_step_pre_hook(torch.compiler.disable(self._pre_hook)))
-            self._hooks.add(self.optimizer.register_step_post_hook(torch.compiler.disable(self._post_hook)))
+        if self._uses_hooks:  # never traced: under torch.compile(optimizer.step) the hooks run eagerly
+            for index, optimizer in enumerate(self.optimizers):
+                pre, post = (
+                    functools.partial(self._pre_hook, index),
+                    functools.partial(self._post_hook, index),
+                )
+                self._hooks.add(optimizer.register_step_pre_hook(torch.compiler.disable(pre)))
+                self._hooks.add(optimizer.register_step_post_hook(torch.compiler.disable(post)))
         if self.config.backward:
-            local = [t for t in self._tracked if t.active and t.shard is None]
-            self._steps.micro = MicroBatchCapture(local, self.config.backward, self._backward_state)
-            self._steps.micro.install(ctx, self._hooks)
+            for steps in self._dispatchers:
+                local = [t for t in steps.tracked if t.active and t.shard is None]
+                steps.micro = MicroBatchCapture(
+                    local, self.config.backward, functools.partial(self._backward_state, steps)
+                )
+                steps.micro.install(ctx, self._hooks)
         object.__setattr__(self.model, _ATTACHED_FLAG, True)
         self._attached = True
         self._sigterm.install()
         atexit.register(self._at_exit)
         return self
 
-    def _check_quantities(self) -> None:
-        """Refuse user quantities that cannot be computed on a sharded tensor."""
-        sharded = [t.name for t in self._tracked if t.active and t.shard is not None]
-        if not sharded:
-            return
-        for quantity in self.config.custom:
-            if quantity.phase == "backward" or not quantity.elementwise:
-                why = "backward-phase" if quantity.phase == "backward" else "not elementwise"
-                raise ValueError(
-                    f"quantity {quantity.name!r} is {why} and cannot be computed shard by shard on the "
-                    f"sharded (FSDP2) tensor {sharded[0]!r}; select other layers or drop the quantity"
-                )
+    def _partition(self) -> list[list[TrackedParam]]:
+        """The tensors of each dispatcher: one per optimizer with hooks (each steps its own), else one."""
+        if not self._uses_hooks or len(self.optimizers) == 1:
+            return [self._tracked]
+        return [
+            [t for t in self._tracked if t.owner == i or (i == 0 and t.owner is None)]
+            for i in range(len(self.optimizers))
+        ]
+
+    @property
+    def _steps(self) -> StepDispatcher:
+        """The dispatcher of the manual capture points (the only one without hooks)."""
+        return self._dispatchers[0]
 
     def _context(self) -> CaptureContext:
         config = self.config
@@ -252,15 +274,15 @@ class Probe:
             statistics=config.statistics,
             on_error=self._guard.record,
         )
-        state_of = self.optimizer.state if self.optimizer is not None else {}
+        states = [o.state for o in self.optimizers]
         return CaptureContext(
             rows=rows,
             guard=self._guard,
             dist=self._dist,
             precision=config.precision,
             custom=tuple(q for q in config.custom if q.phase != "backward"),
-            has_optimizer=self.optimizer is not None,
-            optimizer_state=lambda p: state_of.get(p, {}),
+            has_optimizer=bool(self.optimizers),
+            optimizer_state=lambda p: next((state[p] for state in states if p in state), {}),
             writer=self._writer,
             count_bytes=self._count_bytes,
         )
@@ -280,9 +302,10 @@ class Probe:
         finally:
             if getattr(self.model, _ATTACHED_FLAG, False):
                 object.__delattr__(self.model, _ATTACHED_FLAG)
-            if self._steps.state is not None and not self._uses_hooks:
-                self._steps.finish()
-            self._steps.state = None  # a step whose post hook never came: drop its snapshots
+            for steps in self._dispatchers:
+                if steps.state is not None and not self._uses_hooks:
+                    steps.finish()
+                steps.state = None  # a step whose post hook never came: drop its snapshots
             self._close(status, reason)
 
     def __enter__(self) -> Probe:
@@ -312,9 +335,10 @@ class Probe:
         capture = {
             "mode": "hooks" if self._uses_hooks else "manual",
             "optimizer_wrappers": self.optimizer_wrappers,
+            "optimizer_of": {t.name: t.owner for t in self._tracked} if len(self.optimizers) > 1 else None,
             **self.config.describe(),
         }
-        return initial_meta(
+        meta = initial_meta(
             unwrap(self.model),
             self.optimizer,
             tracked={t.name for t in self._tracked if t.active},
@@ -324,53 +348,44 @@ class Probe:
             distributed=self._dist.describe(),
             user=self.config.metadata,
         )
+        if len(self.optimizers) > 1:
+            meta["optimizers"] = [optimizer_summary(o) for o in self.optimizers]
+        return meta
 
     @property
     def _uses_hooks(self) -> bool:
-        return self.optimizer is not None and self.config.hooks
+        return bool(self.optimizers) and self.config.hooks
 
     # ------------------------------------------------------------------ capture points
-    def _pre_hook(self, optimizer: torch.optim.Optimizer, args: Any, kwargs: Any) -> Any:
-        """Optimizer step pre hook: capture now, or after the closure's first evaluation."""
-        if self._steps.state is not None:  # the last optimizer.step() raised after its pre hook
-            self._steps.abandon()
+    def _pre_hook(self, index: int, optimizer: torch.optim.Optimizer, args: Any, kwargs: Any) -> Any:
+        """Step pre hook of optimizer ``index``: capture now, or after the closure's first evaluation."""
+        steps = self._dispatchers[index] if len(self._dispatchers) > 1 else self._steps
+        if steps.state is not None:  # the last optimizer.step() raised after its pre hook
+            steps.abandon()
         handoff = scaler_handoff(optimizer)
         if handoff.skipped:  # GradScaler found Inf/NaN: the fused optimizer skips this step
             self._scaler_skips += 1
-            self._skipping = True
+            self._skipping.add(index)
             return None
+        lrs = optimizer_lrs(self.optimizers, steps.tracked)
         closure = kwargs.get("closure", args[1] if len(args) > 1 else None)  # args[0] is the optimizer
         if not callable(closure):
-            self._steps.open(optimizer_lrs(self.optimizer, self._tracked), grad_scale=handoff.grad_scale)
+            steps.open(lrs, grad_scale=handoff.grad_scale)
             return None
-        wrapped = self._wrap_closure(closure, handoff.grad_scale)
+        wrapped = _capturing_closure(closure, lambda: steps.open(lrs, grad_scale=handoff.grad_scale))
         if "closure" in kwargs:
             return args, {**kwargs, "closure": wrapped}
         return (args[0], wrapped, *args[2:]), kwargs
 
-    def _wrap_closure(self, closure: Any, grad_scale: float) -> Any:
-        """The closure, capturing the step once its first evaluation has computed the gradient at θ_t."""
-        fired = False
-
-        def capturing_closure(*args: Any, **kwargs: Any) -> Any:
-            nonlocal fired
-            result = closure(*args, **kwargs)
-            if not fired:
-                fired = True
-                with torch.no_grad():
-                    self._steps.open(optimizer_lrs(self.optimizer, self._tracked), grad_scale=grad_scale)
-            return result
-
-        return capturing_closure
-
-    def _post_hook(self, optimizer: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
-        if self._skipping:  # a step the optimizer skipped is not a step
-            self._skipping = False
+    def _post_hook(self, index: int, optimizer: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
+        steps = self._dispatchers[index] if len(self._dispatchers) > 1 else self._steps
+        if index in self._skipping:  # a step the optimizer skipped is not a step
+            self._skipping.discard(index)
             return
-        if self._steps.state is None:  # a closure the optimizer never called: a step without capture
-            self._steps.skip()
+        if steps.state is None:  # a closure the optimizer never called: a step without capture
+            steps.skip()
             return
-        self._steps.finish()
+        steps.finish()
 
     def begin_step(self, lr: LearningRates = None, *, global_step: int | None = None) -> None:
         """Capture point of a step, called where the gradient is final (after backward, clipping, unscaling).
@@ -396,7 +411,7 @@ class Probe:
         self._check_manual("begin_step()")
         if self._steps.state is not None:
             raise ProbeError(f"begin_step() while step {self._steps.step} is open: call end_step() first")
-        self._steps.open(resolve_lrs(lr, self.optimizer, self._tracked), global_step)
+        self._steps.open(resolve_lrs(lr, self.optimizers, self._tracked), global_step)
 
     def end_step(self) -> None:
         """End the step opened by :meth:`begin_step`: measure the update the parameters took."""
@@ -420,7 +435,7 @@ class Probe:
         self._check_manual("capture()")
         if self._steps.state is not None:
             self._steps.finish()
-        self._steps.open(resolve_lrs(lr, self.optimizer, self._tracked))
+        self._steps.open(resolve_lrs(lr, self.optimizers, self._tracked))
 
     def _check_manual(self, what: str) -> None:
         if not self._attached:
@@ -431,8 +446,8 @@ class Probe:
                 "without an optimizer, or a probe attached with hooks=False"
             )
 
-    def _backward_state(self) -> StepState:
-        return self._steps.backward_state(optimizer_lrs(self.optimizer, self._tracked))
+    def _backward_state(self, steps: StepDispatcher) -> StepState:
+        return steps.backward_state(optimizer_lrs(self.optimizers, steps.tracked))
 
     def _count_bytes(self, nbytes: int) -> None:
         if nbytes and "distributed" in self._meta:
@@ -445,15 +460,18 @@ class Probe:
             return
         self._meta.update(
             steps=self.step,
-            captured_steps=self._steps.captured_steps if self._steps is not None else 0,
+            captured_steps=max((d.captured_steps for d in self._dispatchers), default=0),
             probe_time=self.time.to_dict(),
             errors=self._guard.errors,
             error_count=self._guard.count,
         )
         if self._scaler_skips:
             self._meta["scaler_skipped_steps"] = self._scaler_skips
-        if self._steps is not None and self._steps.last_global_step is not None:
-            self._meta["last_global_step"] = self._steps.last_global_step
+        if len(self._dispatchers) > 1:
+            self._meta["steps_per_optimizer"] = [d.step for d in self._dispatchers]
+        last = [d.last_global_step for d in self._dispatchers if d.last_global_step is not None]
+        if last:
+            self._meta["last_global_step"] = last[-1]
         if self._guard.capture_stopped is not None:
             self._meta["capture_stopped"] = self._guard.capture_stopped
         self._writer.write_meta(self._meta)
@@ -462,7 +480,8 @@ class Probe:
         started = time.perf_counter()
         try:
             if not self._guard.capture_disabled:
-                self._steps.drain_tracers()
+                for steps in self._dispatchers:
+                    steps.drain_tracers()
                 self._writer.flush()
         except OSError as exc:
             self._guard.record(self.step, None, "final flush", exc)
@@ -477,6 +496,42 @@ class Probe:
                 warnings.warn(
                     f"goup_probe: cannot write {self.run_dir}/run.json: {exc}", RuntimeWarning, stacklevel=3
                 )
+
+
+def _optimizers(optimizer: Any) -> tuple[tuple[torch.optim.Optimizer, ...], list[str]]:
+    """The torch optimizers the probe hooks (wrappers unwrapped), and the wrappers' class names."""
+    given = (
+        [] if optimizer is None else list(optimizer) if isinstance(optimizer, list | tuple) else [optimizer]
+    )
+    optimizers, wrappers = [], []
+    for item in given:
+        inner, names = unwrap_optimizer(item)
+        if not isinstance(inner, torch.optim.Optimizer):
+            raise TypeError(
+                "optimizer must be a torch.optim.Optimizer, a list of them, or None, "
+                f"got {type(item).__name__}"
+            )
+        optimizers.append(inner)
+        wrappers.extend(names)
+    if len({id(o) for o in optimizers}) != len(optimizers):
+        raise ValueError("optimizer: the same optimizer is given twice")
+    return tuple(optimizers), wrappers
+
+
+def _capturing_closure(closure: Any, capture: Any) -> Any:
+    """The closure, calling ``capture()`` once, after its first evaluation computed the gradient at θ_t."""
+    fired = False
+
+    def capturing_closure(*args: Any, **kwargs: Any) -> Any:
+        nonlocal fired
+        result = closure(*args, **kwargs)
+        if not fired:
+            fired = True
+            with torch.no_grad():
+                capture()
+        return result
+
+    return capturing_closure
 
 
 def attach(
