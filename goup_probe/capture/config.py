@@ -7,6 +7,7 @@ keywords; both build one ``ProbeConfig``, so each option is checked in one place
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -69,6 +70,7 @@ class ProbeConfig:
     precision: str = "fast"
     metadata: Mapping[str, Any] = field(default_factory=dict)
     hooks: bool = True
+    tensorboard: Any = None
 
     @classmethod
     def from_options(
@@ -92,6 +94,7 @@ class ProbeConfig:
         precision: str = "fast",
         metadata: Mapping[str, Any] | None = None,
         hooks: bool = True,
+        tensorboard: Any = None,
     ) -> ProbeConfig:
         """Validate the keyword options of :func:`~goup_probe.attach`.
 
@@ -122,6 +125,12 @@ class ProbeConfig:
             raise TypeError(f"flush_seconds must be a number of seconds, got {flush_seconds!r}")
         if math.isnan(flush_seconds) or flush_seconds < 0:
             raise ValueError(f"flush_seconds must be >= 0, got {flush_seconds!r}")
+        if tensorboard is not None and not (
+            isinstance(tensorboard, str | os.PathLike) or hasattr(tensorboard, "add_scalar")
+        ):
+            raise TypeError(
+                f"tensorboard must be a log directory or a SummaryWriter, got {type(tensorboard).__name__}"
+            )
         if metadata is not None and not isinstance(metadata, Mapping):
             raise TypeError(f"metadata must be a mapping, got {type(metadata).__name__}")
         return cls(
@@ -142,6 +151,7 @@ class ProbeConfig:
             precision=precision,
             metadata=dict(metadata or {}),
             hooks=hooks,
+            tensorboard=tensorboard,
         )
 
     @property

@@ -146,6 +146,8 @@ class StepDispatcher:
                 if (state.captured and running) or isinstance(strategy, ShardedTensor):
                     for member in strategy.after(ctx, state):
                         self.local[member.name].after(ctx, state)
+            if running and state.captured and ctx.rows.listeners:
+                self.guard.run(state.step, None, "listeners", ctx.rows.end_step, state.step)
             if running and self.tracers is not None and state.tracers:
                 self.guard.run(state.step, None, "tracers", self.tracers.after, state.lrs)
             if running:

@@ -46,11 +46,10 @@ from goup_probe.capture.plan import (
     refuse_unshardable,
     track_parameters,
     unwrap,
-    unwrap_optimizer,
 )
-from goup_probe.capture.rows import RowSink
+from goup_probe.capture.points import capturing_closure, optimizer_list
 from goup_probe.capture.signals import SigtermGuard, Terminated
-from goup_probe.capture.strategy import CaptureContext
+from goup_probe.capture.strategy import CaptureContext, build_context
 from goup_probe.capture.timing import ProbeTime
 from goup_probe.capture.tracers import LocalTracers, write_tracer_index
 from goup_probe.capture.writer import RankError, open_writer
@@ -121,6 +120,9 @@ class Probe:
         always float64, and sharded (FSDP2) tensors are always reduced in float64.
     metadata : mapping, optional
         Extra JSON-serialisable information stored in ``run.json`` under ``"user"``.
+    tensorboard : path or SummaryWriter, optional
+        Mirror per-layer effect sizes and verdict counts into TensorBoard at each
+        captured step (:mod:`goup_probe.integrations.tensorboard`).
     hooks : bool
         With an optimizer, capture in its step hooks (default). ``False`` leaves
         the optimizer alone: a trainer callback calls :meth:`begin_step` and
@@ -137,7 +139,7 @@ class Probe:
     ) -> None:
         if not isinstance(model, nn.Module):
             raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
-        self.optimizers, self.optimizer_wrappers = _optimizers(optimizer)
+        self.optimizers, self.optimizer_wrappers = optimizer_list(optimizer)
         self.config = ProbeConfig.from_options(**options)
         self.model = model
         self.optimizer = self.optimizers[0] if self.optimizers else None
@@ -214,6 +216,10 @@ class Probe:
         if self._dist.passive:  # a replicated (DDP) run's ranks > 0 capture nothing
             self._guard.capture_disabled = True
         ctx = self._context()
+        if self.config.tensorboard is not None and self._dist.writes:
+            from goup_probe.integrations.tensorboard import TensorBoardMirror
+
+            ctx.rows.listeners.append(TensorBoardMirror(self.config.tensorboard))
         self._dispatchers = [
             StepDispatcher(
                 part,
@@ -264,27 +270,8 @@ class Probe:
         return self._dispatchers[0]
 
     def _context(self) -> CaptureContext:
-        config = self.config
-        rows = RowSink(
-            self._writer,
-            recorded=config.names,
-            tested=config.tested,
-            thresholds=config.thresholds,
-            keep_samples=config.keep_samples,
-            statistics=config.statistics,
-            on_error=self._guard.record,
-        )
-        states = [o.state for o in self.optimizers]
-        return CaptureContext(
-            rows=rows,
-            guard=self._guard,
-            dist=self._dist,
-            precision=config.precision,
-            custom=tuple(q for q in config.custom if q.phase != "backward"),
-            has_optimizer=bool(self.optimizers),
-            optimizer_state=lambda p: next((state[p] for state in states if p in state), {}),
-            writer=self._writer,
-            count_bytes=self._count_bytes,
+        return build_context(
+            self.config, self._writer, self._guard, self._dist, self.optimizers, self._count_bytes
         )
 
     def detach(self, status: str = "completed", reason: str = "") -> None:
@@ -372,7 +359,7 @@ class Probe:
         if not callable(closure):
             steps.open(lrs, grad_scale=handoff.grad_scale)
             return None
-        wrapped = _capturing_closure(closure, lambda: steps.open(lrs, grad_scale=handoff.grad_scale))
+        wrapped = capturing_closure(closure, lambda: steps.open(lrs, grad_scale=handoff.grad_scale))
         if "closure" in kwargs:
             return args, {**kwargs, "closure": wrapped}
         return (args[0], wrapped, *args[2:]), kwargs
@@ -476,6 +463,11 @@ class Probe:
             self._meta["capture_stopped"] = self._guard.capture_stopped
         self._writer.write_meta(self._meta)
 
+    def _close_listeners(self) -> None:
+        rows = self._dispatchers[0].ctx.rows if self._dispatchers else None
+        for listener in rows.listeners if rows is not None else ():
+            self._guard.run(self.step, None, "closing listeners", listener.close)
+
     def _close(self, status: str, reason: str) -> None:
         started = time.perf_counter()
         try:
@@ -488,6 +480,7 @@ class Probe:
             status, reason = "failed", f"final flush failed: {exc}"
             warnings.warn(f"goup_probe: {reason}", RuntimeWarning, stacklevel=3)
         finally:
+            self._close_listeners()
             self.time.close_seconds += time.perf_counter() - started
             self._meta.update(status=status, status_reason=reason, ended_at=utc_now())
             try:
@@ -496,42 +489,6 @@ class Probe:
                 warnings.warn(
                     f"goup_probe: cannot write {self.run_dir}/run.json: {exc}", RuntimeWarning, stacklevel=3
                 )
-
-
-def _optimizers(optimizer: Any) -> tuple[tuple[torch.optim.Optimizer, ...], list[str]]:
-    """The torch optimizers the probe hooks (wrappers unwrapped), and the wrappers' class names."""
-    given = (
-        [] if optimizer is None else list(optimizer) if isinstance(optimizer, list | tuple) else [optimizer]
-    )
-    optimizers, wrappers = [], []
-    for item in given:
-        inner, names = unwrap_optimizer(item)
-        if not isinstance(inner, torch.optim.Optimizer):
-            raise TypeError(
-                "optimizer must be a torch.optim.Optimizer, a list of them, or None, "
-                f"got {type(item).__name__}"
-            )
-        optimizers.append(inner)
-        wrappers.extend(names)
-    if len({id(o) for o in optimizers}) != len(optimizers):
-        raise ValueError("optimizer: the same optimizer is given twice")
-    return tuple(optimizers), wrappers
-
-
-def _capturing_closure(closure: Any, capture: Any) -> Any:
-    """The closure, calling ``capture()`` once, after its first evaluation computed the gradient at θ_t."""
-    fired = False
-
-    def capturing_closure(*args: Any, **kwargs: Any) -> Any:
-        nonlocal fired
-        result = closure(*args, **kwargs)
-        if not fired:
-            fired = True
-            with torch.no_grad():
-                capture()
-        return result
-
-    return capturing_closure
 
 
 def attach(

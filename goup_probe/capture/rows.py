@@ -59,6 +59,8 @@ class RowSink:
         self.statistics = tuple(statistics)
         self.global_step: int | None = None
         """The framework's step of the rows being written (set at each capture point)."""
+        self.listeners: list[Any] = []
+        """Objects with ``row(row)`` and ``end_step(step)`` that see every stats row (TensorBoard)."""
         self._on_error = on_error
 
     def wants(self, quantity: str) -> bool:
@@ -109,6 +111,8 @@ class RowSink:
         if extra:
             row.update(extra)
         self.writer.append("stats", [row])
+        for listener in self.listeners:
+            listener.row(row)
         if self.keep_samples:
             sample = reduction.sample
             kept = sample[tracked.keep] if tracked.keep.size <= sample.size else sample
@@ -140,6 +144,11 @@ class RowSink:
             verdict=schema.VERDICT_NOT_TESTED,
         )
         self.writer.append("stats", [row])
+
+    def end_step(self, step: int) -> None:
+        """Tell the listeners that the rows of ``step`` are complete."""
+        for listener in self.listeners:
+            listener.end_step(step)
 
     @staticmethod
     def _row(

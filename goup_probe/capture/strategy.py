@@ -63,6 +63,38 @@ class CaptureContext:
         )
 
 
+def build_context(
+    config: Any,
+    writer: Any,
+    guard: ErrorGuard,
+    dist: DistInfo,
+    optimizers: Sequence[torch.optim.Optimizer],
+    count_bytes: Callable[[int], None],
+) -> CaptureContext:
+    """The context a probe hands its strategies, from its :class:`~goup_probe.capture.config.ProbeConfig`."""
+    rows = RowSink(
+        writer,
+        recorded=config.names,
+        tested=config.tested,
+        thresholds=config.thresholds,
+        keep_samples=config.keep_samples,
+        statistics=config.statistics,
+        on_error=guard.record,
+    )
+    states = [o.state for o in optimizers]
+    return CaptureContext(
+        rows=rows,
+        guard=guard,
+        dist=dist,
+        precision=config.precision,
+        custom=tuple(q for q in config.custom if q.phase != "backward"),
+        has_optimizer=bool(optimizers),
+        optimizer_state=lambda p: next((state[p] for state in states if p in state), {}),
+        writer=writer,
+        count_bytes=count_bytes,
+    )
+
+
 class Strategy(ABC):
     """How one tensor, or one group of tensors, is reduced at a step."""
 
