@@ -489,3 +489,26 @@ def test_a_schedule_that_raises_or_answers_an_array_does_not_kill_training(tmp_p
     run = gp.load_run(tmp_path / "c")
     assert sorted(run.stats["step"].unique()) == [0, 1, 4]
     assert any(e["where"] == "schedule" and e["step"] == 2 for e in run.meta["errors"])
+
+
+@pytest.mark.parametrize(
+    ("option", "value", "error"),
+    [
+        ("flush_rows", 0, ValueError),
+        ("flush_rows", -1, ValueError),
+        ("flush_seconds", "10", TypeError),
+        ("flush_seconds", None, TypeError),
+        ("flush_seconds", float("nan"), ValueError),
+        ("overwrite", "no", TypeError),
+        ("strict", 1, TypeError),
+        ("keep_samples", 2.5, TypeError),
+        ("tracers", 3.0, TypeError),
+        ("sample_size", 100.0, TypeError),
+        ("thresholds", None, TypeError),
+        ("metadata", [("a", 1)], TypeError),
+    ],
+)
+def test_bad_option_values_name_the_option_and_create_nothing(tmp_path, option, value, error):
+    with pytest.raises(error, match=option):
+        gp.attach(TinyNet(), run_dir=tmp_path / "r", **{option: value})
+    assert not (tmp_path / "r").exists()
