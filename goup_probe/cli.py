@@ -31,6 +31,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
     result = run_demo(
         args.out,
+        overwrite=args.overwrite or _is_demo_run(args.out),
         steps=args.steps,
         every=args.every,
         seed=args.seed,
@@ -56,6 +57,18 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         _print_comparison(comparison, "Short GO-UP comparison")
     _write_report(result.run_dir, None)
     return 0
+
+
+def _is_demo_run(path: Path) -> bool:
+    """Whether ``path`` holds a previous ``goup-probe demo`` run (which the demo may replace)."""
+    from goup_probe.store import RunDirectoryError, load_run
+
+    if not (path / "run.json").is_file():
+        return False
+    try:
+        return "demo" in (load_run(path).meta.get("user") or {})
+    except RunDirectoryError:
+        return False
 
 
 def _write_report(run_dir: Path, out: Path | None) -> None:
@@ -119,7 +132,7 @@ def _cmd_compare(args: argparse.Namespace) -> int:
         max_heldout=args.heldout,
         num_threads=args.threads if args.threads is not None else (1 if args.dataset == "digits" else None),
         out=args.out,
-        overwrite=True,
+        overwrite=args.overwrite,
         progress=not args.no_progress,
     )
     _print_comparison(result, f"GO-UP vs {result.summary['arm'].iloc[0]}")
@@ -191,6 +204,11 @@ def _add_demo(sub: argparse._SubParsersAction) -> None:
         help="steps of the short GO-UP comparison (3 seeds) run after the probe run (default 150)",
     )
     demo.add_argument("--no-compare", action="store_true", help="skip the short GO-UP comparison")
+    demo.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace a run in --out that is not a previous demo run (a demo run is replaced anyway)",
+    )
     demo.set_defaults(func=_cmd_demo)
 
 
@@ -228,6 +246,7 @@ def _add_compare(sub: argparse._SubParsersAction) -> None:
         "torch's default for cifar10)",
     )
     cmp_.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    cmp_.add_argument("--overwrite", action="store_true", help="replace an existing run in --out")
     cmp_.set_defaults(func=_cmd_compare)
 
 

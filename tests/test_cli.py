@@ -130,3 +130,82 @@ def test_broken_pipe_in_process_is_not_reported_as_an_error(tmp_path, capsys, mo
     monkeypatch.setattr("sys.stdout", ClosedPipe())
     assert main(["summary", str(run_dir)]) == 141
     assert "error" not in capsys.readouterr().err
+
+
+def _probe_run(path):
+    import torch
+
+    from tests.helpers import TinyNet, batches, train
+
+    model = TinyNet()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    with gp.attach(model, opt, run_dir=path, every=1, tracers=4):
+        train(model, opt, batches(2))
+
+
+def test_compare_refuses_to_replace_a_run_without_overwrite(tmp_path, capsys):
+    run = tmp_path / "mine"
+    _probe_run(run)
+    before = sorted(p.relative_to(run) for p in run.rglob("*"))
+    args = [
+        "compare",
+        "--steps",
+        "2",
+        "--seeds",
+        "1",
+        "--eval-every",
+        "1",
+        "--heldout",
+        "20",
+        "--out",
+        str(run),
+    ]
+    assert main([*args, "--no-progress"]) != 0
+    assert "not empty" in capsys.readouterr().err
+    assert sorted(p.relative_to(run) for p in run.rglob("*")) == before  # nothing lost
+    assert gp.load_run(run).stats["step"].max() == 1
+    assert main([*args, "--no-progress", "--overwrite"]) == 0
+    assert gp.load_run(run).meta.get("kind") != "probe" or "compare_summary" in gp.load_run(run).tables
+
+
+def test_demo_replaces_only_its_own_previous_output(tmp_path, capsys):
+    out = tmp_path / "demo"
+    demo = ["demo", "--steps", "3", "--every", "2", "--no-progress", "--no-compare", "--out", str(out)]
+    assert main(demo) == 0
+    assert main(demo) == 0  # its own previous output: replaced
+    other = tmp_path / "other"
+    _probe_run(other)
+    assert main([*demo[:-1], str(other)]) != 0  # someone else's run: refused
+    assert "not empty" in capsys.readouterr().err
+    assert "demo" not in gp.load_run(other).meta["user"]
+
+
+def test_overwrite_never_deletes_files_the_toolkit_did_not_write(tmp_path):
+    run = tmp_path / "r"
+    _probe_run(run)
+    (run / "notes.md").write_text("my notes")
+    (run / "scripts").mkdir()
+    (run / "scripts" / "train.py").write_text("print('hi')")
+    (run / "empty").mkdir()
+    with pytest.raises(gp.RunDirectoryError, match=r"did not write \(empty, notes.md, scripts\)"):
+        _probe_run_overwrite(run)
+    assert (run / "notes.md").read_text() == "my notes" and (run / "scripts" / "train.py").exists()
+    assert gp.load_run(run).stats["step"].max() == 1  # the run itself untouched too
+    (run / "notes.md").unlink()
+    for folder in ("scripts", "empty"):
+        for child in (run / folder).iterdir():
+            child.unlink()
+        (run / folder).rmdir()
+    _probe_run_overwrite(run)  # only the toolkit's files: replaced
+    assert gp.load_run(run).status == "completed"
+
+
+def _probe_run_overwrite(path):
+    import torch
+
+    from tests.helpers import TinyNet, batches, train
+
+    model = TinyNet()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    with gp.attach(model, opt, run_dir=path, every=1, overwrite=True):
+        train(model, opt, batches(1))

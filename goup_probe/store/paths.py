@@ -63,21 +63,54 @@ def prepare_run_dir(run_dir: str | os.PathLike[str], *, overwrite: bool = False)
 
 
 def _clear_run_dir(path: Path) -> None:
-    """Remove what a previous run wrote (only files this toolkit creates)."""
+    """Remove what a previous run wrote; refuse, deleting nothing, when anything else is there.
+
+    A run consists of ``run.json``, table folders of Parquet parts, the
+    writers' hidden temporary files, a replace interrupted by a crash and a
+    ``report/`` folder of HTML and PNG files. A user's own file or folder
+    (notes, scripts, an empty folder) makes the whole overwrite fail, naming it.
+    """
     if not (path / RUN_JSON).exists():
         raise RunDirectoryError(
             f"run_dir {str(path)!r} is not empty and holds no {RUN_JSON}; refusing to overwrite "
             "a directory that is not a goup_probe run"
         )
+    foreign = [child.name for child in sorted(path.iterdir()) if not _is_run_content(child)]
+    if foreign:
+        raise RunDirectoryError(
+            f"run_dir {str(path)!r} holds files goup_probe did not write ({', '.join(foreign[:3])}"
+            + (f" and {len(foreign) - 3} more" if len(foreign) > 3 else "")
+            + "); refusing to overwrite it: move them or choose another directory"
+        )
     for child in path.iterdir():
-        if child.is_dir() and (child.name in schema.TABLES or _looks_like_table(child)):
-            for part in child.iterdir():
-                part.unlink()
-            child.rmdir()
-        elif child.is_dir() and child.name.startswith(".") and child.name.endswith(".replace"):
-            shutil.rmtree(child)  # a replace_table a crash interrupted
-        elif child.is_file():
+        if child.is_dir():
+            shutil.rmtree(child)
+        else:
             child.unlink()
+
+
+_REPORT_SUFFIXES = (".html", ".png", ".css", ".js", ".svg")
+
+
+def _is_run_content(child: Path) -> bool:
+    """Whether ``child`` of a run directory is something the toolkit writes."""
+    name = child.name
+    if child.is_symlink():
+        return False
+    if child.is_file():
+        return name == RUN_JSON or (name.startswith(".") and name.endswith(".tmp"))
+    if name.startswith(".") and name.endswith(".replace"):
+        return True  # a replace_table a crash interrupted
+    entries = list(child.iterdir())
+    if not entries:
+        return False  # an empty folder is not something a run leaves
+    if name in schema.TABLES or _looks_like_table(child):
+        return all(e.is_file() and not e.is_symlink() for e in entries)
+    if name == "report":  # index.html and figures/*.png, as goup_probe.report writes them
+        return all(
+            not e.is_symlink() and (e.is_dir() or e.suffix in _REPORT_SUFFIXES) for e in child.rglob("*")
+        )
+    return False
 
 
 def _looks_like_table(folder: Path) -> bool:
