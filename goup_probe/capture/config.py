@@ -16,7 +16,7 @@ import numpy as np
 
 from goup_probe import schedule as schedules
 from goup_probe import schema
-from goup_probe.capture.quantities import PHASE_BACKWARD, Quantity, resolve_quantities
+from goup_probe.capture.quantities import FUSED, PHASE_BACKWARD, Quantity, resolve_quantities
 from goup_probe.capture.sums import PRECISIONS
 from goup_probe.stats.normality import DEFAULT_THRESHOLDS, MAX_TESTED, VerdictThresholds
 
@@ -161,8 +161,8 @@ class ProbeConfig:
 
     @property
     def custom(self) -> tuple[Quantity, ...]:
-        """The user-defined quantities."""
-        return tuple(q for q in self.quantities if not q.builtin)
+        """The quantities reduced by the generic path (``fn`` then one reduction): all but the fused four."""
+        return tuple(q for q in self.quantities if q.name not in FUSED)
 
     @property
     def backward(self) -> tuple[Quantity, ...]:

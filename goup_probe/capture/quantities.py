@@ -166,6 +166,9 @@ BUILTINS: dict[str, Quantity] = {q.name: q for q in (THETA_MINUS_GRAD, THETA, GR
 """The built-in quantities by name, in the order of :data:`goup_probe.schema.QUANTITIES`."""
 COMPONENTS = (schema.THETA_MINUS_GRAD, schema.THETA, schema.GRAD)
 """The built-ins reduced together before the step."""
+FUSED = frozenset((*COMPONENTS, schema.UPDATE))
+"""Quantities the strategies reduce with fused kernels; every other declared quantity (a user's,
+or a built-in added to :data:`BUILTINS`) takes the generic path: ``fn``, then one reduction."""
 
 
 def resolve_quantities(items: Iterable[str | Quantity]) -> tuple[Quantity, ...]:
