@@ -43,3 +43,18 @@ def capturing_closure(closure: Any, capture: Any) -> Any:
         return result
 
     return capturing_closure
+
+
+def wrap_step_closure(args: tuple, kwargs: dict, capture: Any) -> tuple[tuple, dict] | None:
+    """An optimizer step pre hook's new ``(args, kwargs)`` with the closure capturing after its first call.
+
+    ``args[0]`` is the optimizer; the closure is ``kwargs["closure"]`` or ``args[1]``.
+    Returns None when ``step()`` got no closure (the caller captures right away).
+    """
+    closure = kwargs.get("closure", args[1] if len(args) > 1 else None)
+    if not callable(closure):
+        return None
+    wrapped = capturing_closure(closure, capture)
+    if "closure" in kwargs:
+        return args, {**kwargs, "closure": wrapped}
+    return (args[0], wrapped, *args[2:]), kwargs

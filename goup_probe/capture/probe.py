@@ -47,7 +47,7 @@ from goup_probe.capture.plan import (
     track_parameters,
     unwrap,
 )
-from goup_probe.capture.points import capturing_closure, optimizer_list
+from goup_probe.capture.points import optimizer_list, wrap_step_closure
 from goup_probe.capture.signals import SigtermGuard, Terminated
 from goup_probe.capture.strategy import CaptureContext, build_context
 from goup_probe.capture.timing import ProbeTime
@@ -355,14 +355,10 @@ class Probe:
             self._skipping.add(index)
             return None
         lrs = optimizer_lrs(self.optimizers, steps.tracked)
-        closure = kwargs.get("closure", args[1] if len(args) > 1 else None)  # args[0] is the optimizer
-        if not callable(closure):
+        wrapped = wrap_step_closure(args, kwargs, lambda: steps.open(lrs, grad_scale=handoff.grad_scale))
+        if wrapped is None:  # no closure: the gradient is final now
             steps.open(lrs, grad_scale=handoff.grad_scale)
-            return None
-        wrapped = capturing_closure(closure, lambda: steps.open(lrs, grad_scale=handoff.grad_scale))
-        if "closure" in kwargs:
-            return args, {**kwargs, "closure": wrapped}
-        return (args[0], wrapped, *args[2:]), kwargs
+        return wrapped
 
     def _post_hook(self, index: int, optimizer: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
         steps = self._dispatchers[index] if len(self._dispatchers) > 1 else self._steps

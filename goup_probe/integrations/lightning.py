@@ -34,6 +34,7 @@ import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
 
 import goup_probe as gp
+from goup_probe.capture.points import wrap_step_closure
 from goup_probe.integrations._common import check_options, offset_schedule, unwrap_optimizer
 
 _STATE_VERSION = 1
@@ -182,23 +183,10 @@ class GoupProbe(Callback):
         """Begin now, or, when ``step`` got a closure, right after the closure's first evaluation."""
         if self._open:  # the previous step raised between its begin and its end
             self._end()
-        closure = kwargs.get("closure", args[1] if len(args) > 1 else None)  # args[0] is the optimizer
-        if not callable(closure):
+        wrapped = wrap_step_closure(args, kwargs, self._begin)
+        if wrapped is None:  # no closure (16-mixed's scaler.step, manual optimization): begin now
             self._begin()
-            return None
-        fired = False
-
-        def capturing_closure(*c_args: Any, **c_kwargs: Any) -> Any:
-            nonlocal fired
-            result = closure(*c_args, **c_kwargs)
-            if not fired:
-                fired = True
-                self._begin()
-            return result
-
-        if "closure" in kwargs:
-            return args, {**kwargs, "closure": capturing_closure}
-        return (args[0], capturing_closure, *args[2:]), kwargs
+        return wrapped
 
     def _post_hook(self, optimizer: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
         self._end()
