@@ -101,21 +101,30 @@ def unwrap(model: nn.Module) -> nn.Module:
             return model
 
 
-def unwrap_optimizer(optimizer: Any) -> tuple[Any, list[str]]:
-    """The torch optimizer inside framework wrappers that hold it as ``.optimizer``, and their class names.
+_WRAPPER_ATTRIBUTES = ("optimizer", "_optimizer")
 
-    accelerate's ``AcceleratedOptimizer`` (what a Hugging Face ``Trainer`` hands its
-    callbacks) and Lightning's ``LightningOptimizer`` wrap the optimizer that really
-    steps; the probe's hooks belong on that one.
+
+def unwrap_optimizer(optimizer: Any) -> tuple[Any, list[str]]:
+    """The optimizer inside framework wrappers, and the wrappers' class names (outermost first).
+
+    Follows ``.optimizer`` (accelerate's ``AcceleratedOptimizer``, what a Hugging
+    Face ``Trainer`` hands its callbacks, itself an ``Optimizer`` subclass without
+    the step hooks' state) and ``._optimizer`` (Lightning's ``LightningOptimizer``)
+    for as long as they hold something; the probe's hooks belong on the innermost.
+    Anything that is no wrapper is returned as it is.
     """
     wrappers: list[str] = []
-    while optimizer is not None and isinstance(getattr(optimizer, "optimizer", None), torch.optim.Optimizer):
-        wrappers.append(type(optimizer).__name__)
-        optimizer = optimizer.optimizer
-    if isinstance(getattr(optimizer, "_optimizer", None), torch.optim.Optimizer):  # LightningOptimizer
-        wrappers.append(type(optimizer).__name__)
-        optimizer = optimizer._optimizer
-    return optimizer, wrappers
+    current = optimizer
+    for _ in range(16):
+        attributes = getattr(current, "__dict__", {})
+        inner = next(
+            (attributes[a] for a in _WRAPPER_ATTRIBUTES if attributes.get(a) not in (None, current)), None
+        )
+        if inner is None:
+            break
+        wrappers.append(type(current).__name__)
+        current = inner
+    return current, wrappers
 
 
 def to_float(value: Any) -> float:

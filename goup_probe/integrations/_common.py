@@ -8,37 +8,23 @@ from typing import Any
 import torch
 
 from goup_probe import schedule as _schedule
+from goup_probe.capture import plan
 
-_WRAPPER_ATTRIBUTES = ("optimizer", "_optimizer")
 _RESERVED_OPTIONS = ("hooks", "schedule_offset")
 
 
 def unwrap_optimizer(optimizer: Any) -> tuple[torch.optim.Optimizer, list[str]]:
     """The ``torch.optim.Optimizer`` inside trainer wrappers, and the wrappers' class names (outermost first).
 
-    Follows ``.optimizer`` (accelerate's ``AcceleratedOptimizer``, itself an
-    ``Optimizer`` subclass that has none of the step hooks' state) and
-    ``._optimizer`` (Lightning's ``LightningOptimizer``) for as long as they
-    hold an optimizer.
+    :func:`goup_probe.capture.plan.unwrap_optimizer`, which the probe applies too,
+    and a refusal when no optimizer is inside.
 
     Raises
     ------
     TypeError
         When no ``torch.optim.Optimizer`` is found.
     """
-    wrappers: list[str] = []
-    current = optimizer
-    for _ in range(16):
-        inner = None
-        for attribute in _WRAPPER_ATTRIBUTES:
-            candidate = current.__dict__.get(attribute) if hasattr(current, "__dict__") else None
-            if candidate is not None and candidate is not current:
-                inner = candidate
-                break
-        if inner is None:
-            break
-        wrappers.append(type(current).__name__)
-        current = inner
+    current, wrappers = plan.unwrap_optimizer(optimizer)
     if not isinstance(current, torch.optim.Optimizer):
         raise TypeError(f"no torch.optim.Optimizer found inside {type(optimizer).__name__}")
     return current, wrappers
