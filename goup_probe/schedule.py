@@ -51,22 +51,70 @@ def explicit(steps: Iterable[int]) -> Schedule:
 
 
 def log_spaced(max_step: int, num: int = 50) -> Schedule:
-    """Capture about ``num`` steps spaced logarithmically in ``[0, max_step]``.
+    """Capture exactly ``num`` steps spaced logarithmically in ``[0, max_step)``.
 
     Dense early in training, where distributions change fastest, sparse later.
+    ``max_step`` is the number of optimizer steps of the run, as in
+    ``range(max_step)``: the schedule captures step 0 and the last step
+    ``max_step - 1``, and ``num`` distinct steps in all. Where rounding the
+    geometric grid would make early steps coincide, consecutive steps are taken
+    instead, so the count is exact.
 
     Parameters
     ----------
     max_step : int
-        Last step that may be captured.
+        Number of optimizer steps (steps ``0 .. max_step - 1`` may be captured), at least 1.
     num : int
-        Number of distinct steps wanted (fewer when ``max_step`` is small).
+        Number of distinct steps captured, from 1 to ``max_step``; with 1, step 0 only.
+
+    Returns
+    -------
+    Schedule
+        A ``step -> bool`` predicate with a readable description.
+
+    Raises
+    ------
+    ValueError
+        If ``max_step`` or ``num`` is not a positive integer, or ``num > max_step``
+        (there are only ``max_step`` steps to capture; use :func:`every` with 1).
+
+    Examples
+    --------
+    >>> s = log_spaced(800, 25)
+    >>> steps = [t for t in range(800) if s(t)]
+    >>> len(steps), steps[0], steps[-1]
+    (25, 0, 799)
     """
-    if max_step < 0 or num < 1:
-        raise ValueError(f"log_spaced: need max_step >= 0 and num >= 1, got {max_step}, {num}")
-    points = np.unique(np.round(np.geomspace(1, max_step + 1, num)).astype(int) - 1)
-    steps = frozenset(int(s) for s in points) | {0}
+    for name, value in (("max_step", max_step), ("num", num)):
+        if not isinstance(value, int | np.integer) or isinstance(value, bool) or value < 1:
+            raise ValueError(f"log_spaced: {name} must be a positive integer, got {value!r}")
+    max_step, num = int(max_step), int(num)
+    if num > max_step:
+        raise ValueError(
+            f"log_spaced: num={num} exceeds max_step={max_step}: only steps 0..{max_step - 1} exist; "
+            f"pass num <= {max_step} (or every(1) to capture every step)"
+        )
+    points = log_spaced_steps(max_step, num)
+    steps = frozenset(points)
     return _DescribedSchedule(lambda step: step in steps, f"log_spaced({max_step}, {num})")
+
+
+def log_spaced_steps(max_step: int, num: int) -> list[int]:
+    """The ``num`` strictly increasing steps of :func:`log_spaced`, from 0 to ``max_step - 1``.
+
+    Rounds ``geomspace(1, max_step, num) - 1``, then moves each step up to at
+    least one past its predecessor (early steps that rounded alike) and down to
+    at most one before its successor, keeping the last step at ``max_step - 1``.
+    Needs ``1 <= num <= max_step``.
+    """
+    grid = np.round(np.geomspace(1, max_step, num)).astype(np.int64) - 1
+    grid[-1] = max_step - 1
+    grid[0] = 0  # after the end: with num == 1, step 0 only
+    for i in range(1, num):
+        grid[i] = max(grid[i], grid[i - 1] + 1)
+    for i in range(num - 2, -1, -1):
+        grid[i] = min(grid[i], grid[i + 1] - 1)
+    return [int(s) for s in grid]
 
 
 def describe(schedule: Schedule) -> str:
