@@ -141,14 +141,23 @@ def _cmd_compare(args: argparse.Namespace) -> int:
 
 def _cmd_summary(args: argparse.Namespace) -> int:
     from goup_probe.store import load_run
-    from goup_probe.summary import format_table, layer_summary
+    from goup_probe.summary import format_table, layer_summary, moments_only, was_tested
 
     run = load_run(args.run_dir)
     print(
         f"{args.run_dir}: status {run.status}, {run.meta.get('steps', '?')} steps, "
         f"{run.meta.get('captured_steps', '?')} captured"
     )
-    print(format_table(layer_summary(run, args.quantity)))
+    table = layer_summary(run, args.quantity)
+    if not table.empty and not was_tested(run, args.quantity):
+        tested = ", ".join((run.meta.get("capture") or {}).get("tested") or []) or "none"
+        print(
+            f"{args.quantity} was not tested for Gaussianity in this run (tested: {tested}); "
+            "moments only. Attach with tested=[..., "
+            f"{args.quantity!r}] for verdicts."
+        )
+        table = moments_only(table)
+    print(format_table(table))
     return 0
 
 

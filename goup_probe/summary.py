@@ -21,6 +21,9 @@ SUMMARY_COLUMNS = (
     "grad_to_param",
 )
 
+VERDICT_COLUMNS = ("verdict_first", "verdict_last", "w1_last", "gaussian_share")
+"""Columns of :func:`layer_summary` that only a quantity tested for Gaussianity fills."""
+
 
 def layer_summary(run: Run | pd.DataFrame, quantity: str = schema.THETA_MINUS_GRAD) -> pd.DataFrame:
     """One row per parameter tensor: verdict and shape of X at the first and last captured step.
@@ -39,7 +42,9 @@ def layer_summary(run: Run | pd.DataFrame, quantity: str = schema.THETA_MINUS_GR
         captured step), ``verdict_last``/``kurt_last``/``skew_last``/``w1_last``
         (last captured step), ``gaussian_share`` (fraction of tested steps judged
         Gaussian or negligible deviation) and ``grad_to_param`` (median ‖g‖/‖θ‖).
-        Tensors never tested keep their status as verdict.
+        A tensor whose values were not tested shows ``"not tested"`` as verdict
+        when its values were fine (the quantity was not in ``tested=``), else the
+        status that prevented testing (``too_few``, ``constant``, ...).
     """
     stats = run.stats if isinstance(run, Run) else run
     rows = stats[
@@ -76,8 +81,20 @@ def layer_summary(run: Run | pd.DataFrame, quantity: str = schema.THETA_MINUS_GR
 
 def _verdict_or_status(row: pd.Series) -> str:
     if row["verdict"] == schema.VERDICT_NOT_TESTED or pd.isna(row["verdict"]):
-        return str(row["status"])
+        return schema.VERDICT_NOT_TESTED if row["status"] in schema.TESTED_STATUSES else str(row["status"])
     return str(row["verdict"])
+
+
+def was_tested(run: Run | pd.DataFrame, quantity: str) -> bool:
+    """Whether any pooled row of ``quantity`` carries a Gaussianity verdict (it was in ``tested=``)."""
+    stats = run.stats if isinstance(run, Run) else run
+    rows = stats[stats["quantity"] == quantity]
+    return bool((rows["verdict"].notna() & (rows["verdict"] != schema.VERDICT_NOT_TESTED)).any())
+
+
+def moments_only(summary: pd.DataFrame) -> pd.DataFrame:
+    """A :func:`layer_summary` without its verdict columns, for a quantity that was not tested."""
+    return summary[[c for c in summary.columns if c not in VERDICT_COLUMNS]]
 
 
 def format_table(frame: pd.DataFrame, float_digits: int = 3) -> str:

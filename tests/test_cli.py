@@ -209,3 +209,46 @@ def _probe_run_overwrite(path):
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
     with gp.attach(model, opt, run_dir=path, every=1, overwrite=True):
         train(model, opt, batches(1))
+
+
+def _cli(*args: str) -> tuple[int, str, str]:
+    """Run ``python -m goup_probe ARGS`` in a child process: exit code, stdout, stderr."""
+    import subprocess
+    import sys
+
+    done = subprocess.run(
+        [sys.executable, "-m", "goup_probe", *args], capture_output=True, text=True, timeout=300
+    )
+    return done.returncode, done.stdout, done.stderr
+
+
+def _table_rows(text: str, first_column: str) -> list[list[str]]:
+    """The rows of a format_table block whose header starts with ``first_column``, split on 2+ spaces."""
+    import re
+
+    lines = text.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith(first_column + " "))
+    rows = []
+    for line in lines[start + 2 :]:
+        if not line.strip():
+            break
+        rows.append(re.split(r"\s{2,}", line.strip()))
+    return [re.split(r"\s{2,}", lines[start].strip()), *rows]
+
+
+def test_summary_of_an_untested_quantity_shows_moments_not_the_status_as_verdict(tmp_path):
+    run = tmp_path / "r"
+    _probe_run(run)  # default tested=: X only
+    code, out, err = _cli("summary", str(run), "--quantity", "update")
+    assert code == 0, err
+    header, *rows = _table_rows(out, "param")
+    assert "verdict_first" not in header and "w1_last" not in header and "gaussian_share" not in header
+    assert {"kurt_first", "kurt_last", "skew_last"} <= set(header)
+    assert all("ok" not in row and "nan" not in row[:5] for row in rows), rows
+    assert "update was not tested" in out
+    summary = gp.layer_summary(gp.load_run(run), "update").set_index("param")
+    assert summary.loc["fc1.weight", "verdict_last"] == "not tested"
+    assert summary.loc["fc2.bias", "verdict_last"] == "too_few"  # 3 values: the status says why
+    code, out, _ = _cli("summary", str(run))
+    header, *rows = _table_rows(out, "param")
+    assert "verdict_first" in header and "not tested" not in out
