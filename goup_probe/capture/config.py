@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Callable, Mapping, Sequence
+import warnings
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -17,10 +18,23 @@ import numpy as np
 from goup_probe import schedule as schedules
 from goup_probe import schema
 from goup_probe.capture.quantities import FUSED, PHASE_BACKWARD, Quantity, resolve_quantities
+from goup_probe.capture.retention import DEFAULT_KEEP_SAMPLE_STEPS
 from goup_probe.capture.sums import PRECISIONS
 from goup_probe.stats.normality import DEFAULT_THRESHOLDS, MAX_TESTED, VerdictThresholds
 
 LayerSelector = str | Sequence[str] | Callable[[str], bool] | None
+
+TRAJECTORY_DTYPES = ("float32", "float64")
+"""How tracer trajectories are stored (the OU fit is float64 either way)."""
+
+_MAX_METADATA_DEPTH = 64
+"""Deepest nesting of ``metadata`` accepted (far below the JSON encoder's recursion limit)."""
+
+_RUN_FILES_RESERVE = 64
+"""Bytes a run directory's path must leave free for the names the run writes inside it
+(``<table>/part-000001.parquet``, temporary ``.run.json.*.tmp`` files)."""
+
+_FALLBACK_NAME_MAX, _FALLBACK_PATH_MAX = 255, 4096
 
 
 def _int_option(name: str, value: Any, minimum: int) -> int:
@@ -48,6 +62,174 @@ def as_bool(value: Any, who: str) -> bool:
     raise TypeError(f"{who} must return True or False for a step, got {type(value).__name__}: {value!r:.60}")
 
 
+def check_run_dir(run_dir: Any) -> str | os.PathLike[str]:
+    """Refuse a ``run_dir`` that cannot name a directory, before anything is created; return it unchanged.
+
+    ``run_dir`` must be a ``str`` or an ``os.PathLike`` whose ``__fspath__`` gives a
+    ``str`` (``bytes`` paths are refused: the run records its path as text); it must
+    not be empty (``""`` would mean the current directory), hold a NUL character
+    or a character the file system encoding cannot write (a lone surrogate), and
+    each of its components must fit the file system's ``PC_NAME_MAX`` and the
+    whole absolute path, with 64 bytes to spare for the run's own files, its
+    ``PC_PATH_MAX`` (both read with :func:`os.pathconf` on the nearest existing
+    ancestor; 255 and 4096 where that is not available).
+
+    Raises
+    ------
+    TypeError
+        When ``run_dir`` is not a str or path (None, an int, bytes).
+    ValueError
+        When it is empty, holds NUL or an unencodable character, or is too long; the message names run_dir.
+    """
+    if isinstance(run_dir, bytes) or not isinstance(run_dir, str | os.PathLike):
+        raise TypeError(
+            f"run_dir must be a str or os.PathLike path, got {type(run_dir).__name__}: {run_dir!r:.80}"
+        )
+    text = os.fspath(run_dir)
+    if not isinstance(text, str):
+        raise TypeError(
+            f"run_dir must be a text path; its __fspath__ gave {type(text).__name__}: {text!r:.80}"
+        )
+    if not text:
+        raise ValueError("run_dir must not be empty (it would mean the current directory)")
+    if "\0" in text:
+        raise ValueError(f"run_dir must not contain a NUL character, got {text!r:.120}")
+    try:
+        encoded = os.fsencode(os.path.abspath(text))
+    except UnicodeEncodeError as exc:
+        raise ValueError(
+            f"run_dir {text!r:.120} holds a character the file system cannot store: {exc}"
+        ) from exc
+    name_max, path_max = _path_limits(os.path.abspath(text))
+    for part in encoded.split(os.fsencode(os.sep)):
+        if len(part) > name_max:
+            raise ValueError(
+                f"run_dir {text!r:.120} has a component of {len(part)} bytes; "
+                f"the file system allows {name_max} (PC_NAME_MAX)"
+            )
+    if len(encoded) + _RUN_FILES_RESERVE >= path_max:
+        raise ValueError(
+            f"run_dir {text!r:.120} is {len(encoded)} bytes long as an absolute path; with "
+            f"{_RUN_FILES_RESERVE} bytes for the run's own files it must stay under {path_max} (PC_PATH_MAX)"
+        )
+    return run_dir
+
+
+def _path_limits(path: str) -> tuple[int, int]:
+    """``PC_NAME_MAX`` and ``PC_PATH_MAX`` where ``path`` would be created (its nearest existing ancestor)."""
+    pathconf = getattr(os, "pathconf", None)
+    existing = os.path.dirname(path)
+    while existing and not os.path.isdir(existing) and os.path.dirname(existing) != existing:
+        existing = os.path.dirname(existing)
+    limits = []
+    for key, fallback in (("PC_NAME_MAX", _FALLBACK_NAME_MAX), ("PC_PATH_MAX", _FALLBACK_PATH_MAX)):
+        try:
+            value = pathconf(existing, key) if pathconf is not None else -1
+        except (OSError, ValueError):
+            value = -1
+        limits.append(value if value > 0 else fallback)
+    return limits[0], limits[1]
+
+
+def check_metadata(metadata: Any) -> dict[str, Any]:
+    """``metadata`` as ``run.json`` will store it, checked now: a plain, acyclic copy of JSON values.
+
+    Accepted: a mapping with ``str`` keys whose values are None, bool, int,
+    float, str, lists, tuples (stored as lists) and mappings of the same,
+    nested at most 64 deep. Two conversions are made: numpy scalars
+    (``np.float32(0.1)``, ``np.int64(3)``, ``np.bool_``, ``np.str_``) become the
+    Python value of ``.item()``, and ``os.PathLike`` values their ``str`` path.
+    Everything else is refused, naming its place (``metadata['a']['b'][0]``):
+    tensors and numpy arrays (store ``.item()`` or ``.tolist()``), sets, bytes,
+    arbitrary objects, non-str keys (JSON would turn ``1`` and ``"1"`` into the
+    same key) and cycles. The copy is taken at attach: changing the caller's
+    mapping later does not change the run.
+
+    Raises
+    ------
+    TypeError
+        When ``metadata`` is not a mapping, or a key or value cannot be stored.
+    ValueError
+        When it holds a cycle or is nested too deeply.
+    """
+    if metadata is None:
+        return {}
+    if not isinstance(metadata, Mapping):
+        raise TypeError(f"metadata must be a mapping, got {type(metadata).__name__}")
+    return _json_value(metadata, "metadata", ())
+
+
+def _json_value(value: Any, where: str, ancestors: tuple[tuple[int, str], ...]) -> Any:
+    """``value`` as JSON (see :func:`check_metadata`); ``where`` names it, ``ancestors`` its containers."""
+    if value is None or isinstance(value, bool | int | float | str):
+        return value
+    if isinstance(value, np.bool_ | np.integer | np.floating | np.str_):
+        return value.item()
+    if isinstance(value, os.PathLike):
+        path = os.fspath(value)
+        if isinstance(path, str):
+            return path
+    if isinstance(value, Mapping | list | tuple):
+        outer = next((name for key, name in ancestors if key == id(value)), None)
+        if outer is not None:
+            raise ValueError(f"{where} refers back to {outer} (a cycle); run.json can store only a tree")
+        if len(ancestors) >= _MAX_METADATA_DEPTH:
+            raise ValueError(f"metadata is nested more than {_MAX_METADATA_DEPTH} deep, at {where:.120}")
+        inner = (*ancestors, (id(value), where))
+        if not isinstance(value, Mapping):
+            return [_json_value(v, f"{where}[{i}]", inner) for i, v in enumerate(value)]
+        out = {}
+        for key, v in value.items():
+            if not isinstance(key, str):
+                raise TypeError(
+                    f"{where} has a key of type {type(key).__name__} ({key!r:.60}); keys must be str"
+                )
+            out[key] = _json_value(v, f"{where}[{key!r}]", inner)
+        return out
+    kind = type(value).__name__
+    hint = " (store .item() or .tolist())" if hasattr(value, "tolist") else ""
+    raise TypeError(f"{where} is a {kind}, which run.json cannot store{hint}: {value!r:.60}")
+
+
+def check_layers(layers: Any) -> LayerSelector:
+    """Refuse a ``layers`` selector that is not None, a glob pattern, patterns, or a predicate.
+
+    A pattern iterable that is not a list or tuple (a set, a generator) is
+    returned as a tuple, so it can be matched and recorded.
+
+    Raises
+    ------
+    TypeError
+        Naming ``layers`` and the first entry that is not a str.
+    """
+    if layers is None or isinstance(layers, str) or callable(layers):
+        return layers
+    if isinstance(layers, bytes) or not isinstance(layers, Iterable):
+        raise TypeError(
+            "layers must be a glob pattern, a sequence of patterns or a predicate on names, "
+            f"got {type(layers).__name__}: {layers!r:.60}"
+        )
+    patterns = layers if isinstance(layers, list | tuple) else tuple(layers)
+    for i, pattern in enumerate(patterns):
+        if not isinstance(pattern, str):
+            raise TypeError(
+                f"layers[{i}] must be a str glob pattern, got {type(pattern).__name__}: {pattern!r:.60}"
+            )
+    return patterns
+
+
+def _warn_large_sample(sample_size: int) -> None:
+    if sample_size > MAX_TESTED:
+        warnings.warn(
+            f"sample_size={sample_size} is above {MAX_TESTED}: Shapiro-Wilk, whose p-values are valid only "
+            f"up to n = {MAX_TESTED} and which drives the verdict, runs on a seeded {MAX_TESTED} of each "
+            "subsample, and qq_r's critical value is extrapolated; the other tests and effect sizes use "
+            "all values",
+            UserWarning,
+            stacklevel=4,
+        )
+
+
 @dataclass(frozen=True)
 class ProbeConfig:
     """Every option of a probe, validated (see :class:`~goup_probe.Probe` for their meaning)."""
@@ -59,7 +241,14 @@ class ProbeConfig:
     statistics: tuple[Any, ...] = ()
     sample_size: int = MAX_TESTED
     keep_samples: int = 1000
+    keep_sample_steps: int | None = DEFAULT_KEEP_SAMPLE_STEPS
+    """Sample retention: every captured step stores its samples until this many have, then about this
+    many log-spaced steps per tenfold of the step count, always the first and the last captured step
+    (:mod:`goup_probe.capture.retention`); None stores them at every captured step."""
     tracers: int = 256
+    trajectory_dtype: str = "float32"
+    """How tracer trajectories are stored: "float32" (default; exact for float32/16-bit parameters) or
+    "float64". Readers and the OU fit work in float64 either way."""
     tracer_schedule: schedules.Schedule = field(default_factory=lambda: schedules.every(1))
     seed: int = 0
     thresholds: VerdictThresholds = DEFAULT_THRESHOLDS
@@ -84,7 +273,9 @@ class ProbeConfig:
         statistics: Sequence[Any] = (),
         sample_size: int = MAX_TESTED,
         keep_samples: int = 1000,
+        keep_sample_steps: int | None = DEFAULT_KEEP_SAMPLE_STEPS,
         tracers: int = 256,
+        trajectory_dtype: str = "float32",
         seed: int = 0,
         thresholds: VerdictThresholds = DEFAULT_THRESHOLDS,
         overwrite: bool = False,
@@ -97,6 +288,14 @@ class ProbeConfig:
         tensorboard: Any = None,
     ) -> ProbeConfig:
         """Validate the keyword options of :func:`~goup_probe.attach`.
+
+        Counts (``sample_size``, ``keep_samples``, ``tracers``, ``flush_rows``) and
+        ``seed`` must be integers (floats and bools are refused, not truncated).
+        ``sample_size`` above 5000 is accepted with a ``UserWarning``: Shapiro-Wilk,
+        which drives the verdict, still runs on a seeded 5000 of each subsample
+        (its p-values are valid only up to there). ``layers`` is checked by
+        :func:`check_layers` and ``metadata`` by :func:`check_metadata` (a plain
+        JSON copy is kept).
 
         Raises
         ------
@@ -111,8 +310,13 @@ class ProbeConfig:
                 f"tested must be a subset of the recorded quantities {sorted(names)}, got {tested!r}"
             )
         sample_size = _int_option("sample_size", sample_size, 8)
+        _warn_large_sample(sample_size)
         keep_samples = _int_option("keep_samples", keep_samples, 0)
         tracers = _int_option("tracers", tracers, 0)
+        if keep_sample_steps is not None:
+            keep_sample_steps = _int_option("keep_sample_steps", keep_sample_steps, 1)
+        if trajectory_dtype not in TRAJECTORY_DTYPES:
+            raise ValueError(f"trajectory_dtype must be one of {TRAJECTORY_DTYPES}, got {trajectory_dtype!r}")
         if precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
         if not isinstance(thresholds, VerdictThresholds):
@@ -131,8 +335,9 @@ class ProbeConfig:
             raise TypeError(
                 f"tensorboard must be a log directory or a SummaryWriter, got {type(tensorboard).__name__}"
             )
-        if metadata is not None and not isinstance(metadata, Mapping):
-            raise TypeError(f"metadata must be a mapping, got {type(metadata).__name__}")
+        metadata = check_metadata(metadata)
+        layers = check_layers(layers)
+        seed = _int_option("seed", seed, -(2**63))
         return cls(
             schedule=schedules.resolve(every, schedule),
             layers=layers,
@@ -141,15 +346,17 @@ class ProbeConfig:
             statistics=tuple(statistics),
             sample_size=sample_size,
             keep_samples=min(keep_samples, sample_size),
+            keep_sample_steps=keep_sample_steps,
             tracers=tracers,
-            seed=int(seed),
+            trajectory_dtype=trajectory_dtype,
+            seed=seed,
             thresholds=thresholds,
             overwrite=overwrite,
             strict=strict,
             flush_rows=flush_rows,
             flush_seconds=float(flush_seconds),
             precision=precision,
-            metadata=dict(metadata or {}),
+            metadata=metadata,
             hooks=hooks,
             tensorboard=tensorboard,
         )
@@ -214,7 +421,9 @@ class ProbeConfig:
             "tested": sorted(self.tested),
             "sample_size": self.sample_size,
             "keep_samples": self.keep_samples,
+            "keep_sample_steps": self.keep_sample_steps,
             "tracers": self.tracers,
+            "trajectory_dtype": self.trajectory_dtype,
             "tracer_schedule": schedules.describe(self.tracer_schedule),
             "seed": self.seed,
             "precision": self.precision,

@@ -21,7 +21,7 @@ from torch import nn
 
 from goup_probe import schema
 from goup_probe.capture.batch import MIN_GROUP, group_key, split_group
-from goup_probe.capture.config import LayerSelector, ProbeConfig
+from goup_probe.capture.config import LayerSelector, ProbeConfig, check_layers
 from goup_probe.dist.layout import ShardedTensor, UnsupportedLayout, is_dtensor, shard_layout
 
 
@@ -75,7 +75,14 @@ def stable_seed(seed: int, name: str) -> int:
 
 
 def select_names(names: Iterable[str], layers: LayerSelector) -> set[str]:
-    """The names matched by ``layers`` (glob patterns or a predicate; None: all)."""
+    """The names matched by ``layers`` (glob patterns or a predicate; None: all).
+
+    Raises
+    ------
+    TypeError
+        When ``layers`` is not a selector (see :func:`~goup_probe.capture.config.check_layers`).
+    """
+    layers = check_layers(layers)
     names = list(names)
     if layers is None:
         return set(names)
@@ -170,7 +177,8 @@ def track_parameters(
     Raises
     ------
     ValueError
-        When the model has no parameters, ``layers`` matches none, or none is trainable.
+        When the model has no parameters, ``layers`` matches none, none is trainable,
+        or a selected name cannot be written as UTF-8 (see :func:`check_layer_names`).
     """
     module = unwrap(model)
     named = list(module.named_parameters())  # tied parameters appear once
@@ -179,6 +187,7 @@ def track_parameters(
     selected = select_names((n for n, _ in named), config.layers)
     if not selected:
         raise ValueError(f"layers={config.layers!r} matches none of the model's parameter names")
+    check_layer_names(n for n, _ in named if n in selected)
     group_of = _optimizer_groups(optimizers, module)
     tracked = [
         _track(name, param, group_of.get(id(param)), config, with_optimizer=bool(optimizers))
@@ -192,6 +201,28 @@ def track_parameters(
             + " (all have requires_grad=False or are not in the optimizer)"
         )
     return tracked
+
+
+def check_layer_names(names: Iterable[str]) -> None:
+    """Refuse parameter names that cannot be stored: the tables' ``layer`` column is UTF-8 text.
+
+    A module registered under a name holding a lone surrogate (such as
+    ``os.fsdecode`` makes of undecodable bytes) has such a name; leave it out
+    with ``layers`` or rename the module.
+
+    Raises
+    ------
+    ValueError
+        Naming the first such layer (its ``repr``).
+    """
+    for name in names:
+        try:
+            name.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            raise ValueError(
+                f"layer {name!r} cannot be recorded: its name is not valid UTF-8 ({exc.reason} at "
+                f"position {exc.start}); rename the module or leave it out with layers="
+            ) from None
 
 
 def _track(

@@ -17,9 +17,11 @@ Pitfalls respected (see DESIGN.md §2):
 from __future__ import annotations
 
 import math
+import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import InitVar, dataclass, fields
 from types import MappingProxyType
+from typing import Any
 
 import numpy as np
 
@@ -105,6 +107,12 @@ class VerdictThresholds:
     min_n_gaussian: int = 50
 
     def __post_init__(self) -> None:
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, bool) or not isinstance(value, int | float | np.integer | np.floating):
+                raise TypeError(f"{f.name} must be a number, got {type(value).__name__}: {value!r:.60}")
+            if math.isnan(value):
+                raise ValueError(f"{f.name} must not be NaN")
         if not 0 < self.alpha < 1:
             raise ValueError(f"alpha must lie in (0, 1), got {self.alpha}")
         for name in ("max_w1_sigma", "max_abs_skew", "max_abs_excess_kurtosis", "min_n_gaussian"):
@@ -258,12 +266,52 @@ _RESULT_FIELDS = tuple(f.name for f in fields(NormalityResult))
 _TEST_FIELDS = battery.BUILTIN_COLUMNS
 
 
+def _as_sample(x: Any) -> np.ndarray:
+    """``x`` as a flat float64 array: a torch tensor detached to the host, a masked array's unmasked values.
+
+    Raises
+    ------
+    TypeError
+        Naming ``x`` when it is None, text, complex or not numeric.
+    """
+    if x is None:
+        raise TypeError("x must be an array of real numbers, got None")
+    if isinstance(x, str | bytes):
+        raise TypeError(f"x must be an array of real numbers, got {type(x).__name__}: {x!r:.40}")
+    torch = sys.modules.get("torch")  # a tensor exists only if torch was imported
+    if torch is not None and isinstance(x, torch.Tensor):
+        if x.is_complex():
+            raise TypeError(f"x must be real; got a complex tensor ({x.dtype})")
+        return x.detach().to(device="cpu", dtype=torch.float64).numpy().ravel()
+    if isinstance(x, np.ma.MaskedArray):
+        x = np.ma.compressed(x)
+    try:
+        a = np.asarray(x)
+        real = a.astype(np.float64, copy=False) if a.dtype.kind in "biufO" else None
+    except (TypeError, ValueError) as exc:
+        raise TypeError(f"x must be an array of real numbers, got {type(x).__name__}: {exc}") from exc
+    if real is None:
+        raise TypeError(f"x must be an array of real numbers, got an array of dtype {a.dtype}")
+    return real.ravel()
+
+
+def _check_seed(seed: Any) -> int | np.random.Generator | None:
+    """A seed :func:`numpy.random.default_rng` takes: an int >= 0, None or a Generator."""
+    if seed is None or isinstance(seed, np.random.Generator):
+        return seed
+    if isinstance(seed, bool) or not hasattr(seed, "__index__"):
+        raise TypeError(f"seed must be an int >= 0, None or a numpy Generator, got {type(seed).__name__}")
+    if seed.__index__() < 0:
+        raise ValueError(f"seed must be >= 0, got {seed}")
+    return int(seed.__index__())
+
+
 def normality(
-    x: np.ndarray,
+    x: Any,
     *,
     axis: str = schema.AXIS_POOLED,
     max_tested: int = MAX_TESTED,
-    seed: int = 0,
+    seed: int | np.random.Generator | None = 0,
     thresholds: VerdictThresholds = DEFAULT_THRESHOLDS,
     statistics: Sequence[Statistic] = (),
 ) -> NormalityResult:
@@ -271,15 +319,20 @@ def normality(
 
     Parameters
     ----------
-    x : array_like
-        Values; flattened. Non-finite values are counted and excluded.
+    x : array_like or torch.Tensor
+        Real values; flattened. Non-finite values are counted and excluded. A
+        torch tensor is detached and copied to the host (``requires_grad`` and
+        the device do not matter); of a numpy masked array only the unmasked
+        values are used (``np.ma.compressed``), and ``numel`` counts those.
     axis : str
         What the values are: ``"pooled"`` (coordinates of one tensor at one step)
         or ``"time"`` (one coordinate over time). Recorded, not used.
     max_tested : int
-        Tests run on a seeded subsample of at most this many finite values.
-    seed : int
-        Seed of the subsample.
+        Tests run on a seeded subsample of at most this many finite values
+        (Shapiro-Wilk on a seeded 5000 of them when it is larger).
+    seed : int, None or numpy.random.Generator
+        Seed of the subsample: an int >= 0 (the same seed, the same subsample),
+        a Generator to draw from, or None for fresh entropy.
     thresholds : VerdictThresholds
         Effect-size thresholds of the verdict.
     statistics : sequence of Statistic
@@ -291,6 +344,14 @@ def normality(
     NormalityResult
         Moments of all finite values, tests and effect sizes on the subsample.
 
+    Raises
+    ------
+    TypeError
+        When ``x`` is None, text, complex or not numeric, ``seed``, ``max_tested``
+        or ``axis`` has the wrong type, or ``thresholds`` is no VerdictThresholds.
+    ValueError
+        When ``seed`` is negative or ``max_tested`` below 8.
+
     Examples
     --------
     >>> import numpy as np, goup_probe as gp
@@ -298,9 +359,17 @@ def normality(
     >>> r.verdict, round(r.excess_kurtosis, 1)
     ('non-Gaussian', -1.2)
     """
-    a = np.asarray(x, dtype=np.float64).ravel()
+    a = _as_sample(x)
+    seed = _check_seed(seed)
+    if isinstance(max_tested, bool) or not hasattr(max_tested, "__index__"):
+        raise TypeError(f"max_tested must be an integer, got {type(max_tested).__name__}: {max_tested!r}")
+    max_tested = int(max_tested.__index__())
     if max_tested < MIN_TESTED:
         raise ValueError(f"max_tested must be >= {MIN_TESTED}, got {max_tested}")
+    if not isinstance(axis, str):
+        raise TypeError(f"axis must be a str, got {type(axis).__name__}")
+    if not isinstance(thresholds, VerdictThresholds):
+        raise TypeError(f"thresholds must be a VerdictThresholds, got {type(thresholds).__name__}")
     full = moments(a)
     finite = a[np.isfinite(a)] if full.nonfinite else a
     sample = finite[subsample_indices(finite.size, max_tested, seed)]
