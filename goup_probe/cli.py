@@ -87,11 +87,13 @@ def _cmd_report(args: argparse.Namespace) -> int:
 
 def _print_comparison(result, title: str) -> None:
     from goup_probe.fidelity import summary_table
+    from goup_probe.formatting import format_lr
     from goup_probe.summary import format_table
 
     cfg = result.config
     print(
-        f"\n{title}: {cfg['data']}, {cfg['steps']} steps, lr {cfg['lr']:g}, batch {cfg['batch_size']}, "
+        f"\n{title}: {cfg['data']}, {cfg['steps']} steps, lr {format_lr(cfg['lr'])}, "
+        f"batch {cfg['batch_size']}, "
         f"seeds {cfg['seeds']}; same init and mini-batches in every arm; final held-out metrics, "
         "mean [95% t-interval over seeds], gap paired per seed:\n"
     )

@@ -6,6 +6,7 @@ import numpy as np
 import pandas as pd
 
 from goup_probe import schema
+from goup_probe.formatting import format_cell
 from goup_probe.store import Run
 
 SUMMARY_COLUMNS = (
@@ -98,17 +99,19 @@ def moments_only(summary: pd.DataFrame) -> pd.DataFrame:
 
 
 def format_table(frame: pd.DataFrame, float_digits: int = 3) -> str:
-    """Render a DataFrame as a plain-text table for the terminal."""
+    """Render a DataFrame as a plain-text table for the terminal.
+
+    Every cell goes through :func:`goup_probe.formatting.format_cell`, as in the
+    report: floats to ``float_digits`` significant digits (inf and nan as such),
+    learning rates to 4.
+    """
     if frame.empty:
         return "(no rows)"
 
-    def fmt(value: object) -> str:
-        if isinstance(value, float | np.floating):
-            return f"{value:.{float_digits}g}"  # also prints inf and nan as such
-        return str(value)
-
-    cells = [[str(c) for c in frame.columns]] + [
-        [fmt(v) for v in row] for row in frame.itertuples(index=False)
+    columns = [str(c) for c in frame.columns]
+    cells = [columns] + [
+        [format_cell(c, v, float_digits) for c, v in zip(columns, row, strict=True)]
+        for row in frame.itertuples(index=False)
     ]
     widths = [max(len(r[i]) for r in cells) for i in range(len(cells[0]))]
     lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in cells]

@@ -252,3 +252,14 @@ def test_summary_of_an_untested_quantity_shows_moments_not_the_status_as_verdict
     code, out, _ = _cli("summary", str(run))
     header, *rows = _table_rows(out, "param")
     assert "verdict_first" in header and "not tested" not in out
+
+
+def test_format_table_writes_learning_rates_to_four_significant_digits():
+    import pandas as pd
+
+    from goup_probe.formatting import format_lr
+    from goup_probe.summary import format_table
+
+    text = format_table(pd.DataFrame({"lr": [0.000123456, 0.00011999999999999988], "k": [0.000123456, 1.0]}))
+    assert [line.split() for line in text.split("\n")[2:]] == [["0.0001235", "0.000123"], ["0.00012", "1"]]
+    assert format_lr(0.05) == "0.05" and format_lr(0.1 * 3) == "0.3"

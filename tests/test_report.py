@@ -342,3 +342,20 @@ def test_run_json_is_unchanged_by_the_report(tmp_path):
     report(run_dir, ou=False)
     assert json.loads((run_dir / "run.json").read_text()) == before
     assert load_run(run_dir).tables == ["samples", "stats"]
+
+
+def test_learning_rates_are_printed_to_four_significant_digits(tmp_path):
+    from goup_probe.report import html as h
+
+    model = TinyNet()
+    opt = torch.optim.Adam(model.parameters(), lr=0.00011999999999999988, eps=1e-8)
+    with attach(model, opt, run_dir=tmp_path / "run", every=1):
+        for x, y in batches(1):
+            torch.nn.functional.cross_entropy(model(x), y).backward()
+            opt.step()
+            opt.zero_grad()
+    rows = dict(run_description(load_run(tmp_path / "run").meta))
+    assert rows["optimizer"] == "Adam: lr=0.00012, weight_decay=0, betas=(0.9, 0.999), eps=1e-08"
+    frame = pd.DataFrame({"param": ["a"], "lr": [0.000123456], "k_pooled": [0.000123456]})
+    cells = re.findall(r"<td[^>]*>([^<]*)</td>", h.table(frame))
+    assert cells == ["a", "0.0001235", "0.000123"]  # lr to 4 digits, other floats to 3

@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 import html
-import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from importlib import resources
 from string import Template
 
-import numpy as np
 import pandas as pd
 
+from goup_probe.formatting import format_cell, format_number
 from goup_probe.report.folder import FigureFile
 
 TEMPLATE = "index.html"
@@ -26,19 +25,7 @@ def esc(value: object) -> str:
 
 def fmt_value(value: object, digits: int = 3) -> str:
     """A cell value as short text: floats to ``digits`` significant digits, NaN as ``–``."""
-    if value is None:
-        return "–"
-    if isinstance(value, bool | np.bool_):
-        return str(bool(value))
-    if isinstance(value, int | np.integer):
-        return str(int(value))
-    if isinstance(value, float | np.floating):
-        if not math.isfinite(float(value)):
-            return "–" if math.isnan(float(value)) else str(float(value))
-        return f"{float(value):.{digits}g}"
-    if isinstance(value, list | tuple | np.ndarray):
-        return ", ".join(fmt_value(v, digits) for v in value)
-    return str(value)
+    return format_number(value, digits, nan="–")
 
 
 def table(frame: pd.DataFrame, *, digits: int = 3, scroll: bool = False, caption: str = "") -> str:
@@ -62,7 +49,7 @@ def table(frame: pd.DataFrame, *, digits: int = 3, scroll: bool = False, caption
     body = []
     for row in frame.itertuples(index=False):
         cells = "".join(
-            f"<td{_TEXT if c in text_cols else ''}>{esc(fmt_value(v, digits))}</td>"
+            f"<td{_TEXT if c in text_cols else ''}>{esc(format_cell(str(c), v, digits, nan='–'))}</td>"
             for c, v in zip(frame.columns, row, strict=True)
         )
         body.append(f"<tr>{cells}</tr>")

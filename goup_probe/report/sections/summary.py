@@ -7,6 +7,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from goup_probe.formatting import format_lr, format_number
 from goup_probe.ou import verdict_kind
 from goup_probe.report import html as h
 from goup_probe.report.data import OptionalTable
@@ -80,7 +81,7 @@ def run_description(meta: dict[str, Any]) -> list[tuple[str, object]]:
     if opt:
         groups = opt.get("param_groups") or [opt.get("defaults") or {}]
         hyper = ", ".join(
-            f"{k}={groups[0][k]}"
+            f"{k}={_hyperparameter(k, groups[0][k])}"
             for k in ("lr", "momentum", "weight_decay", "betas", "eps")
             if k in groups[0]
         )
@@ -109,6 +110,15 @@ def run_description(meta: dict[str, Any]) -> list[tuple[str, object]]:
         rows.append(("capture errors", f"{meta['error_count']} (see run.json)"))
     rows += [(f"user: {k}", v) for k, v in _flatten("", meta.get("user") or {})]
     return [(k, "–" if v is None else v) for k, v in rows]
+
+
+def _hyperparameter(name: str, value: Any) -> str:
+    """An optimizer setting as text: the learning rate to 4 significant digits, tuples as tuples."""
+    if name == "lr":
+        return format_lr(value)
+    if isinstance(value, list | tuple):
+        return "(" + ", ".join(format_number(v, 4) for v in value) + ")"
+    return format_number(value, 4)
 
 
 def analysis_sentences(ou: OptionalTable, fidelity: dict[str, OptionalTable]) -> list[str]:
