@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import warnings
 from dataclasses import dataclass, field
@@ -84,19 +85,27 @@ def load_run(
     on_error : {"raise", "skip"}
         What to do with a damaged Parquet part: raise :class:`RunDirectoryError`
         naming the file, or skip it with a warning (listed in ``Run.skipped_files``).
-        A missing or malformed ``run.json`` is handled the same way (with
-        ``"skip"`` the metadata is left empty).
+        A part whose columns do not match its table's declared schema is
+        handled the same way (see :func:`~goup_probe.store.tables.read_table`),
+        and so is a missing or malformed ``run.json`` (with ``"skip"`` the
+        metadata is left empty).
 
     Returns
     -------
     Run
         Metadata and lazily-read tables.
+
+    Raises
+    ------
+    RunDirectoryError
+        If ``run_dir`` is not a directory, saying what it is instead (missing,
+        a file, a broken symlink, a symlink loop), whatever ``on_error``.
+        Loading never deletes or rewrites anything.
     """
     if on_error not in ("raise", "skip"):
         raise ValueError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
     path = Path(run_dir)
-    if not path.is_dir():
-        raise RunDirectoryError(f"run directory {str(path)!r} does not exist")
+    _check_is_directory(path)
     try:
         meta = read_meta(path)
     except RunDirectoryError as exc:
@@ -105,3 +114,26 @@ def load_run(
         warnings.warn(f"{exc}; metadata left empty", RuntimeWarning, stacklevel=2)
         meta = {}
     return Run(path=path, meta=meta, on_error=on_error)
+
+
+def _check_is_directory(path: Path) -> None:
+    """Raise :class:`RunDirectoryError` saying what ``path`` is when it is not a directory."""
+    if path.is_dir():
+        return
+    try:
+        os.stat(path)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise RunDirectoryError(
+                f"run directory {str(path)!r} is a symlink loop (it never resolves to a directory)"
+            ) from exc
+        if path.is_symlink():
+            raise RunDirectoryError(
+                f"run directory {str(path)!r} is a broken symlink (to {os.readlink(path)!r})"
+            ) from exc
+        if exc.errno == errno.ENOENT:
+            raise RunDirectoryError(f"run directory {str(path)!r} does not exist") from exc
+        raise RunDirectoryError(f"cannot open run directory {str(path)!r}: {exc}") from exc
+    if path.is_file():
+        raise RunDirectoryError(f"run directory {str(path)!r} is a file, not a run directory")
+    raise RunDirectoryError(f"run directory {str(path)!r} is not a directory (a device, FIFO or socket)")

@@ -1,9 +1,16 @@
-"""Whole tables of a run directory: read (with projection and filters), list, replace, delete."""
+"""Whole tables of a run directory: read (with projection and filters), list, replace, delete.
+
+Also what counts as a part (:func:`part_files`) and the clean-up of the hidden
+temporaries killed writers leave (:func:`remove_stale_temporaries`).
+"""
 
 from __future__ import annotations
 
 import os
+import re
 import shutil
+import stat
+import time
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
@@ -14,7 +21,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from goup_probe import schema
-from goup_probe.store.paths import RUN_JSON, RunDirectoryError, _part_files
+from goup_probe.store.paths import _PART_RE, RUN_JSON, RunDirectoryError
 from goup_probe.store.writer import RunWriter
 
 Filters = list[tuple[str, str, Any]] | list[list[tuple[str, str, Any]]] | Any
@@ -47,7 +54,11 @@ def read_table(
         lists is a disjunction). A part lacking a column a tuple filters on contributes no rows.
     on_error : {"raise", "skip"}
         A damaged part raises :class:`RunDirectoryError` naming the file, or is
-        skipped with a warning.
+        skipped with a warning. So does a part of a table that
+        :mod:`goup_probe.schema` declares when it lacks a declared column or holds
+        one with an incompatible type (extra columns, such as a user statistic's
+        in ``stats``, are allowed), and an entry named like a part that is not a
+        regular file (a folder, a symlink; see :func:`part_files`).
     skipped : list, optional
         Paths of skipped parts are appended here.
 
@@ -62,9 +73,17 @@ def read_table(
     arrow_schema = schema.TABLES.get(name)
     wanted = None if columns is None else list(columns)
     pieces = []
-    for part in _part_files(folder) if folder.is_dir() else []:
+    for part in _part_entries(folder) if folder.is_dir() else []:
         try:
-            piece = _read_part(part, wanted, filters)
+            piece = _read_part(part, name, arrow_schema, wanted, filters)
+        except _BadPart as exc:
+            message = str(exc)
+            if on_error == "raise":
+                raise RunDirectoryError(message) from exc
+            warnings.warn(message + "; skipped", RuntimeWarning, stacklevel=3)
+            if skipped is not None:
+                skipped.append(str(part))
+            continue
         except (pa.ArrowException, OSError, ValueError) as exc:
             message = f"cannot read {part}: the Parquet part is damaged or truncated ({exc})"
             if on_error == "raise":
@@ -92,15 +111,98 @@ def _filter_columns(filters: Filters | None) -> set[str]:
     return {str(t[0]) for t in terms if isinstance(t, tuple) and t}
 
 
-def _read_part(part: Path, columns: list[str] | None, filters: Filters | None) -> pa.Table | None:
-    """One part with projection and filter pushed down; None when it lacks a filtered column."""
+class _BadPart(Exception):
+    """A part that is readable but is not what its table holds; the message names it."""
+
+
+def _read_part(
+    part: Path,
+    name: str,
+    declared: pa.Schema | None,
+    columns: list[str] | None,
+    filters: Filters | None,
+) -> pa.Table | None:
+    """One part, checked against ``declared``, with projection and filter pushed down.
+
+    Returns None when the part lacks a column the filter uses. Declared
+    columns are cast to their declared types (e.g. int32 to int64), so that
+    the parts of a table concatenate.
+    """
+    kind = _entry_kind(part)
+    if kind != "file":
+        raise _BadPart(
+            f"{part} is {kind}, not a Parquet part: only regular files named part-NNNNNN.parquet are parts"
+        )
+    found = pq.read_schema(part)
+    if declared is not None:
+        _check_part_schema(part, name, found, declared)
+    names = set(found.names)
     if columns is None and filters is None:
-        return pq.read_table(part)
-    names = set(pq.read_schema(part).names)
-    if not _filter_columns(filters) <= names:
+        data = pq.read_table(part)
+    elif not _filter_columns(filters) <= names:
         return None
-    present = None if columns is None else [c for c in columns if c in names]
-    return pq.read_table(part, columns=present, filters=filters)
+    else:
+        present = None if columns is None else [c for c in columns if c in names]
+        data = pq.read_table(part, columns=present, filters=filters)
+    return data if declared is None else _cast_declared(part, data, declared)
+
+
+def _check_part_schema(part: Path, name: str, found: pa.Schema, declared: pa.Schema) -> None:
+    """Raise :class:`_BadPart` when ``found`` lacks a declared column or types one incompatibly."""
+    missing = [f.name for f in declared if f.name not in found.names]
+    wrong = [
+        f"{f.name} is {found.field(f.name).type}, declared {f.type}"
+        for f in declared
+        if f.name in found.names and not _compatible(found.field(f.name).type, f.type)
+    ]
+    if missing or wrong:
+        problems = ([f"lacks columns {missing}"] if missing else []) + wrong
+        raise _BadPart(
+            f"{part} does not match the schema of table {name!r}: {'; '.join(problems)} "
+            f"(it holds {found.names[:8]}{' ...' if len(found.names) > 8 else ''})"
+        )
+
+
+_KINDS = (pa.types.is_integer, pa.types.is_floating, pa.types.is_boolean, pa.types.is_timestamp)
+
+
+def _compatible(found: pa.DataType, declared: pa.DataType) -> bool:
+    """Whether a part's column of type ``found`` can stand for a column declared ``declared``.
+
+    Same kind (any integer width for an integer, any float width for a float,
+    string or large string, a list of a compatible value type), dictionary
+    encoding ignored; an all-null column fits any type.
+    """
+    if found == declared or pa.types.is_null(found):
+        return True
+    if pa.types.is_dictionary(found):
+        found = found.value_type
+    if pa.types.is_string(declared) or pa.types.is_large_string(declared):
+        return pa.types.is_string(found) or pa.types.is_large_string(found)
+    lists = (pa.types.is_list, pa.types.is_large_list, pa.types.is_fixed_size_list)
+    if any(is_list(declared) for is_list in lists):
+        return any(is_list(found) for is_list in lists) and _compatible(found.value_type, declared.value_type)
+    for is_kind in _KINDS:
+        if is_kind(declared):
+            return is_kind(found)
+    return False
+
+
+def _cast_declared(part: Path, data: pa.Table, declared: pa.Schema) -> pa.Table:
+    """Cast the declared columns of ``data`` to their declared types (out of range: :class:`_BadPart`)."""
+    for index, field in enumerate(data.schema):
+        if field.name not in declared.names:
+            continue
+        target = declared.field(field.name).type
+        if field.type == target:
+            continue
+        try:
+            data = data.set_column(index, field.name, data.column(index).cast(target))
+        except pa.ArrowException as exc:
+            raise _BadPart(
+                f"{part}: column {field.name} ({field.type}) does not convert to {target}: {exc}"
+            ) from exc
+    return data
 
 
 def _project(frame: pd.DataFrame, columns: list[str] | None) -> pd.DataFrame:
@@ -113,6 +215,120 @@ def _empty_frame(arrow_schema: pa.Schema | None) -> pd.DataFrame:
     if arrow_schema is None:
         return pd.DataFrame()
     return arrow_schema.empty_table().to_pandas()
+
+
+# ----------------------------------------------------------------------------- parts and temporaries
+
+
+def _entry_kind(path: Path) -> str:
+    """``"file"`` for a regular file (not a symlink), else what ``path`` is, for a message."""
+    try:
+        mode = os.lstat(path).st_mode
+    except OSError as exc:
+        return f"unreadable ({exc})"
+    if stat.S_ISREG(mode):
+        return "file"
+    if stat.S_ISLNK(mode):
+        try:
+            target = "a folder" if stat.S_ISDIR(os.stat(path).st_mode) else "a file"
+        except OSError:
+            target = "nothing (broken or looping)"
+        return f"a symlink to {target}"
+    if stat.S_ISDIR(mode):
+        return "a folder"
+    return "not a regular file"
+
+
+def _part_entries(folder: Path) -> list[Path]:
+    """Every entry of ``folder`` named like a part, whatever it is, sorted by name."""
+    return sorted(p for p in folder.iterdir() if _PART_RE.match(p.name))
+
+
+def part_files(folder: str | os.PathLike[str]) -> list[Path]:
+    """The parts of a table folder, sorted: regular files named ``part-NNNNNN.parquet``.
+
+    Symlinks are never parts, even to a regular file (the writer never makes
+    one, and one to a folder would be read as a whole dataset); nor are
+    folders or anything else named like a part. :func:`read_table` reports
+    those (raises, or skips them with a warning). The writers' hidden
+    temporaries (``.part-*.tmp``) do not match the name and are never read.
+    """
+    return [p for p in _part_entries(Path(folder)) if _entry_kind(p) == "file"]
+
+
+_TEMP_RANDOM = r"[a-z0-9_]{8}"  # tempfile.mkstemp's random part: 8 of a-z, 0-9, _
+_PART_TEMP_RE = re.compile(rf"^\.part-{_TEMP_RANDOM}\.tmp$")
+"""RunWriter's part being written: ``mkstemp(prefix=".part-", suffix=".tmp")`` in the table folder."""
+_META_TEMP_RE = re.compile(rf"^\.{re.escape(RUN_JSON)}\.{_TEMP_RANDOM}\.tmp$")
+"""run.json being rewritten: atomic_write_text's ``mkstemp(prefix=".run.json.", suffix=".tmp")``."""
+
+STALE_TEMPORARY_AGE_S = 3600.0
+"""Default age (seconds since last modified) past which a hidden temporary counts as stale."""
+
+
+def remove_stale_temporaries(
+    run_dir: str | os.PathLike[str], older_than_s: float = STALE_TEMPORARY_AGE_S
+) -> list[Path]:
+    """Delete the hidden temporaries killed writers left in a run directory; return what went.
+
+    Only regular files (not symlinks) of the toolkit's own naming are touched:
+    ``.run.json.XXXXXXXX.tmp`` in ``run_dir`` (from
+    :func:`~goup_probe.store.paths.atomic_write_text`) and
+    ``.part-XXXXXXXX.tmp`` in its table folders (from :class:`RunWriter`),
+    ``XXXXXXXX`` being :func:`tempfile.mkstemp`'s random part; and only those
+    last modified more than ``older_than_s`` seconds ago, so a file another
+    writer is still writing is left alone. Symlinked and hidden folders are not
+    entered (a ``replace_table`` staging folder is settled by the next replace).
+    Call it while holding the run's lock; loading a run never calls it
+    (reading never deletes anything). A file that cannot be deleted is left,
+    with a :class:`RuntimeWarning` naming it.
+
+    Parameters
+    ----------
+    run_dir : path
+        The run directory.
+    older_than_s : float
+        Minimum age in seconds (``0`` removes every such temporary).
+
+    Returns
+    -------
+    list of Path
+        The files deleted, sorted.
+
+    Raises
+    ------
+    TypeError, ValueError
+        If ``older_than_s`` is not a finite number ``>= 0``.
+    RunDirectoryError
+        If ``run_dir`` is not a directory.
+    """
+    if isinstance(older_than_s, bool) or not isinstance(older_than_s, (int, float)):
+        raise TypeError(f"older_than_s must be a number of seconds, got {older_than_s!r}")
+    if not (0 <= older_than_s < float("inf")):
+        raise ValueError(f"older_than_s must be finite and >= 0, got {older_than_s!r}")
+    path = Path(run_dir)
+    if not path.is_dir():
+        raise RunDirectoryError(f"run directory {str(path)!r} is not a directory")
+    candidates = [p for p in path.iterdir() if _META_TEMP_RE.match(p.name)]
+    for folder in path.iterdir():
+        if folder.name.startswith(".") or folder.is_symlink() or not folder.is_dir():
+            continue
+        candidates += [p for p in folder.iterdir() if _PART_TEMP_RE.match(p.name)]
+    now = time.time()
+    removed = []
+    for candidate in sorted(candidates):
+        try:
+            info = os.lstat(candidate)
+            if not stat.S_ISREG(info.st_mode) or now - info.st_mtime <= older_than_s:
+                continue
+            candidate.unlink()
+        except FileNotFoundError:
+            continue  # its writer finished (renamed it) or removed it meanwhile
+        except OSError as exc:
+            warnings.warn(f"cannot remove stale temporary {candidate}: {exc}", RuntimeWarning, stacklevel=2)
+            continue
+        removed.append(candidate)
+    return removed
 
 
 # ----------------------------------------------------------------------------- whole tables
@@ -159,14 +375,14 @@ def list_tables(run_dir: str | os.PathLike[str]) -> list[str]:
     path = Path(run_dir)
     names = {p.name for p in path.iterdir() if p.is_dir() and not p.name.startswith(".")}
     names |= {p.name[1 : -len(".replace")] for p in path.glob(_STAGING.format("*")) if p.is_dir()}
-    return sorted(n for n in names if (d := _table_dir(path, n)).is_dir() and any(_part_files(d)))
+    return sorted(n for n in names if (d := _table_dir(path, n)).is_dir() and part_files(d))
 
 
 def table_columns(run_dir: str | os.PathLike[str], name: str) -> list[str]:
     """Column names over all parts of a table, read from the Parquet footers only (no rows)."""
     folder = _table_dir(Path(run_dir), name)
     out: dict[str, None] = {}
-    for part in _part_files(folder) if folder.is_dir() else []:
+    for part in part_files(folder) if folder.is_dir() else []:
         try:
             out.update(dict.fromkeys(pq.read_schema(part).names))
         except (pa.ArrowException, OSError, ValueError):

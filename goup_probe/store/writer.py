@@ -31,6 +31,26 @@ def _dictionary_columns(data: pa.Table) -> list[str]:
     return [f.name for f in data.schema if pa.types.is_string(f.type) or pa.types.is_large_string(f.type)]
 
 
+def current_umask() -> int:
+    """The process's umask, read without changing it where the system allows.
+
+    On Linux it is read from ``/proc/self/status``. Elsewhere it is read the
+    only portable way, ``os.umask`` set and set back; the value set in between
+    is ``0o077``, so a file another thread creates in that instant gets
+    stricter permissions, never looser ones.
+    """
+    try:
+        with open("/proc/self/status", encoding="ascii", errors="replace") as handle:
+            for line in handle:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    previous = os.umask(0o077)
+    os.umask(previous)
+    return previous
+
+
 def _json_default(value: object) -> object:
     if isinstance(value, Path):
         return str(value)
@@ -56,6 +76,14 @@ class RunWriter:
     schemas : Mapping[str, pa.Schema], optional
         Per table, a schema that replaces :data:`goup_probe.schema.TABLES`'s for
         this writer, e.g. ``{"stats": schema.stats_schema(user_statistics)}``.
+
+    Notes
+    -----
+    Parts and ``run.json`` get the permissions of a file the user creates
+    (``0o666`` less the umask, e.g. 0644 under umask 022), like the report's
+    figures, not the 0600 of :func:`tempfile.mkstemp`. The umask is read once,
+    here (:func:`current_umask`, without changing it on Linux); a later change
+    of the umask does not affect this writer.
     """
 
     def __init__(
@@ -76,6 +104,8 @@ class RunWriter:
         self._next_part: dict[str, int] = {}
         self._last_flush = time.monotonic()
         self.rows_written: dict[str, int] = {}
+        self.file_mode = 0o666 & ~current_umask()
+        """Permission bits of the parts and ``run.json`` it writes (from the umask at construction)."""
 
     def append(self, table: str, rows: Iterable[Mapping[str, Any]]) -> None:
         """Buffer rows for ``table``; writes a part when the buffer is full."""
@@ -148,6 +178,7 @@ class RunWriter:
         fd, tmp = tempfile.mkstemp(dir=folder, prefix=".part-", suffix=".tmp")
         os.close(fd)
         try:
+            os.chmod(tmp, self.file_mode)
             pq.write_table(
                 data, tmp, compression=PARQUET_COMPRESSION, use_dictionary=_dictionary_columns(data)
             )
@@ -168,9 +199,11 @@ class RunWriter:
         self._write_part(table, records)
 
     def write_meta(self, meta: Mapping[str, Any]) -> None:
-        """Rewrite ``run.json`` atomically."""
+        """Rewrite ``run.json`` atomically, with :attr:`file_mode` permissions."""
         text = json.dumps(meta, indent=2, default=_json_default, allow_nan=True)
-        atomic_write_text(self.path / RUN_JSON, text + "\n")
+        target = self.path / RUN_JSON
+        atomic_write_text(target, text + "\n")
+        os.chmod(target, self.file_mode)  # mkstemp made it 0600; never looser than meant meanwhile
 
 
 class NullWriter:
