@@ -18,6 +18,13 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _non_negative_int(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 0, got {text}")
+    return value
+
+
 def _existing_dir(text: str) -> Path:
     path = Path(text)
     if not path.is_dir():
@@ -166,25 +173,34 @@ def _cmd_summary(args: argparse.Namespace) -> int:
 def _cmd_ou(args: argparse.Namespace) -> int:
     import time
 
-    from goup_probe.ou import OUThresholds, ou_summary, validate_ou
+    from goup_probe.ou import SUMMARY_COLUMNS, OUThresholds, validate_ou
     from goup_probe.store import load_run
     from goup_probe.summary import format_table
 
     start = time.perf_counter()
     run = load_run(args.run_dir)
+    steps = run.trajectories["step"] if "step" in run.trajectories.columns else []
+    if len(steps) == 0:
+        print(f"{args.run_dir}: no tracer trajectories in this run (was the probe attached with tracers=0?).")
+        return 1
+    first, last = int(steps.min()), int(steps.max())
+    if args.from_step > last:
+        raise ValueError(
+            f"--from-step {args.from_step} is past the last recorded step {last} of {args.run_dir} "
+            f"(trajectories cover steps {first}..{last}); pass --from-step {last} or less"
+        )
+    kept = sorted({int(s) for s in steps if s >= args.from_step})
     table = validate_ou(
         run, thresholds=OUThresholds(alpha=args.alpha), min_step=args.from_step, write=args.write
     )
     elapsed = time.perf_counter() - start
     print(
-        f"{args.run_dir}: OU validation from the tracer trajectories ({run.meta.get('steps', '?')} steps). "
-        "Axes: k = panel (all tracers over time, one k), η/resid/ADF = time (per coordinate, "
-        "share of coordinates rejecting at level alpha)."
+        f"{args.run_dir}: do the parameters of each tensor move like an Ornstein-Uhlenbeck process "
+        f"(pulled back towards a mean, with fresh independent noise at every step)? One row per tensor, from "
+        f"its tracer coordinates over {len(kept)} steps ({kept[0]}..{kept[-1]}); columns as in "
+        "gp.validate_ou (goup_probe.ou.OU_FIELDS explains each)."
     )
-    if table.empty:
-        print("No trajectories in this run (was the probe attached with tracers=0?).")
-        return 1
-    print(format_table(ou_summary(table)))
+    print(format_table(table[list(SUMMARY_COLUMNS)]))
     print("\nReasons:")
     for param, verdict, reason in zip(table["param"], table["verdict"], table["reason"], strict=True):
         print(f"  {param}: {verdict}: {reason}")
@@ -284,7 +300,10 @@ def _add_ou(sub: argparse._SubParsersAction) -> None:
     ou.add_argument("run_dir", type=_existing_dir)
     ou.add_argument("--alpha", type=float, default=0.05, help="level of every test (default 0.05)")
     ou.add_argument(
-        "--from-step", type=int, default=0, help="ignore steps before this one (burn-in; default 0)"
+        "--from-step",
+        type=_non_negative_int,
+        default=0,
+        help="ignore steps before this one (burn-in; default 0); at most the last recorded step",
     )
     ou.add_argument("--write", action="store_true", help="also store the result as table 'ou' in RUN_DIR")
     ou.set_defaults(func=_cmd_ou)
