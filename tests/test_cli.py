@@ -263,3 +263,42 @@ def test_format_table_writes_learning_rates_to_four_significant_digits():
     text = format_table(pd.DataFrame({"lr": [0.000123456, 0.00011999999999999988], "k": [0.000123456, 1.0]}))
     assert [line.split() for line in text.split("\n")[2:]] == [["0.0001235", "0.000123"], ["0.00012", "1"]]
     assert format_lr(0.05) == "0.05" and format_lr(0.1 * 3) == "0.3"
+
+
+def _ou_run(path, steps=120):
+    import torch
+
+    from tests.helpers import TinyNet, batches, train
+
+    model = TinyNet()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    with gp.attach(model, opt, run_dir=path, every=60, tracers=4):  # tracers record every step
+        train(model, opt, batches(steps))
+
+
+def test_ou_reports_the_steps_after_from_step_with_the_dataframes_column_names(tmp_path):
+    run = tmp_path / "r"
+    _ou_run(run)
+    code, out, err = _cli("ou", str(run), "--from-step", "20")
+    assert code == 0, err
+    header_line = out.splitlines()[0]
+    assert "100 steps (20..119)" in header_line and "120 steps" not in header_line
+    assert "Ornstein-Uhlenbeck" in header_line
+    expected = gp.validate_ou(gp.load_run(run), min_step=20)
+    header, *rows = _table_rows(out, "param")
+    assert set(header) <= set(expected.columns)
+    assert {"k_pooled", "steps_x_k", "innovation_acf1", "n_coords"} <= set(header)
+    assert not {"k_hat", "T*k", "eta_acf1"} & set(header)
+    printed = dict(zip(header, rows[0], strict=True))
+    first = expected.iloc[0]
+    assert printed["param"] == first["param"] and printed["verdict"] == first["verdict"]
+    assert printed["k_pooled"] == f"{first['k_pooled']:.3g}"
+
+
+def test_ou_from_step_past_the_end_is_an_error_naming_the_last_step(tmp_path):
+    run = tmp_path / "r"
+    _ou_run(run, steps=30)
+    code, out, err = _cli("ou", str(run), "--from-step", "500")
+    assert code != 0
+    assert "--from-step 500" in err and "last recorded step 29" in err
+    assert "tracers=0" not in out + err
