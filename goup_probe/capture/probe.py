@@ -21,11 +21,15 @@ sharded: :mod:`goup_probe.capture.strategy`).
 from __future__ import annotations
 
 import atexit
+import contextlib
 import functools
+import json
 import os
+import threading
 import time
 import warnings
 from collections.abc import Sequence
+from pathlib import Path
 from types import TracebackType
 from typing import Any
 
@@ -52,9 +56,10 @@ from goup_probe.capture.signals import SigtermGuard, Terminated
 from goup_probe.capture.strategy import CaptureContext, build_context
 from goup_probe.capture.timing import ProbeTime
 from goup_probe.capture.tracers import LocalTracers, write_tracer_index
-from goup_probe.capture.writer import RankError, open_writer
+from goup_probe.capture.writer import OpenedRun, RankError, open_writer
 from goup_probe.dist.context import DistInfo, detect
-from goup_probe.store import NullWriter, RunWriter
+from goup_probe.store import NullWriter, RunDirectoryError, RunWriter
+from goup_probe.store.reserve import release_space, reserve_space
 
 _ATTACHED_FLAG = "_goup_probe_attached"
 
@@ -147,6 +152,7 @@ class Probe:
         self._run_dir_arg = run_dir
         self._hooks = HookSet()
         self._writer: RunWriter | NullWriter | None = None
+        self._opened: OpenedRun | None = None
         self._tracked: list[TrackedParam] = []
         self._groups: list[Group] = []
         self._dispatchers: list[StepDispatcher] = []
@@ -210,9 +216,29 @@ class Probe:
         self._tracked = track_parameters(self.model, self.optimizers, self.config)
         refuse_unshardable(self._tracked, self.config.custom)
         try:
-            self._writer = open_writer(self._run_dir_arg, self.config, self._dist, self._tracked)
+            self._opened = open_writer(self._run_dir_arg, self.config, self._dist, self._tracked)
         except RankError as exc:
             raise ProbeError(str(exc)) from exc
+        self._writer = self._opened.writer
+        try:
+            self._start()
+        except BaseException as exc:
+            self._hooks.remove()
+            self._opened.abort()
+            self._writer = None
+            if isinstance(exc, OSError):  # a full disk, a quota: no half-made run is left behind
+                raise RunDirectoryError(
+                    f"cannot start a run in {str(self._run_dir_arg)!r}: {exc}; nothing was written there"
+                ) from exc
+            raise
+        object.__setattr__(self.model, _ATTACHED_FLAG, True)
+        self._attached = True
+        self._thread_warning()
+        atexit.register(self._at_exit)
+        return self
+
+    def _start(self) -> None:
+        """Everything attach does once the run directory is open: strategies, run.json, hooks."""
         if self._dist.passive:  # a replicated (DDP) run's ranks > 0 capture nothing
             self._guard.capture_disabled = True
         ctx = self._context()
@@ -232,8 +258,13 @@ class Probe:
         ]
         self._groups = [g for d in self._dispatchers for g in d.groups]
         self._meta = self._initial_meta()
+        lock = self._opened.lock
+        if lock is not None and lock.took_over is not None:
+            self._meta["lock_taken_over"] = f"a stale lock of {lock.took_over.describe()}"
         self._writer.write_meta(self._meta)
         write_tracer_index(self._tracked, self._writer)
+        if self._dist.writes:
+            reserve_space(Path(self._writer.path), 4 * len(json.dumps(self._meta, default=str)))
         if self._uses_hooks:  # never traced: under torch.compile(optimizer.step) the hooks run eagerly
             for index, optimizer in enumerate(self.optimizers):
                 pre, post = (
@@ -249,11 +280,20 @@ class Probe:
                     local, self.config.backward, functools.partial(self._backward_state, steps)
                 )
                 steps.micro.install(ctx, self._hooks)
-        object.__setattr__(self.model, _ATTACHED_FLAG, True)
-        self._attached = True
-        self._sigterm.install()
-        atexit.register(self._at_exit)
-        return self
+
+    def _thread_warning(self) -> None:
+        """Claim the SIGTERM handler; from a non-main thread it cannot be, which the user must know."""
+        if self._sigterm.install() or threading.current_thread() is threading.main_thread():
+            return
+        warnings.warn(
+            "goup_probe: attached from a thread other than the main thread, so SIGTERM cannot be turned "
+            "into a clean shutdown: a scheduler's SIGTERM loses the rows not yet flushed. Attach from the "
+            "main thread, or call probe.detach() from your own SIGTERM handling",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+        self._meta["capture"]["sigterm_handler"] = "none: attached from a non-main thread"
+        self._write_meta()
 
     def _partition(self) -> list[list[TrackedParam]]:
         """The tensors of each dispatcher: one per optimizer with hooks (each steps its own), else one."""
@@ -479,12 +519,17 @@ class Probe:
             self._close_listeners()
             self.time.close_seconds += time.perf_counter() - started
             self._meta.update(status=status, status_reason=reason, ended_at=utc_now())
+            if self._dist.writes:
+                with contextlib.suppress(OSError):  # the room reserved for this final write
+                    release_space(Path(self._writer.path))
             try:
                 self._write_meta()
             except OSError as exc:
                 warnings.warn(
                     f"goup_probe: cannot write {self.run_dir}/run.json: {exc}", RuntimeWarning, stacklevel=3
                 )
+            finally:
+                self._opened.release()
 
 
 def attach(

@@ -16,11 +16,13 @@ Modules: :mod:`~goup_probe.store.paths` (creating and clearing the directory,
 part names, atomic text writes), :mod:`~goup_probe.store.writer` (appending
 parts), :mod:`~goup_probe.store.tables` (reading, listing, replacing and
 deleting whole tables), :mod:`~goup_probe.store.meta` (``run.json``),
-:mod:`~goup_probe.store.run` (:class:`Run`, :func:`load_run`).
+:mod:`~goup_probe.store.run` (:class:`Run`, :func:`load_run`), :mod:`~goup_probe.store.lock`
+(one writer per run directory).
 """
 
 from __future__ import annotations
 
+from goup_probe.store.lock import LockHolder, RunLock, RunLockedError
 from goup_probe.store.meta import read_meta, update_meta, utc_now
 from goup_probe.store.paths import RUN_JSON, RunDirectoryError, atomic_write_text, prepare_run_dir
 from goup_probe.store.run import Run, load_run
@@ -38,9 +40,12 @@ __all__ = [
     "PARQUET_COMPRESSION",
     "RUN_JSON",
     "Filters",
+    "LockHolder",
     "NullWriter",
     "Run",
     "RunDirectoryError",
+    "RunLock",
+    "RunLockedError",
     "RunWriter",
     "atomic_write_text",
     "delete_table",

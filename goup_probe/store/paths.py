@@ -9,15 +9,14 @@ import tempfile
 from pathlib import Path
 
 from goup_probe import schema
+from goup_probe.store.errors import RunDirectoryError
+from goup_probe.store.lock import LOCK_NAME, RunLock
+from goup_probe.store.reserve import RESERVE_NAME
 
 RUN_JSON = "run.json"
 
 
 _PART_RE = re.compile(r"^part-(\d{6,})\.parquet$")
-
-
-class RunDirectoryError(ValueError):
-    """A run directory that cannot be created, written or read; the message names the path."""
 
 
 def atomic_write_text(path: Path, text: str) -> None:
@@ -34,32 +33,64 @@ def atomic_write_text(path: Path, text: str) -> None:
         raise
 
 
-def prepare_run_dir(run_dir: str | os.PathLike[str], *, overwrite: bool = False) -> Path:
+def prepare_run_dir(
+    run_dir: str | os.PathLike[str], *, overwrite: bool = False, lock: bool = False
+) -> Path | tuple[Path, RunLock]:
     """Create ``run_dir`` (or validate an existing one) and return it.
+
+    Parameters
+    ----------
+    run_dir : path
+        The run directory.
+    overwrite : bool
+        Replace the run there (only what a run consists of; see :func:`_clear_run_dir`).
+    lock : bool
+        Take the directory's :class:`~goup_probe.store.lock.RunLock` first, before
+        looking at what it holds, and return ``(path, lock)``; the caller releases it.
 
     Raises
     ------
     RunDirectoryError
         If the directory is not empty and ``overwrite`` is false, if the path
         is a file, or if it cannot be created or written.
+    RunLockedError
+        With ``lock``, when another live process holds the directory's lock.
     """
     path = Path(run_dir)
     if path.exists() and not path.is_dir():
         raise RunDirectoryError(f"run_dir {str(path)!r} exists and is not a directory")
-    if path.is_dir() and any(path.iterdir()):
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise RunDirectoryError(f"run_dir {str(path)!r} cannot be created: {exc}") from exc
+    held = RunLock(path).acquire() if lock else None
+    try:
+        _check_empty(path, overwrite)
+        _check_writable(path)
+    except BaseException:
+        if held is not None:
+            held.release()
+        raise
+    return (path, held) if held is not None else path
+
+
+def _check_empty(path: Path, overwrite: bool) -> None:
+    if any(child.name != LOCK_NAME for child in path.iterdir()):
         if not overwrite:
             raise RunDirectoryError(
                 f"run_dir {str(path)!r} is not empty; choose a new directory or pass overwrite=True"
             )
         _clear_run_dir(path)
+
+
+def _check_writable(path: Path) -> None:
+    """Create and remove a uniquely named file (two processes checking at once do not collide)."""
     try:
-        path.mkdir(parents=True, exist_ok=True)
-        probe_file = path / ".write-test"
-        probe_file.write_bytes(b"")
-        probe_file.unlink()
+        fd, probe_file = tempfile.mkstemp(dir=path, prefix=".write-test-", suffix=".tmp")
+        os.close(fd)
+        os.unlink(probe_file)
     except OSError as exc:
         raise RunDirectoryError(f"run_dir {str(path)!r} is not writable: {exc}") from exc
-    return path
 
 
 def _clear_run_dir(path: Path) -> None:
@@ -83,6 +114,8 @@ def _clear_run_dir(path: Path) -> None:
             + "); refusing to overwrite it: move them or choose another directory"
         )
     for child in path.iterdir():
+        if child.name == LOCK_NAME:
+            continue
         if child.is_dir():
             shutil.rmtree(child)
         else:
@@ -95,6 +128,8 @@ _REPORT_SUFFIXES = (".html", ".png", ".css", ".js", ".svg")
 def _is_run_content(child: Path) -> bool:
     """Whether ``child`` of a run directory is something the toolkit writes."""
     name = child.name
+    if name in (LOCK_NAME, RESERVE_NAME) or name.startswith(f"{LOCK_NAME}.stale-"):
+        return True
     if child.is_symlink():
         return False
     if child.is_file():
@@ -119,3 +154,17 @@ def _looks_like_table(folder: Path) -> bool:
 
 def _part_files(folder: Path) -> list[Path]:
     return sorted(p for p in folder.iterdir() if _PART_RE.match(p.name))
+
+
+def discard_new_run(path: Path) -> None:
+    """Remove what a run that could not be started wrote (its directory held nothing else); the lock stays."""
+    for child in path.iterdir():
+        if child.is_dir() and not child.is_symlink() and not any(child.iterdir()):
+            child.rmdir()  # a table folder whose first part could not be written
+            continue
+        if child.name == LOCK_NAME or not _is_run_content(child):
+            continue
+        if child.is_dir():
+            shutil.rmtree(child, ignore_errors=True)
+        else:
+            child.unlink(missing_ok=True)
