@@ -91,8 +91,13 @@ def test_check_run_dir_returns_a_good_path_unchanged(run_dir):
 @pytest.mark.parametrize(("run_dir", "error"), BAD_RUN_DIRS)
 def test_attach_refuses_a_bad_run_dir_naming_it(tmp_path, monkeypatch, run_dir, error):
     monkeypatch.chdir(tmp_path)
-    with pytest.raises(error, match="run_dir"):
-        gp.attach(TinyNet(), run_dir=run_dir)
+    probe = None
+    try:
+        with pytest.raises(error, match="run_dir"):
+            probe = gp.attach(TinyNet(), run_dir=run_dir)
+    finally:
+        if probe is not None:  # run_dir="" attached in the current directory: detach it while still there
+            probe.detach()
     assert list(tmp_path.iterdir()) == []
 
 
