@@ -302,3 +302,23 @@ def test_ou_from_step_past_the_end_is_an_error_naming_the_last_step(tmp_path):
     assert code != 0
     assert "--from-step 500" in err and "last recorded step 29" in err
     assert "tracers=0" not in out + err
+
+
+def test_format_table_shows_p_values_at_their_floor_as_bounds():
+    import pandas as pd
+
+    from goup_probe.stats.normal_tests import LILLIEFORS_NULL_DRAWS
+    from goup_probe.summary import format_table
+
+    frame = pd.DataFrame(
+        {
+            "lilliefors_p": [1.0 / (LILLIEFORS_NULL_DRAWS + 1), 0.0123],
+            "anderson_p": [0.0, 0.5],
+            "jarque_bera_p": [0.0, 1e-12],
+            "kurt": [0.0, 0.5],
+        }
+    )
+    assert [line.split() for line in format_table(frame).split("\n")[2:]] == [
+        ["<0.0005", "<5e-31", "<1e-300", "0"],  # a plain 0 that is no p-value stays 0
+        ["0.0123", "0.5", "1e-12", "0.5"],
+    ]

@@ -359,3 +359,20 @@ def test_learning_rates_are_printed_to_four_significant_digits(tmp_path):
     frame = pd.DataFrame({"param": ["a"], "lr": [0.000123456], "k_pooled": [0.000123456]})
     cells = re.findall(r"<td[^>]*>([^<]*)</td>", h.table(frame))
     assert cells == ["a", "0.0001235", "0.000123"]  # lr to 4 digits, other floats to 3
+
+
+def test_p_values_at_a_floor_are_shown_as_bounds_in_the_report(tmp_path):
+    from goup_probe.stats.normal_tests import LILLIEFORS_NULL_DRAWS
+
+    run_dir = synthetic_run(tmp_path / "run", params=["uniform.weight"], steps=[0], numel=2000, keep=50)
+    stats = load_run(run_dir).stats
+    x = stats[stats["quantity"] == schema.THETA_MINUS_GRAD]
+    floor = 1.0 / (LILLIEFORS_NULL_DRAWS + 1)
+    assert x["lilliefors_p"].tolist() == [pytest.approx(floor)]  # uniform: no null draw is as extreme
+    page = report(run_dir, ou=False).index.read_text(encoding="utf-8")
+    layers = _section(page, "layers")
+    header = re.findall(r"<th[^>]*>([^<]*)</th>", layers)
+    rows = re.findall(r"<tr>(<td.*?)</tr>", layers)
+    column = header.index("lilliefors_p")
+    cells = [re.findall(r"<td[^>]*>([^<]*)</td>", row)[column] for row in rows]
+    assert cells == ["&lt;0.0005"]
