@@ -78,17 +78,17 @@ def _is_demo_run(path: Path) -> bool:
         return False
 
 
-def _write_report(run_dir: Path, out: Path | None) -> None:
+def _write_report(run_dir: Path, out: Path | None, **options: object) -> None:
     from goup_probe.report import report
 
-    built = report(run_dir, out)
+    built = report(run_dir, out, **options)
     print(f"\nReport ({len(built.figures)} figures, built in {built.seconds:.1f} s): {built.index}")
     for section, note in built.notes.items():
         print(f"  {section}: {note}")
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
-    _write_report(args.run_dir, args.out)
+    _write_report(args.run_dir, args.out, per_side=args.per_side, layers=args.layers, steps=args.steps)
     return 0
 
 
@@ -282,6 +282,27 @@ def _add_report(sub: argparse._SubParsersAction) -> None:
     rep.add_argument("run_dir", type=_existing_dir)
     rep.add_argument(
         "--out", type=Path, default=None, help="report folder (default RUN_DIR/report); opens offline"
+    )
+    rep.add_argument(
+        "--layers",
+        nargs="+",
+        default=None,
+        metavar="NAME",
+        help="detail exactly these parameter tensors (default: the most and least Gaussian)",
+    )
+    rep.add_argument(
+        "--steps",
+        nargs="+",
+        type=_non_negative_int,
+        default=None,
+        metavar="STEP",
+        help="captured steps of the per-layer figures (default first, middle, last)",
+    )
+    rep.add_argument(
+        "--per-side",
+        type=_non_negative_int,
+        default=3,
+        help="detail this many most and least Gaussian tensors (default 3)",
     )
     rep.set_defaults(func=_cmd_report)
 

@@ -322,3 +322,29 @@ def test_format_table_shows_p_values_at_their_floor_as_bounds():
         ["<0.0005", "<5e-31", "<1e-300", "0"],  # a plain 0 that is no p-value stays 0
         ["0.0123", "0.5", "1e-12", "0.5"],
     ]
+
+
+def test_report_cli_takes_the_apis_layers_steps_and_per_side(tmp_path):
+    import re
+
+    from tests.report_synth import synthetic_run
+
+    run_dir = synthetic_run(tmp_path / "run", n_params=8, steps=[0, 10, 20], numel=100, keep=20)
+    out = tmp_path / "rep"
+    code, _, err = _cli(
+        "report", str(run_dir), "--out", str(out), "--layers", "layer3.weight", "--steps", "10"
+    )
+    assert code == 0, err
+    page = (out / "index.html").read_text(encoding="utf-8")
+    layers = re.search(r'<section id="layers">(.*?)</section>', page, re.S).group(1)
+    assert re.findall(r"<h4>([^<]*)</h4>", layers) == ["layer3.weight"]
+    assert "at steps 10." in layers
+    code, _, err = _cli("report", str(run_dir), "--out", str(tmp_path / "two"), "--per-side", "1")
+    assert code == 0, err
+    layers = re.search(
+        r'<section id="layers">(.*?)</section>', (tmp_path / "two" / "index.html").read_text(), re.S
+    )
+    assert len(re.findall(r"<h4>", layers.group(1))) == 2  # one most, one least Gaussian
+    code, _, err = _cli("report", str(run_dir), "--out", str(tmp_path / "bad"), "--layers", "nope")
+    assert code == 2 and "'nope'" in err and "layer0.weight" in err
+    assert not (tmp_path / "bad").exists()

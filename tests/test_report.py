@@ -72,8 +72,8 @@ def test_choose_layers_takes_the_most_and_least_gaussian_ignoring_low_power_tens
     assert not sel.all_layers
     few = choose_layers(_stats_frame({"a": 0.1, "b": 0.2}), per_side=3)
     assert few.all_layers and few.params == ["a", "b"]
-    chosen = choose_layers(_stats_frame(scores), layers=["t3", "missing"])
-    assert chosen.params == ["t3"] and "1 requested name(s) are not in this run" in chosen.note
+    chosen = choose_layers(_stats_frame(scores), layers=["t3", "t1"])
+    assert chosen.params == ["t3", "t1"] and chosen.note == "2 tensor(s) chosen by the caller"
 
 
 def test_safe_stem_never_leaves_the_folder_and_keeps_names_apart():
@@ -376,3 +376,31 @@ def test_p_values_at_a_floor_are_shown_as_bounds_in_the_report(tmp_path):
     column = header.index("lilliefors_p")
     cells = [re.findall(r"<td[^>]*>([^<]*)</td>", row)[column] for row in rows]
     assert cells == ["&lt;0.0005"]
+
+
+def test_report_refuses_unknown_layers_and_uncaptured_steps_writing_nothing(tmp_path):
+    run_dir = synthetic_run(tmp_path / "run", n_params=7, steps=[0, 10], numel=100, keep=20)
+    with pytest.raises(
+        ValueError, match=r"'nope', 'layer9\.weight'.*the run has layer0\.weight, layer1"
+    ) as info:
+        report(run_dir, layers=["nope", "layer1.weight", "layer9.weight"])
+    assert "(7 in all)" in str(info.value)
+    with pytest.raises(ValueError, match=r"steps: \[5\] not captured.*from 0 to 10"):
+        report(run_dir, steps=[0, 5])
+    with pytest.raises(TypeError, match="layers"):
+        report(run_dir, layers="layer1.weight")  # a bare string is not a list of names
+    assert not (run_dir / "report").exists()
+    result = report(run_dir, layers=["layer2.weight", "layer1.weight"], steps=[10], ou=False)
+    assert result.detail_layers == ("layer2.weight", "layer1.weight")
+
+
+def test_report_result_repr_is_one_short_line(tmp_path):
+    run_dir = synthetic_run(
+        tmp_path / "run", n_params=40, steps=[0, 10], numel=100, keep=20, full_tests=False
+    )
+    result = report(run_dir, ou=False)
+    text = repr(result)
+    assert "\n" not in text and len(text) < 300, text
+    assert str(result.index) in text
+    assert f"{len(result.sections)} sections, {len(result.figures)} figures" in text
+    assert "6 detailed tensors" in text and "ou" in text  # the OU section was noted as turned off

@@ -242,6 +242,9 @@ class ProbeConfig:
     seed: int = 0
     thresholds: VerdictThresholds = DEFAULT_THRESHOLDS
     overwrite: bool = False
+    resume: bool | int = False
+    """Continue the run already in ``run_dir``: True after its last recorded step, an int at that
+    step (rows at it or later are dropped first); False starts a new run."""
     strict: bool = False
     flush_rows: int = 2000
     flush_seconds: float = 10.0
@@ -266,6 +269,7 @@ class ProbeConfig:
         seed: int = 0,
         thresholds: VerdictThresholds = DEFAULT_THRESHOLDS,
         overwrite: bool = False,
+        resume: bool | int = False,
         strict: bool = False,
         flush_rows: int = 2000,
         flush_seconds: float = 10.0,
@@ -308,6 +312,10 @@ class ProbeConfig:
             if not isinstance(value, bool):
                 raise TypeError(f"{option} must be True or False, got {value!r}")
         flush_rows = _int_option("flush_rows", flush_rows, 1)
+        if not isinstance(resume, bool):
+            resume = _int_option("resume", resume, 0)
+        if resume is not False and overwrite:
+            raise ValueError("resume and overwrite exclude each other: continue the run, or replace it")
         if isinstance(flush_seconds, bool) or not isinstance(flush_seconds, int | float):
             raise TypeError(f"flush_seconds must be a number of seconds, got {flush_seconds!r}")
         if math.isnan(flush_seconds) or flush_seconds < 0:
@@ -333,6 +341,7 @@ class ProbeConfig:
             seed=seed,
             thresholds=thresholds,
             overwrite=overwrite,
+            resume=resume,
             strict=strict,
             flush_rows=flush_rows,
             flush_seconds=float(flush_seconds),

@@ -14,6 +14,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
+
 from goup_probe import schema
 from goup_probe.report import html as h
 from goup_probe.report.figures import FigureFile, FigureWriter
@@ -27,7 +29,7 @@ from goup_probe.report.sections.ou import OUSection
 from goup_probe.report.sections.summary import SummarySection, analysis_sentences, run_description
 from goup_probe.report.sections.tensors import TensorsSection
 from goup_probe.report.sections.training import TrainingSection
-from goup_probe.report.select import choose_layers, choose_steps
+from goup_probe.report.select import LayerSelection, choose_layers, choose_steps
 from goup_probe.store import Run, load_run, utc_now
 
 __all__ = [
@@ -66,6 +68,15 @@ class ReportResult:
     findings: Findings | None = None
     detail_layers: tuple[str, ...] = ()
     seconds: float = 0.0
+
+    def __repr__(self) -> str:
+        """One line: where the page is, what it holds, how long it took (not every figure)."""
+        notes = f", {len(self.notes)} skipped or noted ({', '.join(self.notes)})" if self.notes else ""
+        return (
+            f"ReportResult(index={str(self.index)!r}, {len(self.sections)} sections, "
+            f"{len(self.figures)} figures, {len(self.detail_layers)} detailed tensors{notes}, "
+            f"{self.seconds:.1f} s)"
+        )
 
 
 def build_report(
@@ -125,7 +136,10 @@ def build_report(
     Raises
     ------
     ValueError
-        If two sections share a name.
+        If two sections share a name, a name in ``layers`` is not a tensor of the
+        run, or a step in ``steps`` was not captured (nothing is written then).
+    TypeError
+        If ``layers`` or ``steps`` is not a sequence of names or integers.
 
     Examples
     --------
@@ -137,8 +151,16 @@ def build_report(
     start = time.perf_counter()
     run = run if isinstance(run, Run) else load_run(run)
     chosen = _check_names([*SECTIONS, *sections])
+    selection, detail_steps = _choices(run, per_side, layers, steps, n_steps)  # before touching disk
     out_dir = prepare_report_dir(Path(out) if out is not None else run.path / REPORT_DIR)
-    ctx = _context(run, FigureWriter(out_dir, dpi=dpi), per_side, layers, steps, n_steps, ou)
+    ctx = ReportContext(
+        run=run,
+        writer=FigureWriter(out_dir, dpi=dpi),
+        selection=selection,
+        steps=detail_steps,
+        findings=compute_findings(run.stats, run.meta),
+        include_ou=ou,
+    )
     figures: list[FigureFile] = []
     notes: dict[str, str] = {}
     rendered = []
@@ -182,30 +204,40 @@ def _check_names(sections: list[Section]) -> list[Section]:
     return sections
 
 
-def _context(
+def _choices(
     run: Run,
-    writer: FigureWriter,
     per_side: int,
     layers: Sequence[str] | None,
     steps: Sequence[int] | None,
     n_steps: int,
-    ou: bool,
-) -> ReportContext:
-    """The shared choices every section sees: findings, detailed tensors and steps."""
+) -> tuple[LayerSelection, list[int]]:
+    """The tensors and captured steps that get per-layer detail (checked against the run)."""
     stats = run.stats
     x_rows = stats[stats["quantity"] == schema.THETA_MINUS_GRAD]
     captured = sorted({int(s) for s in x_rows["step"]})
-    detail_steps = (
-        sorted({int(s) for s in steps}) if steps is not None else choose_steps(captured or [0], n_steps)
-    )
-    return ReportContext(
-        run=run,
-        writer=writer,
-        selection=choose_layers(stats, per_side=per_side, layers=layers),
-        steps=detail_steps,
-        findings=compute_findings(stats, run.meta),
-        include_ou=ou,
-    )
+    if steps is not None:
+        detail_steps = _requested_steps(steps, sorted({int(s) for s in stats["step"]}))
+    else:
+        detail_steps = choose_steps(captured or [0], n_steps)
+    return choose_layers(stats, per_side=per_side, layers=layers), detail_steps
+
+
+def _requested_steps(steps: Sequence[int], captured: Sequence[int]) -> list[int]:
+    """``steps`` sorted and distinct, all of them captured, else an error naming the others."""
+    if isinstance(steps, str) or not all(
+        isinstance(s, int | np.integer) and not isinstance(s, bool) for s in steps
+    ):
+        raise TypeError(f"steps must be a sequence of integer optimizer steps, got {steps!r}")
+    wanted = sorted({int(s) for s in steps})
+    absent = [s for s in wanted if s not in set(captured)]
+    if absent:
+        have = (
+            f"{len(captured)} captured steps from {captured[0]} to {captured[-1]}"
+            if captured
+            else "no captured steps"
+        )
+        raise ValueError(f"steps: {absent[:10]} not captured in this run (it has {have})")
+    return wanted
 
 
 def _build_one(section: Section, ctx: ReportContext) -> tuple[SectionOutput, str | None]:

@@ -89,6 +89,22 @@ def gaussianity_score(stats: pd.DataFrame, quantity: str = schema.THETA_MINUS_GR
     return agg.reindex(param_order(frame)).reset_index()
 
 
+def _requested_layers(layers: Sequence[str], known: Sequence[str]) -> list[str]:
+    """``layers`` as distinct names, all of them tensors of the run; else an error naming the others."""
+    if isinstance(layers, str) or not all(isinstance(p, str) for p in layers):
+        raise TypeError(f"layers must be a sequence of parameter names (str), got {layers!r}")
+    wanted = list(dict.fromkeys(layers))
+    known_set = set(known)
+    unknown = [p for p in wanted if p not in known_set]
+    if unknown:
+        shown = ", ".join(known[:5]) + (f", ... ({len(known)} in all)" if len(known) > 5 else "")
+        raise ValueError(
+            f"layers: {len(unknown)} name(s) not among the run's tensors: {', '.join(map(repr, unknown))}; "
+            f"the run has {shown or 'no tensors'}"
+        )
+    return wanted
+
+
 def choose_layers(
     stats: pd.DataFrame,
     *,
@@ -112,26 +128,29 @@ def choose_layers(
     per_side : int
         Tensors from each end of the ranking.
     layers : sequence of str, optional
-        Explicit choice.
+        Explicit choice, in this order.
     quantity : str
         Quantity the ranking uses (default X = θ − g).
 
     Returns
     -------
     LayerSelection
+
+    Raises
+    ------
+    ValueError
+        If ``per_side`` is negative, or a name in ``layers`` is not a tensor of the
+        run (the message names it and some that are).
+    TypeError
+        If ``layers`` is a single string or holds anything but strings.
     """
     if per_side < 0:
         raise ValueError(f"per_side must be >= 0, got {per_side}")
     rows = stats[stats["quantity"] == quantity]
     everything = param_order(rows)
     if layers is not None:
-        wanted = [str(p) for p in layers]
-        present = [p for p in wanted if p in set(everything)]
-        missing = len(wanted) - len(present)
-        note = f"{len(present)} tensor(s) chosen by the caller" + (
-            f"; {missing} requested name(s) are not in this run" if missing else ""
-        )
-        return LayerSelection((), (), tuple(present), False, note)
+        wanted = _requested_layers(layers, everything)
+        return LayerSelection((), (), tuple(wanted), False, f"{len(wanted)} tensor(s) chosen by the caller")
     if len(everything) <= 2 * per_side:
         return LayerSelection((), (), tuple(everything), True, f"all {len(everything)} tensors")
     scores = gaussianity_score(stats, quantity).dropna(subset=["score"])
