@@ -18,10 +18,14 @@ import numpy as np
 from goup_probe import schedule as schedules
 from goup_probe import schema
 from goup_probe.capture.quantities import FUSED, PHASE_BACKWARD, Quantity, resolve_quantities
+from goup_probe.capture.retention import DEFAULT_KEEP_SAMPLE_STEPS
 from goup_probe.capture.sums import PRECISIONS
 from goup_probe.stats.normality import DEFAULT_THRESHOLDS, MAX_TESTED, VerdictThresholds
 
 LayerSelector = str | Sequence[str] | Callable[[str], bool] | None
+
+TRAJECTORY_DTYPES = ("float32", "float64")
+"""How tracer trajectories are stored (the OU fit is float64 either way)."""
 
 _MAX_METADATA_DEPTH = 64
 """Deepest nesting of ``metadata`` accepted (far below the JSON encoder's recursion limit)."""
@@ -237,7 +241,14 @@ class ProbeConfig:
     statistics: tuple[Any, ...] = ()
     sample_size: int = MAX_TESTED
     keep_samples: int = 1000
+    keep_sample_steps: int | None = DEFAULT_KEEP_SAMPLE_STEPS
+    """Sample retention: every captured step stores its samples until this many have, then about this
+    many log-spaced steps per tenfold of the step count, always the first and the last captured step
+    (:mod:`goup_probe.capture.retention`); None stores them at every captured step."""
     tracers: int = 256
+    trajectory_dtype: str = "float32"
+    """How tracer trajectories are stored: "float32" (default; exact for float32/16-bit parameters) or
+    "float64". Readers and the OU fit work in float64 either way."""
     tracer_schedule: schedules.Schedule = field(default_factory=lambda: schedules.every(1))
     seed: int = 0
     thresholds: VerdictThresholds = DEFAULT_THRESHOLDS
@@ -265,7 +276,9 @@ class ProbeConfig:
         statistics: Sequence[Any] = (),
         sample_size: int = MAX_TESTED,
         keep_samples: int = 1000,
+        keep_sample_steps: int | None = DEFAULT_KEEP_SAMPLE_STEPS,
         tracers: int = 256,
+        trajectory_dtype: str = "float32",
         seed: int = 0,
         thresholds: VerdictThresholds = DEFAULT_THRESHOLDS,
         overwrite: bool = False,
@@ -304,6 +317,10 @@ class ProbeConfig:
         _warn_large_sample(sample_size)
         keep_samples = _int_option("keep_samples", keep_samples, 0)
         tracers = _int_option("tracers", tracers, 0)
+        if keep_sample_steps is not None:
+            keep_sample_steps = _int_option("keep_sample_steps", keep_sample_steps, 1)
+        if trajectory_dtype not in TRAJECTORY_DTYPES:
+            raise ValueError(f"trajectory_dtype must be one of {TRAJECTORY_DTYPES}, got {trajectory_dtype!r}")
         if precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
         if not isinstance(thresholds, VerdictThresholds):
@@ -337,7 +354,9 @@ class ProbeConfig:
             statistics=tuple(statistics),
             sample_size=sample_size,
             keep_samples=min(keep_samples, sample_size),
+            keep_sample_steps=keep_sample_steps,
             tracers=tracers,
+            trajectory_dtype=trajectory_dtype,
             seed=seed,
             thresholds=thresholds,
             overwrite=overwrite,
@@ -411,7 +430,9 @@ class ProbeConfig:
             "tested": sorted(self.tested),
             "sample_size": self.sample_size,
             "keep_samples": self.keep_samples,
+            "keep_sample_steps": self.keep_sample_steps,
             "tracers": self.tracers,
+            "trajectory_dtype": self.trajectory_dtype,
             "tracer_schedule": schedules.describe(self.tracer_schedule),
             "seed": self.seed,
             "precision": self.precision,

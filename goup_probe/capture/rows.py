@@ -15,6 +15,7 @@ import numpy as np
 from goup_probe import schema
 from goup_probe.capture.plan import TrackedParam
 from goup_probe.capture.reduce import Reduction
+from goup_probe.capture.retention import SampleRetention
 from goup_probe.stats.normality import NormalityResult, VerdictThresholds, assess_sample, assess_samples
 
 
@@ -33,6 +34,9 @@ class RowSink:
         Thresholds of the verdict.
     keep_samples : int
         Values of each subsample stored (0: none).
+    keep_sample_steps : int, optional
+        The captured steps whose samples are stored (:mod:`~goup_probe.capture.retention`;
+        None: all). Call :meth:`flush_held` at detach to write the last step's.
     statistics : sequence of Statistic
         User statistics added to the tested rows.
     on_error : callable, optional
@@ -48,6 +52,7 @@ class RowSink:
         tested: frozenset[str],
         thresholds: VerdictThresholds,
         keep_samples: int,
+        keep_sample_steps: int | None = None,
         statistics: Sequence[Any] = (),
         on_error: Callable[[int, str, str, BaseException], None] | None = None,
     ) -> None:
@@ -56,6 +61,8 @@ class RowSink:
         self.tested = tested
         self.thresholds = thresholds
         self.keep_samples = keep_samples
+        self.retention = SampleRetention(keep_sample_steps)
+        """Which captured steps' samples are written (the last one's at :meth:`flush_held`)."""
         self.statistics = tuple(statistics)
         self.global_step: int | None = None
         """The framework's step of the rows being written (set at each capture point)."""
@@ -116,17 +123,21 @@ class RowSink:
         if self.keep_samples:
             sample = reduction.sample
             kept = sample[tracked.keep] if tracked.keep.size <= sample.size else sample
-            self.writer.append(
-                "samples",
-                [
-                    {
-                        "step": step,
-                        "param": tracked.name,
-                        "quantity": quantity,
-                        "values": kept.astype(np.float32),
-                    }
-                ],
-            )
+            row = {
+                "step": step,
+                "param": tracked.name,
+                "quantity": quantity,
+                "values": kept.astype(np.float32),
+            }
+            rows = self.retention.admit(step, row)
+            if rows:
+                self.writer.append("samples", rows)
+
+    def flush_held(self) -> None:
+        """Write the samples of the last captured step when the retention rule held them back (at detach)."""
+        rows = self.retention.release()
+        if rows:
+            self.writer.append("samples", rows)
 
     def status(
         self, step: int, tracked: TrackedParam, quantity: str, lr: float, status: str, reason: str

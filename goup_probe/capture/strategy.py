@@ -78,6 +78,7 @@ def build_context(
         tested=config.tested,
         thresholds=config.thresholds,
         keep_samples=config.keep_samples,
+        keep_sample_steps=config.keep_sample_steps,
         statistics=config.statistics,
         on_error=guard.record,
     )

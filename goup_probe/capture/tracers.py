@@ -5,6 +5,10 @@ tensor (θ_t, g_t, θ_{t+1}) at *every* step. Doing that tensor by tensor, with
 Python lists per row, costs more than a small network's step; here all
 tensors' tracer values are gathered into one device tensor per phase, copied to
 the host once per step, and handed to the writer as a ready Arrow table.
+
+Trajectories are stored in float32 by default (``trajectory_dtype``): exact
+for float32, bfloat16 and float16 parameters, and half the bytes of float64.
+Readers, and the OU fit, convert them to float64.
 """
 
 from __future__ import annotations
@@ -20,6 +24,35 @@ import torch
 
 from goup_probe import schema
 from goup_probe.capture.reduce import flat_view
+
+TRAJECTORY_VALUE_COLUMNS = ("theta", "grad", "theta_next")
+"""The list columns of the ``trajectories`` table (their value type is the stored dtype)."""
+
+
+def trajectory_schema(dtype: str = "float32") -> pa.Schema:
+    """:data:`schema.TRAJECTORY_SCHEMA` with its value lists stored as ``dtype`` ("float32" or "float64").
+
+    Raises
+    ------
+    ValueError
+        For another ``dtype``, naming ``trajectory_dtype``.
+    """
+    value = {"float32": pa.float32(), "float64": pa.float64()}.get(dtype)
+    if value is None:
+        raise ValueError(f"trajectory_dtype must be 'float32' or 'float64', got {dtype!r}")
+    return pa.schema(
+        [
+            pa.field(f.name, pa.list_(value)) if f.name in TRAJECTORY_VALUE_COLUMNS else f
+            for f in schema.TRAJECTORY_SCHEMA
+        ]
+    )
+
+
+def stored_dtype(writer: Any) -> torch.dtype:
+    """The torch dtype the writer's ``trajectories`` schema stores (float64 when it declares none)."""
+    declared = getattr(writer, "schemas", {}).get("trajectories", schema.TRAJECTORY_SCHEMA)
+    value = declared.field("theta").type.value_type
+    return torch.float32 if value == pa.float32() else torch.float64
 
 
 @dataclass(frozen=True)
@@ -38,9 +71,20 @@ class TracerRecorder:
     post-step hook; the values of each step are kept as one small array and
     :meth:`drain` turns every step kept so far into one Arrow table (one row per
     step and tensor), so no per-step table is ever built.
+
+    Parameters
+    ----------
+    tracers : sequence of TracerSet
+        The tensors and their tracer indices.
+    dtype : torch.dtype
+        How values are kept and stored: ``torch.float32`` (default) or ``torch.float64``.
     """
 
-    def __init__(self, tracers: Sequence[TracerSet]) -> None:
+    def __init__(self, tracers: Sequence[TracerSet], dtype: torch.dtype = torch.float32) -> None:
+        if dtype not in (torch.float32, torch.float64):
+            raise ValueError(f"dtype must be torch.float32 or torch.float64, got {dtype}")
+        self.dtype = dtype
+        self.schema = trajectory_schema("float32" if dtype == torch.float32 else "float64")
         self.tracers = list(tracers)
         self._sizes = np.array([t.index.numel() for t in self.tracers], dtype=np.int64)
         self._names = [t.name for t in self.tracers]
@@ -58,16 +102,16 @@ class TracerRecorder:
         return len(self.tracers)
 
     def _gather(self, tensors: Sequence[torch.Tensor | None]) -> torch.Tensor:
-        """Tracer values of every tensor, concatenated, as one float64 host tensor."""
+        """Tracer values of every tensor, concatenated, as one host tensor of :attr:`dtype`."""
         parts = []
         for tracer, tensor in zip(self.tracers, tensors, strict=True):
             if tensor is None:
-                parts.append(torch.full((tracer.index.numel(),), math.nan, dtype=torch.float64))
+                parts.append(torch.full((tracer.index.numel(),), math.nan, dtype=self.dtype))
             else:
                 parts.append(flat_view(tensor).index_select(0, tracer.index))
         if len({(p.dtype, p.device) for p in parts}) == 1:  # the usual case: one cat, one conversion
-            return torch.cat(parts).to(torch.float64).cpu()
-        return torch.cat([p.to(torch.float64).cpu() for p in parts])
+            return torch.cat(parts).to(self.dtype).cpu()
+        return torch.cat([p.to(self.dtype).cpu() for p in parts])
 
     def before(self, step: int, grad_scale: float = 1.0) -> None:
         """Gather θ_t and g_t (NaN where a tensor has no gradient), g divided by ``grad_scale``."""
@@ -89,7 +133,7 @@ class TracerRecorder:
         self._lrs.append([lrs.get(name, math.nan) for name in self._names])
 
     def drain(self) -> pa.Table | None:
-        """All kept steps as one table with :data:`schema.TRAJECTORY_SCHEMA` (None if none)."""
+        """All kept steps as one table with :func:`trajectory_schema` of :attr:`dtype` (None if none)."""
         if not self._steps:
             return None
         n, k = len(self.tracers), len(self._steps)
@@ -104,7 +148,7 @@ class TracerRecorder:
             "theta_next": pa.ListArray.from_arrays(offsets, pa.array(values[2])),
         }
         self._steps, self._lrs, self._values = [], [], []
-        return pa.table(columns).cast(schema.TRAJECTORY_SCHEMA)
+        return pa.table(columns).cast(self.schema)
 
     def discard(self) -> None:
         """Forget a step whose post-hook never came (the optimizer step raised)."""
@@ -119,7 +163,8 @@ class LocalTracers:
     tracked : sequence of TrackedParam
         Tensors with tracer indices (sharded ones record theirs in their strategy).
     writer : RunWriter
-        Where the trajectories go.
+        Where the trajectories go; they are stored in the dtype of its
+        ``trajectories`` schema (:func:`stored_dtype`, float32 as the probe opens it by default).
     """
 
     def __init__(self, tracked: Sequence[Any], writer: Any) -> None:
@@ -128,7 +173,7 @@ class LocalTracers:
             for t in tracked
             if t.tracers is not None and t.shard is None
         ]
-        self.recorder = TracerRecorder(sets) if sets else None
+        self.recorder = TracerRecorder(sets, stored_dtype(writer)) if sets else None
         self.writer = writer
 
     def before(self, step: int, grad_scale: float = 1.0) -> None:
