@@ -173,6 +173,7 @@ def _cmd_summary(args: argparse.Namespace) -> int:
 def _cmd_ou(args: argparse.Namespace) -> int:
     import time
 
+    from goup_probe.order import in_model_order
     from goup_probe.ou import SUMMARY_COLUMNS, OUThresholds, validate_ou
     from goup_probe.store import load_run
     from goup_probe.summary import format_table
@@ -200,28 +201,13 @@ def _cmd_ou(args: argparse.Namespace) -> int:
         f"its tracer coordinates over {len(kept)} steps ({kept[0]}..{kept[-1]}); columns as in "
         "gp.validate_ou (goup_probe.ou.OU_FIELDS explains each)."
     )
+    table = in_model_order(table, run.meta)
     print(format_table(table[list(SUMMARY_COLUMNS)]))
     print("\nReasons:")
     for param, verdict, reason in zip(table["param"], table["verdict"], table["reason"], strict=True):
         print(f"  {param}: {verdict}: {reason}")
     saved = f"; table 'ou' written to {args.run_dir}" if args.write else ""
     print(f"\nComputed in {elapsed:.1f} s{saved}.")
-    return 0
-
-
-def _cmd_compact(args: argparse.Namespace) -> int:
-    from goup_probe.store.compact import compact_run
-    from goup_probe.store.usage import format_bytes
-
-    result = compact_run(args.run_dir, allow_running=args.force)
-    print(
-        f"{args.run_dir}: {result.files_before} files, {format_bytes(result.bytes_before)} → "
-        f"{result.files_after} files, {format_bytes(result.bytes_after)}"
-    )
-    for name, (before, after) in result.parts.items():
-        print(f"  {name}: {before} parts → {after}")
-    if not result.parts:
-        print("  every table was already compact")
     return 0
 
 
@@ -346,19 +332,7 @@ def _add_ou(sub: argparse._SubParsersAction) -> None:
     ou.set_defaults(func=_cmd_ou)
 
 
-def _add_compact(sub: argparse._SubParsersAction) -> None:
-    compact = sub.add_parser(
-        "compact",
-        help="merge each table's Parquet parts into a few files (atomic: a crash leaves it readable)",
-    )
-    compact.add_argument("run_dir", type=_existing_dir)
-    compact.add_argument(
-        "--force", action="store_true", help="compact a run marked running whose process is gone (it crashed)"
-    )
-    compact.set_defaults(func=_cmd_compact)
-
-
-SUBCOMMANDS = (_add_demo, _add_compare, _add_report, _add_summary, _add_ou, _add_compact)
+SUBCOMMANDS = (_add_demo, _add_compare, _add_report, _add_summary, _add_ou)
 """One function per subcommand, each adding its parser; the command's own imports wait for its run."""
 
 

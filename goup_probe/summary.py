@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 import numpy as np
 import pandas as pd
 
 from goup_probe import schema
 from goup_probe.formatting import format_cell
+from goup_probe.order import model_order
 from goup_probe.store import Run
 
 SUMMARY_COLUMNS = (
@@ -26,7 +30,12 @@ VERDICT_COLUMNS = ("verdict_first", "verdict_last", "w1_last", "gaussian_share")
 """Columns of :func:`layer_summary` that only a quantity tested for Gaussianity fills."""
 
 
-def layer_summary(run: Run | pd.DataFrame, quantity: str = schema.THETA_MINUS_GRAD) -> pd.DataFrame:
+def layer_summary(
+    run: Run | pd.DataFrame,
+    quantity: str = schema.THETA_MINUS_GRAD,
+    *,
+    meta: Mapping[str, Any] | None = None,
+) -> pd.DataFrame:
     """One row per parameter tensor: verdict and shape of X at the first and last captured step.
 
     Parameters
@@ -35,12 +44,17 @@ def layer_summary(run: Run | pd.DataFrame, quantity: str = schema.THETA_MINUS_GR
         A loaded run, or its ``stats`` table.
     quantity : str
         Which quantity to summarise (default X = θ − g).
+    meta : mapping, optional
+        ``run.json`` of a ``stats`` table passed as a DataFrame, for the model
+        order of the rows (a Run brings its own).
 
     Returns
     -------
     DataFrame
-        Columns: ``param``, ``numel``, ``verdict_first``/``kurt_first`` (first
-        captured step), ``verdict_last``/``kurt_last``/``skew_last``/``w1_last``
+        One row per tensor in model order (:func:`goup_probe.order.model_order`;
+        order of first appearance without ``run.json``). Columns: ``param``,
+        ``numel``, ``verdict_first``/``kurt_first`` (first captured step),
+        ``verdict_last``/``kurt_last``/``skew_last``/``w1_last``
         (last captured step), ``gaussian_share`` (fraction of tested steps judged
         Gaussian or negligible deviation) and ``grad_to_param`` (median ‖g‖/‖θ‖).
         A tensor whose values were not tested shows ``"not tested"`` as verdict
@@ -48,12 +62,13 @@ def layer_summary(run: Run | pd.DataFrame, quantity: str = schema.THETA_MINUS_GR
         status that prevented testing (``too_few``, ``constant``, ...).
     """
     stats = run.stats if isinstance(run, Run) else run
+    meta = run.meta if isinstance(run, Run) else meta
     rows = stats[
         (stats["quantity"] == quantity) & (stats["axis"].fillna(schema.AXIS_POOLED) == schema.AXIS_POOLED)
     ]
     if rows.empty:
         return pd.DataFrame(columns=list(SUMMARY_COLUMNS))
-    order = list(dict.fromkeys(rows.sort_values("step", kind="stable")["param"]))
+    order = model_order(rows.sort_values("step", kind="stable")["param"], meta)
     out = []
     for param in order:
         sub = rows[rows["param"] == param].sort_values("step", kind="stable")

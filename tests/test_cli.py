@@ -348,3 +348,50 @@ def test_report_cli_takes_the_apis_layers_steps_and_per_side(tmp_path):
     code, _, err = _cli("report", str(run_dir), "--out", str(tmp_path / "bad"), "--layers", "nope")
     assert code == 2 and "'nope'" in err and "layer0.weight" in err
     assert not (tmp_path / "bad").exists()
+
+
+class _Deep:
+    """A model whose equal-sized tensors the probe reduces in groups, so stats rows are not in model order."""
+
+    @staticmethod
+    def build():
+        import torch
+        from torch import nn
+
+        class Deep(nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.fc1, self.fc2 = nn.Linear(6, 16), nn.Linear(16, 16)
+                self.fc3, self.fc4 = nn.Linear(16, 16), nn.Linear(16, 3)
+
+            def forward(self, x):
+                h = torch.tanh(self.fc2(torch.tanh(self.fc1(x))))
+                return self.fc4(torch.tanh(self.fc3(h)))
+
+        return Deep()
+
+
+def _grouped_run(path, steps=3):
+    import torch
+
+    from tests.helpers import batches, train
+
+    model = _Deep.build()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    with gp.attach(model, opt, run_dir=path, every=1, tracers=4):
+        train(model, opt, batches(steps))
+    return [name for name, _ in model.named_parameters()]
+
+
+def test_summary_and_ou_list_tensors_in_model_order(tmp_path):
+    run = tmp_path / "r"
+    names = _grouped_run(run, steps=60)
+    stats = gp.load_run(run).stats
+    assert list(dict.fromkeys(stats["param"])) != names  # the probe writes its groups together
+    code, out, err = _cli("summary", str(run))
+    assert code == 0, err
+    assert [row[0] for row in _table_rows(out, "param")[1:]] == names
+    code, out, err = _cli("ou", str(run))
+    assert code == 0, err
+    assert [row[0] for row in _table_rows(out, "param")[1:]] == names
+    assert list(gp.layer_summary(stats, meta=gp.load_run(run).meta)["param"]) == names

@@ -404,3 +404,21 @@ def test_report_result_repr_is_one_short_line(tmp_path):
     assert str(result.index) in text
     assert f"{len(result.sections)} sections, {len(result.figures)} figures" in text
     assert "6 detailed tensors" in text and "ou" in text  # the OU section was noted as turned off
+
+
+def test_report_tables_and_heatmap_rows_follow_model_order(tmp_path):
+    from goup_probe.order import in_model_order
+    from goup_probe.plots.tables import effect_matrix
+    from tests.test_cli import _grouped_run
+
+    run_dir = tmp_path / "run"
+    names = _grouped_run(run_dir, steps=3)
+    run = load_run(run_dir)
+    assert list(dict.fromkeys(run.stats["param"])) != names  # grouped as the probe reduced them
+    page = report(run_dir, per_side=4).index.read_text(encoding="utf-8")
+    tensors = _section(page, "tensors")
+    assert re.findall(r'<tr><td class="text">([^<]*)</td>', tensors) == names
+    assert re.findall(r"<h4>([^<]*)</h4>", _section(page, "layers")) == names  # all 8: every tensor
+    ou = _section(page, "ou")
+    assert re.findall(r'<tr><td class="text">([^<]*)</td>', ou) == names
+    assert list(effect_matrix(in_model_order(run.stats, run.meta)).index) == names  # the heatmap's rows

@@ -15,8 +15,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 
 from goup_probe import schema
+from goup_probe.order import in_model_order
 from goup_probe.report import html as h
 from goup_probe.report.figures import FigureFile, FigureWriter
 from goup_probe.report.findings import Findings, compute_findings
@@ -151,14 +153,15 @@ def build_report(
     start = time.perf_counter()
     run = run if isinstance(run, Run) else load_run(run)
     chosen = _check_names([*SECTIONS, *sections])
-    selection, detail_steps = _choices(run, per_side, layers, steps, n_steps)  # before touching disk
+    stats = in_model_order(run.stats, run.meta)
+    selection, detail_steps = _choices(stats, per_side, layers, steps, n_steps)  # before touching disk
     out_dir = prepare_report_dir(Path(out) if out is not None else run.path / REPORT_DIR)
     ctx = ReportContext(
         run=run,
         writer=FigureWriter(out_dir, dpi=dpi),
         selection=selection,
         steps=detail_steps,
-        findings=compute_findings(run.stats, run.meta),
+        findings=compute_findings(stats, run.meta),
         include_ou=ou,
     )
     figures: list[FigureFile] = []
@@ -205,14 +208,13 @@ def _check_names(sections: list[Section]) -> list[Section]:
 
 
 def _choices(
-    run: Run,
+    stats: pd.DataFrame,
     per_side: int,
     layers: Sequence[str] | None,
     steps: Sequence[int] | None,
     n_steps: int,
 ) -> tuple[LayerSelection, list[int]]:
-    """The tensors and captured steps that get per-layer detail (checked against the run)."""
-    stats = run.stats
+    """The tensors and captured steps that get per-layer detail (checked against the run's ``stats``)."""
     x_rows = stats[stats["quantity"] == schema.THETA_MINUS_GRAD]
     captured = sorted({int(s) for s in x_rows["step"]})
     if steps is not None:

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 import pandas as pd
 
 from goup_probe import schema
+from goup_probe.order import in_model_order
 from goup_probe.ou import validate_ou
 from goup_probe.store import Run, read_table
 
@@ -83,7 +84,7 @@ def load_ou(run: Run) -> OptionalTable:
     """
     stored = _stored(run, OU_TABLES)
     if stored is not None:
-        return OptionalTable(stored[1], "", f"table '{stored[0]}' of the run")
+        return OptionalTable(in_model_order(stored[1], run.meta), "", f"table '{stored[0]}' of the run")
     if "trajectories" not in run.tables:
         return OptionalTable(
             None, "This run recorded no tracer trajectories (tracers=0), so the OU model cannot be checked."
@@ -94,7 +95,7 @@ def load_ou(run: Run) -> OptionalTable:
         return OptionalTable(None, f"The OU analysis failed on this run: {type(exc).__name__}: {exc}")
     if frame.empty:
         return OptionalTable(None, "The OU analysis returned no rows for this run.")
-    return OptionalTable(frame, "", "goup_probe.ou.validate_ou(run)")
+    return OptionalTable(in_model_order(frame, run.meta), "", "goup_probe.ou.validate_ou(run)")
 
 
 def _schema_name(attr: str, default: str) -> str:

@@ -169,10 +169,12 @@ class ReportContext:
     include_ou: bool = True
     _columns: dict[str, list[str]] = field(default_factory=dict, repr=False)
 
-    @property
+    @cached_property
     def stats(self) -> pd.DataFrame:
-        """``run.stats`` (read once)."""
-        return self.run.stats
+        """``run.stats`` (read once), rows in model order (:func:`goup_probe.order.in_model_order`)."""
+        from goup_probe.order import in_model_order
+
+        return in_model_order(self.run.stats, self.run.meta)
 
     @cached_property
     def tables(self) -> frozenset[str]:

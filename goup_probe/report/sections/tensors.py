@@ -18,7 +18,7 @@ class TensorsSection(Section):
 
     def build(self, ctx: ReportContext) -> SectionOutput:
         """The summary table, scrolling when long."""
-        table = layer_summary(ctx.stats)
+        table = layer_summary(ctx.stats, meta=ctx.run.meta)
         if table.empty:
             raise SectionSkipped(NO_TENSORS)
         intro = h.paragraph(
