@@ -211,6 +211,22 @@ def _cmd_ou(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_compact(args: argparse.Namespace) -> int:
+    from goup_probe.store.compact import compact_run
+    from goup_probe.store.usage import format_bytes
+
+    result = compact_run(args.run_dir, allow_running=args.force)
+    print(
+        f"{args.run_dir}: {result.files_before} files, {format_bytes(result.bytes_before)} → "
+        f"{result.files_after} files, {format_bytes(result.bytes_after)}"
+    )
+    for name, (before, after) in result.parts.items():
+        print(f"  {name}: {before} parts → {after}")
+    if not result.parts:
+        print("  every table was already compact")
+    return 0
+
+
 def _add_demo(sub: argparse._SubParsersAction) -> None:
     demo = sub.add_parser("demo", help="train a small CNN on the bundled digits with the probe attached")
     demo.add_argument("--steps", type=_positive_int, default=1500, help="optimizer steps (default 1500)")
@@ -332,7 +348,19 @@ def _add_ou(sub: argparse._SubParsersAction) -> None:
     ou.set_defaults(func=_cmd_ou)
 
 
-SUBCOMMANDS = (_add_demo, _add_compare, _add_report, _add_summary, _add_ou)
+def _add_compact(sub: argparse._SubParsersAction) -> None:
+    compact = sub.add_parser(
+        "compact",
+        help="merge each table's Parquet parts into a few files (atomic: a crash leaves it readable)",
+    )
+    compact.add_argument("run_dir", type=_existing_dir)
+    compact.add_argument(
+        "--force", action="store_true", help="compact a run marked running whose process is gone (it crashed)"
+    )
+    compact.set_defaults(func=_cmd_compact)
+
+
+SUBCOMMANDS = (_add_demo, _add_compare, _add_report, _add_summary, _add_ou, _add_compact)
 """One function per subcommand, each adding its parser; the command's own imports wait for its run."""
 
 
