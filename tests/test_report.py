@@ -422,3 +422,36 @@ def test_report_tables_and_heatmap_rows_follow_model_order(tmp_path):
     ou = _section(page, "ou")
     assert re.findall(r'<tr><td class="text">([^<]*)</td>', ou) == names
     assert list(effect_matrix(in_model_order(run.stats, run.meta)).index) == names  # the heatmap's rows
+
+
+def test_fidelity_section_states_the_comparisons_own_settings_beside_the_probed_runs(tmp_path):
+    from goup_probe.demo.compare import digits_setup
+    from goup_probe.fidelity import compare, write_comparison
+
+    model = TinyNet()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    run_dir = tmp_path / "run"
+    with attach(model, opt, run_dir=run_dir, every=2):
+        for x, y in batches(5):
+            torch.nn.functional.cross_entropy(model(x), y).backward()
+            opt.step()
+            opt.zero_grad()
+    model_fn, data = digits_setup()
+    result = compare(
+        model_fn,
+        data,
+        modes=["seed"],
+        steps=3,
+        lr=0.05,
+        batch_size=16,
+        seeds=2,
+        eval_every=1,
+        max_heldout=20,
+        num_threads=1,
+    )
+    write_comparison(result, run_dir)
+    page = report(run_dir, ou=False).index.read_text(encoding="utf-8")
+    fidelity = _section(page, "fidelity")
+    assert "3 steps at lr 0.05, batch size 16, 2 seed(s) (0, 1)" in fidelity
+    assert f"{len(data.train_x)} training, 20 held-out examples" in fidelity
+    assert "not the probed run (5 steps at lr 0.1)" in fidelity

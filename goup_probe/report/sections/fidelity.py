@@ -8,6 +8,7 @@ from typing import Any
 import pandas as pd
 
 from goup_probe import schema
+from goup_probe.formatting import format_lr
 from goup_probe.report import html as h
 from goup_probe.report.figures import FigureFile, FigureWriter, fidelity_figures
 from goup_probe.report.sections.base import ReportContext, Section, SectionOutput, SectionSkipped
@@ -61,11 +62,63 @@ def _twin_parts(ctx: ReportContext) -> tuple[list[str], list[FigureFile]]:
             "curves show the mean over seeds with a band from the lowest to the highest seed."
         )
     )
+    parts.append(h.paragraph(comparison_settings(ctx.run.meta)))
     if summary.present:
         parts.append(h.table(_summary_display(summary.frame), caption="Final metrics, one row per arm"))
     new = fidelity_figures(ctx.writer, curves.frame, layers.frame, ctx.highlight)
     parts.extend(h.figure(f) for f in new)
     return parts, list(new)
+
+
+def comparison_settings(meta: dict[str, Any]) -> str:
+    """One sentence with the settings the comparison recorded in ``run.json`` (``"compare"``).
+
+    The twin runs are a training of their own: their steps, learning rate, batch
+    size and seeds need not be the probed run's, so the sentence names both when
+    the run directory also holds a probe run.
+
+    Parameters
+    ----------
+    meta : dict
+        The run's ``run.json``.
+
+    Returns
+    -------
+    str
+    """
+    cfg = meta.get("compare") or {}
+    if not cfg:
+        return "The comparison's own settings (steps, learning rate, seeds) were not recorded in run.json."
+    seeds = cfg.get("seeds")
+    seed_text = (
+        f"{len(seeds)} seed(s) ({', '.join(map(str, seeds))})"
+        if isinstance(seeds, list)
+        else f"seeds {seeds}"
+    )
+    data = cfg.get("data", "?")
+    sizes = (
+        f" ({cfg['n_train']} training, {cfg['n_heldout']} held-out examples)"
+        if "n_train" in cfg and "n_heldout" in cfg
+        else ""
+    )
+    text = (
+        f"Settings of these twin runs, as the comparison recorded them: {cfg.get('steps', '?')} steps at "
+        f"lr {format_lr(cfg.get('lr', '?'))}, batch size {cfg.get('batch_size', '?')}, {seed_text}, "
+        f"on {data}{sizes}, evaluated every {cfg.get('eval_every', '?')} steps."
+    )
+    probed = _probed_run(meta)
+    if probed:
+        text += f" They are a training of their own, not the probed run ({probed})."
+    return text
+
+
+def _probed_run(meta: dict[str, Any]) -> str:
+    """``"1500 steps at lr 0.1"`` for a probe run's own training, empty for a comparison-only run."""
+    if meta.get("kind") == "compare" or "steps" not in meta:
+        return ""
+    groups = (meta.get("optimizer") or {}).get("param_groups") or []
+    lr = f" at lr {format_lr(groups[0]['lr'])}" if groups and "lr" in groups[0] else ""
+    return f"{meta['steps']} steps{lr}"
 
 
 def _shadow_parts(ctx: ReportContext) -> tuple[list[str], list[FigureFile]]:
