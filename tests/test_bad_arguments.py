@@ -84,10 +84,6 @@ def test_check_run_dir_returns_a_good_path_unchanged(run_dir):
     assert check_run_dir(run_dir) is run_dir
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="needs `check_run_dir(run_dir)` in Probe.__init__ (capture/probe.py); drop this mark then",
-)
 @pytest.mark.parametrize(("run_dir", "error"), BAD_RUN_DIRS)
 def test_attach_refuses_a_bad_run_dir_naming_it(tmp_path, monkeypatch, run_dir, error):
     monkeypatch.chdir(tmp_path)

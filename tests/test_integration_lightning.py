@@ -144,22 +144,22 @@ def test_lightning_resume_continues_the_schedule_without_duplicate_steps(tmp_pat
     ckpt = tmp_path / "ckpt.ckpt"
     trainer.save_checkpoint(ckpt)
     state = torch.load(ckpt, weights_only=False)["callbacks"][first.state_key]
-    assert state["steps"] == 3 and state["run_dirs"] == [str(tmp_path / "run")]
+    assert state["steps"] == 3
 
     resumed = TinyModule()
     second = GoupProbe(tmp_path / "run", every=2)
     make_trainer(second, max_steps=6).fit(resumed, loader(), ckpt_path=ckpt)
     assert second.steps == 6
-    assert second.run_dirs == [str(tmp_path / "run"), str(tmp_path / "run.from-step-3")]
-    a, b = gp.load_run(tmp_path / "run"), gp.load_run(tmp_path / "run.from-step-3")
-    assert sorted(a.stats["step"].unique()) == [0, 2]
-    assert sorted(b.stats["step"].unique()) == [1]  # absolute step 4; step 3 and 5 are not due
-    info = b.meta["user"]["goup_probe_lightning"]
-    assert info["step_offset"] == 3 and info["global_step_at_attach"] == 3
-    assert b.meta["last_global_step"] == {"step": 1, "global_step": 4}
-    # the resumed run's captured gradient is the one its optimizer used at absolute step 4
+    run = gp.load_run(tmp_path / "run")  # one run, continued in place
+    assert sorted(run.stats["step"].unique()) == [0, 2, 4]  # step 4 is the resumed fit's; 3 and 5 not due
+    assert not run.stats.duplicated(["step", "param", "quantity"]).any()
+    assert run.status == "completed" and run.meta["steps"] == 6
+    assert [r["at_step"] for r in run.meta["resumes"]] == [3]
+    assert run.meta["user"]["goup_probe_lightning"]["global_step_at_attach"] == 3
+    assert run.meta["last_global_step"] == {"step": 4, "global_step": 4}
+    # the resumed fit's captured gradient is the one its optimizer used at step 4
     worst = worst_discrepancy(
-        b.stats[b.stats["step"] == 1].assign(step=0), resumed, resumed.recording.records[1:2]
+        run.stats[run.stats["step"] == 4].assign(step=0), resumed, resumed.recording.records[1:2]
     )
     assert worst["mean"] <= 1e-5 and worst["std"] <= 1e-5
 

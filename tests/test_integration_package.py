@@ -6,8 +6,7 @@ import sys
 import pytest
 import torch
 
-import goup_probe as gp
-from goup_probe.integrations import offset_schedule, unwrap_optimizer
+from goup_probe.integrations import unwrap_optimizer
 
 
 def test_the_package_imports_no_framework():
@@ -35,10 +34,20 @@ def test_unwrap_follows_optimizer_wrappers():
         unwrap_optimizer(object())
 
 
-def test_offset_schedule_continues_where_a_resumed_run_starts():
-    assert offset_schedule(3, None, 0)(3)
-    shifted = offset_schedule(3, None, 4)
-    assert [s for s in range(6) if shifted(s)] == [2, 5]  # absolute steps 6 and 9
-    assert "from step 4" in repr(shifted)
-    explicit = offset_schedule(None, gp.explicit([5]), 4)
-    assert [s for s in range(4) if explicit(s)] == [1]
+def test_resume_step_from_global_step_counts_the_steps_a_scaler_skipped(tmp_path):
+    """Rows (step, global_step) of a run whose scaler skipped 2 steps before global step 7."""
+    from goup_probe.integrations._common import resume_step_from_global_step
+    from goup_probe.store import RunWriter, prepare_run_dir
+
+    run = prepare_run_dir(tmp_path / "run")
+    writer = RunWriter(run)
+    writer.write_meta({"schema_version": 1, "status": "interrupted"})
+    rows = [(0, 0), (2, 2), (5, 7), (8, 10)]  # probe step, trainer step: 2 skips between 2 and 7
+    writer.append(
+        "stats", [{"step": s, "global_step": g, "param": "w", "quantity": "theta"} for s, g in rows]
+    )
+    writer.flush()
+    assert resume_step_from_global_step(run, 0) is False
+    assert resume_step_from_global_step(tmp_path / "fresh", 5) is False
+    assert resume_step_from_global_step(run, 9) == 5 + (9 - 7)  # from the last row before 9
+    assert resume_step_from_global_step(run, 4) == 2 + 2

@@ -68,11 +68,12 @@ def tiny_bert():
     return transformers.BertForSequenceClassification(config)
 
 
-def train(tmp_path, callback, **args):
+def train(tmp_path, callback, resume=None, **args):
     model = tiny_bert()
     model.dtypes = set()
     model.classifier.register_forward_hook(lambda module, inputs, output: model.dtypes.add(output.dtype))
     optimizer = RecordingSGD(model.parameters(), lr=0.5)
+    args.setdefault("save_strategy", "no")
     arguments = transformers.TrainingArguments(
         output_dir=str(tmp_path / "out"),
         max_steps=STEPS,
@@ -81,7 +82,6 @@ def train(tmp_path, callback, **args):
         max_grad_norm=CLIP,
         report_to=[],
         use_cpu=True,
-        save_strategy="no",
         logging_strategy="no",
         disable_tqdm=True,
         dataloader_num_workers=0,
@@ -95,7 +95,7 @@ def train(tmp_path, callback, **args):
         optimizers=(optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: 1.0 / (1 + s))),
         callbacks=[callback],
     )
-    trainer.train()
+    trainer.train(resume_from_checkpoint=resume)
     return model, optimizer
 
 
@@ -142,3 +142,77 @@ def test_transformers_captures_the_accumulated_clipped_gradient(tmp_path, bf16):
     assert worst["mean"] <= 1e-5
     assert worst["std"] <= 1e-5
     assert callback.probe.step == STEPS and not callback.probe.errors
+
+
+def test_transformers_torch_compile(tmp_path):
+    """``torch_compile=True`` (aot_eager: no C++ compiler needed): same gradient, names of the plain model."""
+    callback = GoupProbeCallback(tmp_path / "run", every=1)
+    model, optimizer = train(tmp_path, callback, torch_compile=True, torch_compile_backend="aot_eager")
+    run = gp.load_run(tmp_path / "run")
+    assert run.status == "completed" and not callback.probe.errors
+    assert not any(name.startswith("_orig_mod") for name in run.stats["param"].unique())
+    worst = worst_discrepancy(run.stats, model, optimizer.records)
+    print(f"transformers torch_compile: worst {worst}")
+    assert worst["rows"] > 0 and worst["mean"] <= 1e-5 and worst["std"] <= 1e-5
+
+
+def test_transformers_resume_from_checkpoint_continues_the_run(tmp_path):
+    callback = GoupProbeCallback(tmp_path / "run", every=1)
+    train(tmp_path, callback, save_strategy="steps", save_steps=2)
+    first = gp.load_run(tmp_path / "run").stats
+    resumed = GoupProbeCallback(tmp_path / "run", every=1)
+    model, optimizer = train(tmp_path, resumed, resume=str(tmp_path / "out" / "checkpoint-2"))
+    run = gp.load_run(tmp_path / "run")
+    assert sorted(run.stats["step"].unique()) == list(range(STEPS))
+    assert not run.stats.duplicated(["step", "param", "quantity"]).any()
+    assert [r["at_step"] for r in run.meta["resumes"]] == [2]
+    assert run.stats.groupby("step")["global_step"].first().tolist() == list(range(STEPS))
+    # steps 0, 1 are the first run's; steps 2, 3 the resumed one's, matching what its optimizer used
+    kept = run.stats[run.stats["step"] < 2].sort_values(["step", "param", "quantity"])["mean"].to_numpy()
+    want = first[first["step"] < 2].sort_values(["step", "param", "quantity"])["mean"].to_numpy()
+    assert (kept == want).all()
+    later = run.stats[run.stats["step"] >= 2].assign(step=lambda s: s["step"] - 2)
+    worst = worst_discrepancy(later, model, optimizer.records)
+    assert worst["rows"] > 0 and worst["mean"] <= 1e-5 and worst["std"] <= 1e-5
+
+
+def test_transformers_fp16_scaler_unscaled_gradient_and_skipped_step(tmp_path):
+    """accelerate's AcceleratedOptimizer with a real GradScaler, driven in the Trainer's callback order.
+
+    No clipping, so the gradients are still scaled at ``on_pre_optimizer_step``; step 1 gets an Inf
+    gradient, which the scaler skips (``step_was_skipped``): it is neither captured nor counted.
+    """
+    from accelerate import Accelerator
+    from accelerate.optimizer import AcceleratedOptimizer
+
+    args = transformers.TrainingArguments(output_dir=str(tmp_path / "out"), report_to=[], use_cpu=True)
+    Accelerator(cpu=True)  # the process state AcceleratedOptimizer reads (after TrainingArguments resets it)
+    model = tiny_bert()
+    inner = RecordingSGD(model.parameters(), lr=0.5)
+    scaler = torch.amp.GradScaler("cpu", init_scale=2.0**10)
+    optimizer = AcceleratedOptimizer(inner, device_placement=False, scaler=scaler)
+    state, control = transformers.TrainerState(), transformers.TrainerControl()
+    callback = GoupProbeCallback(tmp_path / "run", every=1)
+    callback.on_train_begin(args, state, control, model=model, optimizer=optimizer)
+    data = Synthetic()
+    skipped = []
+    for step in range(4):
+        batch = {key: torch.stack([data[i][key] for i in range(step * 4, step * 4 + 4)]) for key in data[0]}
+        scaler.scale(model(**batch).loss).backward()
+        if step == 1:
+            model.classifier.weight.grad[0, 0] = float("inf")
+        callback.on_pre_optimizer_step(args, state, control, model=model, optimizer=optimizer)
+        optimizer.step()
+        skipped.append(optimizer.step_was_skipped)
+        callback.on_optimizer_step(args, state, control, model=model, optimizer=optimizer)
+        optimizer.zero_grad()
+        state.global_step += 1
+    callback.on_train_end(args, state, control, model=model, optimizer=optimizer)
+    assert skipped == [False, True, False, False]  # the real scaler skipped step 1
+    assert len(inner.records) == 3
+    run = gp.load_run(tmp_path / "run")
+    assert run.meta["steps"] == 3 and run.meta["scaler_skipped_steps"] == 1
+    assert run.stats.groupby("step")["global_step"].first().tolist() == [0, 2, 3]
+    worst = worst_discrepancy(run.stats, model, inner.records)  # unscaled, as the optimizer used it
+    print(f"transformers fp16 GradScaler: worst {worst}")
+    assert worst["rows"] > 0 and worst["mean"] <= 1e-5 and worst["std"] <= 1e-5

@@ -36,3 +36,24 @@ def scaler_handoff(optimizer: torch.optim.Optimizer) -> ScalerHandoff:
         and float(found_inf.detach().cpu().sum() if isinstance(found_inf, torch.Tensor) else found_inf) > 0
     )
     return ScalerHandoff(value, skipped)
+
+
+def unscale_before_step(scaler: torch.amp.GradScaler | None, optimizer: torch.optim.Optimizer) -> bool:
+    """Unscale ``optimizer``'s gradients now, as ``scaler.step`` would; return whether it will skip the step.
+
+    For trainers that call ``scaler.step(optimizer)`` themselves after a
+    callback point (accelerate's ``AcceleratedOptimizer.step``): the gradients
+    are still multiplied by the loss scale there unless clipping unscaled
+    them. ``GradScaler.unscale_`` is what ``scaler.step`` runs first when it
+    has not run yet (the documented "unscale, then step" pattern), so calling
+    it here changes neither the gradients the optimizer gets nor the skip
+    decision; ``found_inf`` is then known before the step.
+    """
+    if scaler is None or not scaler.is_enabled():
+        return False
+    from torch.amp.grad_scaler import OptState
+
+    state = scaler._per_optimizer_states[id(optimizer)]
+    if state["stage"] is OptState.READY:
+        scaler.unscale_(optimizer)
+    return bool(sum(float(v.item()) for v in state["found_inf_per_device"].values()))

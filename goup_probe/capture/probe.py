@@ -25,6 +25,7 @@ import contextlib
 import functools
 import json
 import os
+import sys
 import threading
 import time
 import warnings
@@ -38,7 +39,7 @@ from torch import nn
 
 from goup_probe.capture.amp import scaler_handoff
 from goup_probe.capture.backward import MicroBatchCapture
-from goup_probe.capture.config import LayerSelector, ProbeConfig
+from goup_probe.capture.config import LayerSelector, ProbeConfig, check_run_dir
 from goup_probe.capture.dispatch import StepDispatcher
 from goup_probe.capture.guard import ErrorGuard, StepState
 from goup_probe.capture.hooks import HookSet
@@ -60,6 +61,7 @@ from goup_probe.capture.writer import OpenedRun, RankError, open_writer
 from goup_probe.dist.context import DistInfo, detect
 from goup_probe.store import NullWriter, RunDirectoryError, RunWriter
 from goup_probe.store.reserve import release_space, reserve_space
+from goup_probe.store.resume import check_resumable, resume_point
 
 _ATTACHED_FLAG = "_goup_probe_attached"
 
@@ -149,7 +151,7 @@ class Probe:
         self.model = model
         self.optimizer = self.optimizers[0] if self.optimizers else None
         """The (first) optimizer; :attr:`optimizers` holds them all."""
-        self._run_dir_arg = run_dir
+        self._run_dir_arg = check_run_dir(run_dir)
         self._hooks = HookSet()
         self._writer: RunWriter | NullWriter | None = None
         self._opened: OpenedRun | None = None
@@ -258,11 +260,14 @@ class Probe:
         ]
         self._groups = [g for d in self._dispatchers for g in d.groups]
         self._meta = self._initial_meta()
+        if self.config.resume is not False:
+            self._meta = self._resume(self._meta)
         lock = self._opened.lock
         if lock is not None and lock.took_over is not None:
             self._meta["lock_taken_over"] = f"a stale lock of {lock.took_over.describe()}"
         self._writer.write_meta(self._meta)
-        write_tracer_index(self._tracked, self._writer)
+        if not self._meta.get("resumes"):
+            write_tracer_index(self._tracked, self._writer)
         if self._dist.writes:
             reserve_space(Path(self._writer.path), 4 * len(json.dumps(self._meta, default=str)))
         if self._uses_hooks:  # never traced: under torch.compile(optimizer.step) the hooks run eagerly
@@ -280,6 +285,31 @@ class Probe:
                     local, self.config.backward, functools.partial(self._backward_state, steps)
                 )
                 steps.micro.install(ctx, self._hooks)
+
+    def _resume(self, fresh: dict[str, Any]) -> dict[str, Any]:
+        """Continue the run in the directory: its step counters, its ``run.json`` with a ``resumes`` entry."""
+        at = None if self.config.resume is True else int(self.config.resume)
+        if at is None and self._dist.world_size > 1:
+            raise ProbeError("under torch.distributed pass resume=<step> (every rank must agree on it)")
+        if self._dist.writes:
+            path = Path(self._writer.path)
+            check_resumable(path, fresh)
+            point = resume_point(path, at)
+            at, captured, meta = point.step, point.captured_steps, point.meta
+            meta.update(
+                status="running",
+                status_reason="",
+                ended_at=None,
+                capture=fresh["capture"],
+                optimizer=fresh["optimizer"],
+                user={**meta.get("user", {}), **fresh["user"]},
+                resumes=[*meta.get("resumes", []), {**point.describe(), "at": utc_now()}],
+            )
+        else:
+            captured, meta = 0, fresh
+        for steps in self._dispatchers:
+            steps.step, steps.captured_steps = at, captured
+        return meta
 
     def _thread_warning(self) -> None:
         """Claim the SIGTERM handler; from a non-main thread it cannot be, which the user must know."""
@@ -356,7 +386,11 @@ class Probe:
             self.detach("failed", f"{exc_type.__name__}: {exc}")
 
     def _at_exit(self) -> None:
-        self.detach("interrupted", "the interpreter exited while the probe was attached")
+        uncaught = getattr(sys, "last_exc", None) or getattr(sys, "last_value", None)
+        if uncaught is not None and not isinstance(uncaught, KeyboardInterrupt | SystemExit):
+            self.detach("failed", f"{type(uncaught).__name__}: {uncaught} (uncaught; the interpreter exited)")
+        else:
+            self.detach("interrupted", "the interpreter exited while the probe was attached")
 
     def _initial_meta(self) -> dict[str, Any]:
         capture = {
@@ -435,6 +469,18 @@ class Probe:
         if self._steps.state is not None:
             raise ProbeError(f"begin_step() while step {self._steps.step} is open: call end_step() first")
         self._steps.open(resolve_lrs(lr, self.optimizers, self._tracked), global_step)
+
+    def skip_step(self) -> None:
+        """Record that the optimizer skips this step (``GradScaler`` found Inf/NaN): not captured or counted.
+
+        For trainer callbacks (instead of :meth:`begin_step`): a skipped step
+        updates nothing, so, as with the optimizer-hook capture point, it gets
+        no probe step; ``run.json`` counts it in ``scaler_skipped_steps``.
+        """
+        self._check_manual("skip_step()")
+        if self._steps.state is not None:
+            raise ProbeError(f"skip_step() while step {self._steps.step} is open: call end_step() first")
+        self._scaler_skips += 1
 
     def end_step(self) -> None:
         """End the step opened by :meth:`begin_step`: measure the update the parameters took."""

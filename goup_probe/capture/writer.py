@@ -29,13 +29,16 @@ class OpenedRun:
     lock: RunLock | None = None
     created: bool = False
     """Whether the directory was created for this run (an aborted start removes it again)."""
+    resumed: bool = False
+    """Whether the directory holds a run being continued (an aborted start leaves it as it was)."""
 
     def abort(self) -> None:
         """Undo a start that failed: remove what was written, release the lock, remove a new directory."""
         path = Path(self.writer.path)
         if self.lock is not None:
             try:
-                discard_new_run(path)
+                if not self.resumed:
+                    discard_new_run(path)
             finally:
                 self.lock.release()
             if self.created:
@@ -67,7 +70,9 @@ def open_writer(
     if info.writes:
         created = not Path(run_dir).exists()
         try:
-            path, lock = prepare_run_dir(run_dir, overwrite=config.overwrite, lock=True)
+            path, lock = prepare_run_dir(
+                run_dir, overwrite=config.overwrite, lock=True, resume=config.resume is not False
+            )
             writer = RunWriter(
                 path,
                 flush_rows=config.flush_rows,
@@ -90,4 +95,5 @@ def open_writer(
         raise error
     if not flags[0]:
         raise RankError(f"rank 0 could not create the run directory {run_dir}")
-    return OpenedRun(writer if writer is not None else NullWriter(run_dir), lock, created)
+    writer = writer if writer is not None else NullWriter(run_dir)
+    return OpenedRun(writer, lock, created, resumed=config.resume is not False)

@@ -7,6 +7,6 @@ this package imports neither::
     from goup_probe.integrations.transformers import GoupProbeCallback  # pip install goup_probe[transformers]
 """
 
-from goup_probe.integrations._common import offset_schedule, unwrap_optimizer
+from goup_probe.integrations._common import unwrap_optimizer
 
-__all__ = ["offset_schedule", "unwrap_optimizer"]
+__all__ = ["unwrap_optimizer"]

@@ -1,16 +1,19 @@
-"""What both trainer integrations share: unwrapping optimizers, schedules that start at a resumed step."""
+"""What both trainer integrations share: unwrapping optimizers, schedules, where a resumed run continues."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import torch
 
 from goup_probe import schedule as _schedule
 from goup_probe.capture import plan
+from goup_probe.store import RUN_JSON, read_table
 
-_RESERVED_OPTIONS = ("hooks", "schedule_offset")
+_RESERVED_OPTIONS = ("hooks", "resume")
 
 
 def unwrap_optimizer(optimizer: Any) -> tuple[torch.optim.Optimizer, list[str]]:
@@ -30,25 +33,30 @@ def unwrap_optimizer(optimizer: Any) -> tuple[torch.optim.Optimizer, list[str]]:
     return current, wrappers
 
 
-class _OffsetSchedule:
-    """A schedule read at ``step + offset``: a resumed fit captures the steps an uninterrupted one would."""
-
-    def __init__(self, base: Callable[[int], bool], offset: int) -> None:
-        self._base = base
-        self.offset = offset
-        self.description = f"{_schedule.describe(base)} from step {offset}"
-
-    def __call__(self, step: int) -> bool:
-        return bool(self._base(step + self.offset))
-
-    def __repr__(self) -> str:
-        return self.description
+def resolve_schedule(every: int | None, schedule: Any) -> Callable[[int], bool]:
+    """The schedule of ``every=`` / ``schedule=`` (validated now: a callback refuses bad ones when built)."""
+    return _schedule.resolve(every, schedule)
 
 
-def offset_schedule(every: int | None, schedule: Any, offset: int) -> Callable[[int], bool]:
-    """The schedule of ``every=`` / ``schedule=``, shifted so that probe step 0 is step ``offset``."""
-    base = _schedule.resolve(every, schedule)
-    return base if offset == 0 else _OffsetSchedule(base, offset)
+def resume_step_from_global_step(run_dir: str | os.PathLike[str], global_step: int) -> int | bool:
+    """The probe step at which a trainer resumed at ``global_step`` continues the run in ``run_dir``.
+
+    False when there is nothing to resume (a fresh directory, or training starts
+    at step 0). The probe counts the optimizer steps taken and the trainer counts
+    steps skipped by a ``GradScaler`` too, so the probe step is read from the
+    run's last captured row before ``global_step``: its ``step`` plus the steps
+    since its ``global_step`` (no skipped step is assumed after it).
+    """
+    if global_step <= 0 or not (Path(run_dir) / RUN_JSON).is_file():
+        return False
+    rows = read_table(
+        run_dir, "stats", columns=["step", "global_step"], filters=[("global_step", "<", global_step)]
+    )
+    rows = rows.dropna()
+    if rows.empty:
+        return int(global_step)
+    last = rows.loc[rows["global_step"].idxmax()]
+    return int(last["step"]) + int(global_step - last["global_step"])
 
 
 def check_options(options: dict[str, Any], where: str) -> None:

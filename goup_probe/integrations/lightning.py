@@ -35,9 +35,9 @@ from lightning.pytorch import Callback, LightningModule, Trainer
 
 import goup_probe as gp
 from goup_probe.capture.points import wrap_step_closure
-from goup_probe.integrations._common import check_options, offset_schedule, unwrap_optimizer
+from goup_probe.integrations._common import check_options, resolve_schedule, unwrap_optimizer
 
-_STATE_VERSION = 1
+_STATE_VERSION = 2
 
 
 class GoupProbe(Callback):
@@ -65,12 +65,11 @@ class GoupProbe(Callback):
     Notes
     -----
     A resumed fit (``trainer.fit(..., ckpt_path=...)``) restores this
-    callback's state: the steps it captures continue the schedule where the
-    checkpoint left it, so no step is captured twice. The run store cannot yet
-    append to an existing run, so the resumed steps go to a new run directory
-    beside the first, ``<run_dir>.from-step-<N>`` (N: the first probe step it
-    holds; its rows' ``step`` counts from 0 there), recorded in the run's
-    ``run.json`` (``user.goup_probe_lightning``) and listed in :attr:`run_dirs`.
+    callback's state and continues the same run (``gp.attach(..., resume=N)``,
+    N: the probe steps the checkpoint had seen): its steps keep their numbers,
+    the schedule goes on where the checkpoint left it, and rows the first fit
+    wrote after that checkpoint (it went on, then crashed) are replaced, so
+    each step is recorded once. ``run.json``'s ``resumes`` lists each resume.
     """
 
     def __init__(
@@ -81,14 +80,12 @@ class GoupProbe(Callback):
         **probe_options: Any,
     ) -> None:
         check_options(probe_options, "GoupProbe")
-        offset_schedule(every, schedule, 0)  # validate now, not at fit start
+        resolve_schedule(every, schedule)  # validate now, not at fit start
         self.run_dir = Path(run_dir)
         self.every = every
         self.schedule = schedule
         self.probe_options = probe_options
         self.probe: gp.Probe | None = None
-        self.run_dirs: list[str] = []
-        self._offset = 0
         self._restored: dict[str, Any] | None = None
         self._trainer: Trainer | None = None
         self._handles: list[Any] = []
@@ -102,7 +99,7 @@ class GoupProbe(Callback):
     @property
     def steps(self) -> int:
         """Optimizer steps seen over every fit of this callback (the next step's index)."""
-        return self._offset + (self.probe.step if self.probe is not None else 0)
+        return self.probe.step if self.probe is not None else 0
 
     # ------------------------------------------------------------------ lifecycle
     def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
@@ -119,35 +116,28 @@ class GoupProbe(Callback):
             )
         optimizer, wrappers = unwrap_optimizer(trainer.optimizers[0])
         restored, self._restored = self._restored, None
-        previous: list[str] = list(restored["run_dirs"]) if restored else []
-        self._offset = int(restored["steps"]) if restored else 0
-        run_dir = self.run_dir if not previous else self._resumed_dir(self._offset)
+        resume: int | bool = int(restored["steps"]) if restored else False
         info = {
             "integration": "lightning",
             "optimizer_wrappers": wrappers,
-            "step_offset": self._offset,
             "global_step_at_attach": int(trainer.global_step),
-            "continues": previous,
         }
         options = dict(self.probe_options)
         options["metadata"] = {**dict(options.get("metadata") or {}), "goup_probe_lightning": info}
         self.probe = gp.attach(
             pl_module,
             optimizer,
-            run_dir=run_dir,
-            schedule=offset_schedule(self.every, self.schedule, self._offset),
+            run_dir=self.run_dir,
+            schedule=resolve_schedule(self.every, self.schedule),
             hooks=False,
+            resume=resume,
             **options,
         )
-        self.run_dirs = [*previous, str(run_dir)]
         self._trainer = trainer
         self._handles = [
             optimizer.register_step_pre_hook(self._pre_hook),
             optimizer.register_step_post_hook(self._post_hook),
         ]
-
-    def _resumed_dir(self, offset: int) -> Path:
-        return self.run_dir.with_name(f"{self.run_dir.name}.from-step-{offset}")
 
     def on_fit_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         """Detach, recording the run as completed."""
@@ -169,14 +159,14 @@ class GoupProbe(Callback):
             self.probe.detach(status, reason)
 
     def state_dict(self) -> dict[str, Any]:
-        """What a resumed fit needs: the steps seen so far and the run directories written."""
-        return {"version": _STATE_VERSION, "steps": self.steps, "run_dirs": list(self.run_dirs)}
+        """What a resumed fit needs: the probe steps seen so far (the run's own step counter)."""
+        return {"version": _STATE_VERSION, "steps": self.steps}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         """Restore :meth:`state_dict`'s state; the next fit continues the schedule from there."""
-        if state_dict.get("version") != _STATE_VERSION:
+        if state_dict.get("version") not in (1, _STATE_VERSION):
             raise ValueError(f"GoupProbe: unknown state version {state_dict.get('version')!r}")
-        self._restored = {"steps": int(state_dict["steps"]), "run_dirs": list(state_dict["run_dirs"])}
+        self._restored = {"steps": int(state_dict["steps"])}
 
     # ------------------------------------------------------------------ capture points
     def _pre_hook(self, optimizer: torch.optim.Optimizer, args: Any, kwargs: Any) -> Any:

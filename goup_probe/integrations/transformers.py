@@ -16,6 +16,14 @@ which unscales first under ``fp16``), ``on_pre_optimizer_step``,
 ``on_pre_optimizer_step`` (accumulated, clipped, before the update) and ends in
 ``on_optimizer_step`` (updated, not yet zeroed), with ``state.global_step``
 still the index of this step.
+
+Under ``fp16`` accelerate's ``GradScaler`` unscales inside ``optimizer.step()``
+unless clipping did it first; the callback unscales in ``on_pre_optimizer_step``
+(what ``scaler.step`` would do first, so training is unchanged), records the
+unscaled gradient, and a step the scaler skips (Inf/NaN) is not captured and
+not counted (``run.json``: ``scaler_skipped_steps``). A run that dies of an
+uncaught exception ends ``failed`` (Trainer has no exception callback; the
+probe's exit handler reads the uncaught exception).
 """
 
 from __future__ import annotations
@@ -27,7 +35,13 @@ import torch
 from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
 
 import goup_probe as gp
-from goup_probe.integrations._common import check_options, offset_schedule, unwrap_optimizer
+from goup_probe.capture.amp import unscale_before_step
+from goup_probe.integrations._common import (
+    check_options,
+    resolve_schedule,
+    resume_step_from_global_step,
+    unwrap_optimizer,
+)
 
 
 class GoupProbeCallback(TrainerCallback):
@@ -44,9 +58,10 @@ class GoupProbeCallback(TrainerCallback):
     run_dir : path
         Where the run is written (see :func:`goup_probe.attach`).
     every, schedule :
-        Which optimizer steps to capture; step 0 is the first optimizer step of
-        this ``train()`` call, read as ``state.global_step`` when training
-        resumes from a checkpoint (the schedule continues there).
+        Which optimizer steps to capture, counted from the first optimizer step.
+        ``train(resume_from_checkpoint=...)`` continues the run already in
+        ``run_dir`` where the checkpoint left it (rows written after that
+        checkpoint are replaced; see :func:`goup_probe.attach`'s ``resume``).
     **probe_options :
         Any other option of :class:`goup_probe.Probe` (``layers=``, ``tracers=``, ...).
     """
@@ -59,7 +74,7 @@ class GoupProbeCallback(TrainerCallback):
         **probe_options: Any,
     ) -> None:
         check_options(probe_options, "GoupProbeCallback")
-        offset_schedule(every, schedule, 0)  # validate now
+        resolve_schedule(every, schedule)  # validate now
         self.run_dir = run_dir
         self.every = every
         self.schedule = schedule
@@ -77,12 +92,12 @@ class GoupProbeCallback(TrainerCallback):
         if model is None or wrapped is None:
             raise RuntimeError("GoupProbeCallback: on_train_begin got no model or optimizer")
         optimizer, wrappers = unwrap_optimizer(wrapped)
-        offset = int(state.global_step)
+        resume = resume_step_from_global_step(self.run_dir, int(state.global_step))
         options = dict(self.probe_options)
         info = {
             "integration": "transformers",
             "optimizer_wrappers": wrappers,
-            "step_offset": offset,
+            "global_step_at_attach": int(state.global_step),
             "gradient_accumulation_steps": int(args.gradient_accumulation_steps),
             "max_grad_norm": float(args.max_grad_norm or 0.0),
         }
@@ -91,8 +106,9 @@ class GoupProbeCallback(TrainerCallback):
             model,
             optimizer,
             run_dir=self.run_dir,
-            schedule=offset_schedule(self.every, self.schedule, offset),
+            schedule=resolve_schedule(self.every, self.schedule),
             hooks=False,
+            resume=resume,
             **options,
         )
 
@@ -104,6 +120,10 @@ class GoupProbeCallback(TrainerCallback):
             return
         if self._open:  # the previous optimizer.step() raised
             self._end()
+        scaler = getattr(kwargs.get("optimizer"), "scaler", None)  # fp16: accelerate's GradScaler
+        if unscale_before_step(scaler, self.probe.optimizer):
+            self.probe.skip_step()  # the scaler found Inf/NaN: the optimizer skips this step
+            return
         with torch.no_grad():
             self.probe.begin_step(global_step=int(state.global_step))
         self._open = True

@@ -34,7 +34,7 @@ def atomic_write_text(path: Path, text: str) -> None:
 
 
 def prepare_run_dir(
-    run_dir: str | os.PathLike[str], *, overwrite: bool = False, lock: bool = False
+    run_dir: str | os.PathLike[str], *, overwrite: bool = False, lock: bool = False, resume: bool = False
 ) -> Path | tuple[Path, RunLock]:
     """Create ``run_dir`` (or validate an existing one) and return it.
 
@@ -47,6 +47,8 @@ def prepare_run_dir(
     lock : bool
         Take the directory's :class:`~goup_probe.store.lock.RunLock` first, before
         looking at what it holds, and return ``(path, lock)``; the caller releases it.
+    resume : bool
+        The directory must hold a run (``run.json``), which the caller continues.
 
     Raises
     ------
@@ -65,7 +67,13 @@ def prepare_run_dir(
         raise RunDirectoryError(f"run_dir {str(path)!r} cannot be created: {exc}") from exc
     held = RunLock(path).acquire() if lock else None
     try:
-        _check_empty(path, overwrite)
+        if resume:
+            if not (path / RUN_JSON).is_file():
+                raise RunDirectoryError(
+                    f"run_dir {str(path)!r} holds no {RUN_JSON}: there is no run to resume"
+                )
+        else:
+            _check_empty(path, overwrite)
         _check_writable(path)
     except BaseException:
         if held is not None:
