@@ -216,3 +216,38 @@ def test_transformers_fp16_scaler_unscaled_gradient_and_skipped_step(tmp_path):
     worst = worst_discrepancy(run.stats, model, inner.records)  # unscaled, as the optimizer used it
     print(f"transformers fp16 GradScaler: worst {worst}")
     assert worst["rows"] > 0 and worst["mean"] <= 1e-5 and worst["std"] <= 1e-5
+
+
+def test_transformers_crash_ends_the_run_failed(tmp_path):
+    """Trainer has no exception callback: an uncaught exception still ends the run `failed`, naming it."""
+    import subprocess
+    import sys
+    import textwrap
+
+    script = textwrap.dedent(
+        f"""
+        import sys
+        sys.path.insert(0, {os.getcwd()!r})
+        from pathlib import Path
+        import tests.test_integration_transformers as t
+        from goup_probe.integrations.transformers import GoupProbeCallback
+
+        original = t.tiny_bert
+        def failing_bert():
+            model = original()
+            calls = {{"n": 0}}
+            def boom(module, inputs):
+                calls["n"] += 1
+                if calls["n"] == 5:
+                    raise RuntimeError("boom in forward")
+            model.register_forward_pre_hook(boom)
+            return model
+        t.tiny_bert = failing_bert
+        t.train(Path({str(tmp_path)!r}), GoupProbeCallback(Path({str(tmp_path / "run")!r}), every=1))
+        """
+    )
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 1 and "boom in forward" in proc.stderr
+    run = gp.load_run(tmp_path / "run")
+    assert run.status == "failed" and "RuntimeError: boom in forward" in run.meta["status_reason"]
+    assert sorted(run.stats["step"].unique()) == [0, 1]  # 2 micro-batches per step: steps 0 and 1 done
