@@ -150,13 +150,10 @@ def _cmd_compare(args: argparse.Namespace) -> int:
 
 def _cmd_summary(args: argparse.Namespace) -> int:
     from goup_probe.store import load_run
-    from goup_probe.summary import format_table, layer_summary, moments_only, was_tested
+    from goup_probe.summary import format_table, layer_summary, moments_only, run_progress, was_tested
 
     run = load_run(args.run_dir)
-    print(
-        f"{args.run_dir}: status {run.status}, {run.meta.get('steps', '?')} steps, "
-        f"{run.meta.get('captured_steps', '?')} captured"
-    )
+    print(f"{args.run_dir}: {run_progress(run).describe(run.status)}")
     table = layer_summary(run, args.quantity)
     if not table.empty and not was_tested(run, args.quantity):
         tested = ", ".join((run.meta.get("capture") or {}).get("tested") or []) or "none"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -11,7 +12,7 @@ import pandas as pd
 from goup_probe import schema
 from goup_probe.formatting import format_cell
 from goup_probe.order import model_order
-from goup_probe.store import Run
+from goup_probe.store import Run, read_table
 
 SUMMARY_COLUMNS = (
     "param",
@@ -132,3 +133,78 @@ def format_table(frame: pd.DataFrame, float_digits: int = 3) -> str:
     lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in cells]
     lines.insert(1, "  ".join("-" * w for w in widths))
     return "\n".join(lines)
+
+
+@dataclass(frozen=True)
+class RunProgress:
+    """How far a run got: from ``run.json`` once it is final, from the tables while it is written."""
+
+    steps: int | None
+    """Optimizer steps (None when neither run.json nor the tables tell)."""
+    captured: int
+    """Captured steps (distinct steps of ``stats``)."""
+    last_captured: int | None
+    """Last captured step, None when nothing was captured."""
+    on_disk: bool
+    """Counted from the tables on disk (a running or unfinished run), not taken from run.json."""
+
+    def counted_meta(self, meta: Mapping[str, Any]) -> dict[str, Any]:
+        """A copy of ``run.json`` whose ``steps``/``captured_steps`` are these counts (when from disk)."""
+        out = dict(meta)
+        if self.on_disk:
+            out["steps"] = "?" if self.steps is None else self.steps
+            out["captured_steps"] = self.captured
+        return out
+
+    def describe(self, status: str) -> str:
+        """``"status running, 7 steps on disk so far (4 captured, last captured step 6)"``-style text."""
+        if not self.on_disk:
+            steps = "?" if self.steps is None else self.steps
+            return f"status {status}, {steps} steps, {self.captured} captured"
+        steps = "no steps" if not self.steps else f"{self.steps} steps"
+        last = f", last captured step {self.last_captured}" if self.last_captured is not None else ""
+        return f"status {status}, {steps} on disk so far ({self.captured} captured{last})"
+
+
+def run_progress(run: Run) -> RunProgress:
+    """Steps and captured steps of a run, counted from its tables when ``run.json`` is not final.
+
+    While training runs (status ``running``), and whenever ``run.json`` counts
+    fewer steps than the tables hold (a run killed before it could write its
+    end), the counts come from what is on disk: captured steps are the distinct
+    steps of ``stats``, optimizer steps one past the last step of ``stats`` or
+    ``trajectories`` (the tracers record every step). Reads only the ``step``
+    column of ``trajectories``.
+
+    Parameters
+    ----------
+    run : Run
+        A loaded run.
+
+    Returns
+    -------
+    RunProgress
+    """
+    stats = run.stats
+    steps_seen = {int(s) for s in stats["step"]} if "step" in stats.columns else set()
+    last = max(steps_seen) if steps_seen else None
+    last_any = last
+    if "trajectories" in run.tables:
+        traj = (
+            run.trajectories
+            if "trajectories" in run.__dict__
+            else read_table(run.path, "trajectories", columns=["step"], on_error=run.on_error)
+        )
+        if len(traj):
+            last_any = max(int(traj["step"].max()), -1 if last_any is None else last_any)
+    on_disk_steps = None if last_any is None else last_any + 1
+    meta_steps, meta_captured = run.meta.get("steps"), run.meta.get("captured_steps")
+    final = (
+        run.status != "running"
+        and isinstance(meta_steps, int)
+        and (on_disk_steps is None or meta_steps >= on_disk_steps)
+    )
+    if final:
+        captured = meta_captured if isinstance(meta_captured, int) else len(steps_seen)
+        return RunProgress(meta_steps, captured, last, on_disk=False)
+    return RunProgress(on_disk_steps, len(steps_seen), last, on_disk=True)

@@ -395,3 +395,31 @@ def test_summary_and_ou_list_tensors_in_model_order(tmp_path):
     assert code == 0, err
     assert [row[0] for row in _table_rows(out, "param")[1:]] == names
     assert list(gp.layer_summary(stats, meta=gp.load_run(run).meta)["param"]) == names
+
+
+def test_summary_of_a_running_run_counts_the_steps_on_disk(tmp_path):
+    import torch
+
+    from goup_probe.report import report
+    from tests.helpers import TinyNet, batches, train
+
+    run = tmp_path / "r"
+    model = TinyNet()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    with gp.attach(model, opt, run_dir=run, every=2, tracers=4, flush_rows=1):
+        train(model, opt, batches(7))  # steps 0..6, captured 0, 2, 4, 6
+        assert gp.load_run(run).status == "running"
+        code, out, err = _cli("summary", str(run))
+        assert code == 0, err
+        assert (
+            out.splitlines()[0]
+            == f"{run}: status running, 7 steps on disk so far (4 captured, last captured step 6)"
+        )
+        page = report(run, tmp_path / "rep", ou=False).index.read_text(encoding="utf-8")
+        assert (
+            "7 optimizer steps on disk so far" in page
+            and "(status &#x27;running&#x27;, 7 steps so far)" in page
+        )
+        assert "captured up to step 6" in page and " 0 steps" not in page
+    code, out, _ = _cli("summary", str(run))
+    assert out.splitlines()[0] == f"{run}: status completed, 7 steps, 4 captured"

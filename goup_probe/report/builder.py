@@ -33,6 +33,7 @@ from goup_probe.report.sections.tensors import TensorsSection
 from goup_probe.report.sections.training import TrainingSection
 from goup_probe.report.select import LayerSelection, choose_layers, choose_steps
 from goup_probe.store import Run, load_run, utc_now
+from goup_probe.summary import run_progress
 
 __all__ = [
     "INDEX",
@@ -161,7 +162,7 @@ def build_report(
         writer=FigureWriter(out_dir, dpi=dpi),
         selection=selection,
         steps=detail_steps,
-        findings=compute_findings(stats, run.meta),
+        findings=compute_findings(stats, run_progress(run).counted_meta(run.meta)),
         include_ou=ou,
     )
     figures: list[FigureFile] = []
@@ -266,6 +267,7 @@ def _default_title(run: Run) -> str:
 
 
 def _subtitle(run: Run) -> str:
-    status = run.status
-    steps = run.meta.get("steps", "?")
-    return f"Run folder {run.path} · status {status} · {steps} optimizer steps"
+    progress = run_progress(run)
+    steps = "?" if progress.steps is None else progress.steps
+    so_far = " on disk so far" if progress.on_disk else ""
+    return f"Run folder {run.path} · status {run.status} · {steps} optimizer steps{so_far}"

@@ -13,6 +13,7 @@ from goup_probe.report import html as h
 from goup_probe.report.data import OptionalTable
 from goup_probe.report.figures import verdict_figure
 from goup_probe.report.sections.base import ReportContext, Section, SectionOutput
+from goup_probe.summary import run_progress
 
 NO_STATISTICS = "The run holds no normality statistics."
 
@@ -27,18 +28,21 @@ class SummarySection(Section):
         """Partial-run banner, run description, findings and the verdict table and figure."""
         run, findings = ctx.run, ctx.findings
         extra = analysis_sentences(ctx.ou, ctx.fidelity)
+        progress = run_progress(run)
         parts = []
         if run.status != "completed":
+            upto = (
+                f"up to step {progress.last_captured}"
+                if progress.last_captured is not None
+                else "(no step yet)"
+            )
             parts.append(
                 '<div class="banner">'
-                + h.esc(
-                    f"Partial run: status '{run.status}'. The report shows what was captured up to step "
-                    f"{run.meta.get('steps', '?')}."
-                )
+                + h.esc(f"Partial run: status '{run.status}'. The report shows what was captured {upto}.")
                 + "</div>"
             )
         parts.append("<h3>What was run</h3>")
-        parts.append(h.key_value_table(run_description(run.meta)))
+        parts.append(h.key_value_table(run_description(progress.counted_meta(run.meta))))
         parts.append("<h3>Findings</h3>")
         parts.append(h.bullet_list([*findings.sentences, *extra], cls="findings"))
         if not findings.steps:
