@@ -225,3 +225,34 @@ def test_lightning_ddp_writes_once_from_rank_0(tmp_path):
     assert sorted(run.stats["step"].unique()) == [0, 1]
     assert not run.meta["errors"]
     assert not any(p.name.startswith("run") and p.name != "run" for p in tmp_path.iterdir())
+
+
+class OverflowAt(TinyModule):
+    """Puts an Inf in a gradient at one step, so the GradScaler skips that step."""
+
+    def __init__(self, overflow_step):
+        super().__init__()
+        self.overflow_step = overflow_step
+
+    def on_after_backward(self):
+        if self.global_step == self.overflow_step:
+            self.net[0].weight.grad[0, 0] = float("inf")
+
+
+def test_lightning_16_mixed_with_a_real_grad_scaler(tmp_path):
+    """Lightning's own 16-mixed plugin with a CPU GradScaler (Trainer refuses precision="16-mixed" on
+    CPU by name, so the plugin is passed directly): unscaled, clipped gradient; a skipped step is
+    neither captured nor counted, and the framework step of each row says which steps were taken."""
+    from lightning.pytorch.plugins import MixedPrecision
+
+    module = OverflowAt(overflow_step=1)
+    callback = GoupProbe(tmp_path / "run", every=1)
+    plugin = MixedPrecision("16-mixed", "cpu", scaler=torch.amp.GradScaler("cpu", init_scale=2.0**12))
+    make_trainer(callback, max_steps=4, plugins=[plugin]).fit(module, loader())
+    assert len(module.recording.records) == 3  # the scaler skipped one of 4 steps
+    run = gp.load_run(tmp_path / "run")
+    assert run.status == "completed" and run.meta["steps"] == 3
+    assert run.stats.groupby("step")["global_step"].first().tolist() == [0, 2, 3]
+    worst = worst_discrepancy(run.stats, module, module.recording.records)
+    print(f"lightning 16-mixed: worst {worst}")
+    assert worst["rows"] == 3 * 4 * 3 and worst["mean"] <= 1e-5 and worst["std"] <= 1e-5
