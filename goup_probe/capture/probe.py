@@ -86,7 +86,10 @@ class Probe:
         When given, capture happens in its step hooks. When omitted, call
         :meth:`capture` (or :meth:`begin_step` / :meth:`end_step`) once per step.
     run_dir : path
-        Where the run is written; refused if not empty unless ``overwrite``.
+        Where the run is written; refused if not empty unless ``overwrite`` or
+        ``resume``. The probe holds the directory's lock until it detaches: a
+        second writer (another process, or ``overwrite=True`` while this one
+        writes) is refused with :class:`~goup_probe.store.RunLockedError`.
     every : int, optional
         Capture every ``every``-th optimizer step (default 10). Exclusive with ``schedule``.
     schedule : callable, optional
@@ -102,17 +105,30 @@ class Probe:
     statistics : sequence of Statistic
         User statistics added to the rows of tested quantities.
     sample_size : int
-        Size of the seeded subsample the tests run on (at most 5000 for Shapiro-Wilk).
+        Size of the seeded subsample the tests run on; above 5000 it warns
+        (Shapiro-Wilk then runs on a seeded 5000 of it).
     keep_samples : int
         How many values of each subsample are stored for histograms and QQ plots.
+    keep_sample_steps : int or None
+        Sample retention: every captured step stores its samples until this
+        many have, then about this many log-spaced steps per tenfold of the
+        step count, always the first and the last captured step; None stores
+        them at every captured step (:mod:`goup_probe.capture.retention`).
     tracers : int
         Tracer coordinates per tensor recorded at every step for the OU analysis (0: off).
+    trajectory_dtype : {"float32", "float64"}
+        How tracer trajectories are stored (default float32); the OU fit is float64 either way.
     seed : int
         Seed of the subsample and tracer indices.
     thresholds : VerdictThresholds
         Effect-size thresholds of the verdict.
     overwrite : bool
-        Replace an existing run in ``run_dir``.
+        Replace an existing run in ``run_dir`` (only what a run consists of).
+    resume : bool or int
+        Continue the run in ``run_dir`` (a job restarted from a checkpoint):
+        ``True`` after its last recorded step, an int N at step N (rows at N or
+        later, written after the checkpoint, are dropped first). The step
+        counter and schedules continue; ``run.json`` lists each resume.
     strict : bool
         Re-raise errors inside capture instead of recording them and carrying on.
     flush_rows, flush_seconds : int, float
