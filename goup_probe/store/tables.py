@@ -133,27 +133,29 @@ def _read_part(
         raise _BadPart(
             f"{part} is {kind}, not a Parquet part: only regular files named part-NNNNNN.parquet are parts"
         )
-    found = pq.read_schema(part)
-    if declared is not None:
-        _check_part_schema(part, name, found, declared)
-    names = set(found.names)
-    if columns is None and filters is None:
-        data = pq.read_table(part)
-    elif not _filter_columns(filters) <= names:
-        return None
-    else:
+    with pq.ParquetFile(part) as handle:  # one open: footer for the check, then the rows
+        found = handle.schema_arrow
+        if declared is not None:
+            _check_part_schema(part, name, found, declared)
+        names = set(found.names)
         present = None if columns is None else [c for c in columns if c in names]
-        data = pq.read_table(part, columns=present, filters=filters)
+        if filters is None:
+            data = handle.read(columns=present)
+        elif not _filter_columns(filters) <= names:
+            return None
+        else:
+            data = pq.read_table(part, columns=present, filters=filters)
     return data if declared is None else _cast_declared(part, data, declared)
 
 
 def _check_part_schema(part: Path, name: str, found: pa.Schema, declared: pa.Schema) -> None:
     """Raise :class:`_BadPart` when ``found`` lacks a declared column or types one incompatibly."""
-    missing = [f.name for f in declared if f.name not in found.names]
+    types = dict(zip(found.names, found.types, strict=True))
+    missing = [f.name for f in declared if f.name not in types]
     wrong = [
-        f"{f.name} is {found.field(f.name).type}, declared {f.type}"
+        f"{f.name} is {types[f.name]}, declared {f.type}"
         for f in declared
-        if f.name in found.names and not _compatible(found.field(f.name).type, f.type)
+        if f.name in types and types[f.name] != f.type and not _compatible(types[f.name], f.type)
     ]
     if missing or wrong:
         problems = ([f"lacks columns {missing}"] if missing else []) + wrong
@@ -190,11 +192,10 @@ def _compatible(found: pa.DataType, declared: pa.DataType) -> bool:
 
 def _cast_declared(part: Path, data: pa.Table, declared: pa.Schema) -> pa.Table:
     """Cast the declared columns of ``data`` to their declared types (out of range: :class:`_BadPart`)."""
+    targets = dict(zip(declared.names, declared.types, strict=True))
     for index, field in enumerate(data.schema):
-        if field.name not in declared.names:
-            continue
-        target = declared.field(field.name).type
-        if field.type == target:
+        target = targets.get(field.name)
+        if target is None or field.type == target:
             continue
         try:
             data = data.set_column(index, field.name, data.column(index).cast(target))
