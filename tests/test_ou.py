@@ -371,7 +371,7 @@ def test_validate_ou_writes_and_replaces_the_ou_table(noise_run):
 def test_cli_ou_prints_the_per_layer_table(noise_run, capsys):
     assert main(["ou", str(noise_run.path), "--from-step", "100"]) == 0
     out = capsys.readouterr().out
-    assert "k_hat" in out and "verdict" in out and "Reasons:" in out
+    assert "k_pooled" in out and "k_hat" not in out and "verdict" in out and "Reasons:" in out
     assert any(line.startswith("w ") for line in out.splitlines())
 
 
