@@ -19,10 +19,35 @@ RUN_JSON = "run.json"
 _PART_RE = re.compile(r"^part-(\d{6,})\.parquet$")
 
 
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` via a temporary file and an atomic rename."""
+def current_umask() -> int:
+    """The process's umask, read without changing it where the system allows.
+
+    On Linux it is read from ``/proc/self/status``. Elsewhere it is read the
+    only portable way, ``os.umask`` set and set back; the value set in between
+    is ``0o077``, so a file another thread creates in that instant gets
+    stricter permissions, never looser ones.
+    """
+    try:
+        with open("/proc/self/status", encoding="ascii", errors="replace") as handle:
+            for line in handle:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    previous = os.umask(0o077)
+    os.umask(previous)
+    return previous
+
+
+def atomic_write_text(path: Path, text: str, mode: int | None = None) -> None:
+    """Write ``text`` to ``path`` via a temporary file and an atomic rename.
+
+    The file gets ``mode`` (default ``0o666`` less the umask, as ``open`` would
+    give it; ``mkstemp`` alone makes it 0600) before it is renamed into place.
+    """
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.chmod(tmp, 0o666 & ~current_umask() if mode is None else mode)
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
             handle.write(text)
             handle.flush()
