@@ -221,11 +221,11 @@ class _SmallDisk:
             real_table(data, where, **kwargs)
             self._take(os.path.getsize(where), lambda: os.unlink(where))
 
-        def atomic_write_text(path, text):
+        def atomic_write_text(path, text, mode=None):
             old = path.stat().st_size if path.exists() else 0
             self._take(len(text.encode("utf-8")))  # the new file exists before the old one goes
             self.free += old
-            real_text(path, text)
+            real_text(path, text, mode)
 
         def fallocate(fd, offset, size):
             self._take(size)
