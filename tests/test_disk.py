@@ -4,6 +4,7 @@ import json
 import math
 import os
 import shutil
+import socket
 from pathlib import Path
 
 import numpy as np
@@ -18,7 +19,7 @@ import goup_probe as gp
 from goup_probe.capture.retention import SampleRetention
 from goup_probe.cli import main
 from goup_probe.ou import ou_summary, validate_ou
-from goup_probe.store import RunDirectoryError, load_run
+from goup_probe.store import RunDirectoryError, RunLockedError, load_run
 from goup_probe.store.compact import compact_run
 from goup_probe.store.usage import bytes_per_step, disk_meta, disk_usage
 from goup_probe.summary import format_table
@@ -58,7 +59,7 @@ def _many_parts_run(tmp_path, name="run", steps=30):
 
 
 def _walk(run_dir):
-    files = [Path(r) / n for r, _, names in os.walk(run_dir) for n in names]
+    files = [Path(r) / n for r, _, names in os.walk(run_dir) for n in names if n != ".goup-probe.lock"]
     return len(files), sum(f.stat().st_size for f in files)
 
 
@@ -299,6 +300,30 @@ def test_compaction_refuses_a_running_run_unless_allowed(tmp_path):
     expected = _tables(run_dir)
     assert compact_run(run_dir, allow_running=True).parts
     _assert_same_tables(expected, run_dir)
+
+
+def test_compaction_refuses_a_run_another_live_process_writes(tmp_path):
+    run_dir = _many_parts_run(tmp_path)
+    holder = {"pid": os.getppid(), "host": socket.gethostname(), "since": "now"}  # alive: our parent
+    (run_dir / ".goup-probe.lock").write_text(json.dumps(holder))
+    listing = sorted(p.relative_to(run_dir) for p in run_dir.rglob("*"))
+    with pytest.raises(RunLockedError, match="being written"):
+        compact_run(run_dir)
+    assert sorted(p.relative_to(run_dir) for p in run_dir.rglob("*")) == listing
+    (run_dir / ".goup-probe.lock").write_text(json.dumps({**holder, "pid": _dead_pid()}))
+    expected = _tables(run_dir)
+    assert compact_run(run_dir).parts  # a stale lock (its process is gone) is taken over, then released
+    _assert_same_tables(expected, run_dir)
+    assert not (run_dir / ".goup-probe.lock").exists()
+
+
+def _dead_pid():
+    import subprocess
+    import sys
+
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()
+    return child.pid
 
 
 def test_compaction_leaves_a_table_with_a_damaged_part_or_a_foreign_file_alone(tmp_path):

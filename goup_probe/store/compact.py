@@ -34,6 +34,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from goup_probe.store.lock import RunLock
 from goup_probe.store.meta import read_meta
 from goup_probe.store.paths import RunDirectoryError, _part_files
 from goup_probe.store.tables import _settle, _staging, list_tables
@@ -95,7 +96,9 @@ def compact_run(
     Raises
     ------
     RunDirectoryError
-        If ``run_dir`` is no run, is still running (without ``allow_running``),
+        If ``run_dir`` is no run, is still running (without ``allow_running``:
+        its ``run.json`` says so, or another live process holds its lock,
+        :class:`~goup_probe.store.RunLockedError`),
         or a table cannot be compacted (a damaged part, parts whose schemas do
         not merge, a file in a table folder that is not a part); the message
         names it. Tables compacted before the error stay compacted; the one
@@ -117,13 +120,18 @@ def compact_run(
             "parts would lose them. Compact it once it ended (the probe compacts it at detach); "
             "if its process is gone (it crashed), pass allow_running=True (goup-probe compact --force)"
         )
-    before = disk_usage(path)
-    parts = {}
-    for name in list_tables(path):
-        counts = _compact_table(path, name, target_rows)
-        if counts is not None:
-            parts[name] = counts
-    after = disk_usage(path)
+    lock = None if allow_running else RunLock(path).acquire()  # the probe compacting holds it already
+    try:
+        before = disk_usage(path)
+        parts = {}
+        for name in list_tables(path):
+            counts = _compact_table(path, name, target_rows)
+            if counts is not None:
+                parts[name] = counts
+        after = disk_usage(path)
+    finally:
+        if lock is not None:
+            lock.release()
     return CompactionResult(
         path, before.files_total, after.files_total, before.bytes_total, after.bytes_total, parts
     )

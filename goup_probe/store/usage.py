@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from goup_probe.store.lock import LOCK_NAME
 from goup_probe.store.paths import RunDirectoryError, _part_files
 from goup_probe.store.tables import _table_dir, list_tables
 
@@ -18,7 +19,8 @@ class DiskUsage:
 
     ``bytes_total`` and ``files_total`` count every regular file under the
     directory (``run.json``, parts, the report, hidden temporaries; symlinks are
-    not followed); the per-table figures count the Parquet parts of each table.
+    not followed) but the writer's lock file (a few bytes, there only while a
+    process writes the run); the per-table figures count the Parquet parts of each table.
     Sizes are apparent sizes (``st_size``).
     """
 
@@ -42,6 +44,8 @@ def disk_usage(run_dir: str | os.PathLike[str]) -> DiskUsage:
     total = files = 0
     for root, _dirs, names in os.walk(path):
         for name in names:
+            if name == LOCK_NAME and root == str(path):
+                continue
             try:
                 info = os.lstat(os.path.join(root, name))
             except OSError:
