@@ -39,6 +39,7 @@ if TYPE_CHECKING:
     from goup_probe.optim import GOUP
     from goup_probe.ou import OUThresholds, validate_ou
     from goup_probe.report.sections.base import Section
+    from goup_probe.runs import load_runs
     from goup_probe.stats.battery import Statistic
     from goup_probe.stats.normality import NormalityResult, VerdictThresholds, normality
     from goup_probe.stats.ou import OUFit, fit_ou
@@ -61,6 +62,7 @@ _LAZY: dict[str, str] = {
     "GOUP": "goup_probe.optim",
     "OUThresholds": "goup_probe.ou",
     "validate_ou": "goup_probe.ou",
+    "load_runs": "goup_probe.runs",
     "Section": "goup_probe.report.sections.base",
     "Statistic": "goup_probe.stats.battery",
     "NormalityResult": "goup_probe.stats.normality",
@@ -130,6 +132,7 @@ __all__ = [
     "gradient_noise",
     "layer_summary",
     "load_run",
+    "load_runs",
     "log_spaced",
     "normality",
     "report",
