@@ -42,6 +42,8 @@ STATUS_NO_GRAD = "no_grad"
 STATUS_FROZEN = "frozen"
 STATUS_UNSUPPORTED = "unsupported"
 STATUS_ERROR = "error"
+STATUS_OVERFLOW = "overflow"
+"""Finite values whose moments could not be computed (power sums beyond float64's range): no verdict."""
 TESTED_STATUSES = (STATUS_OK, STATUS_NONFINITE_EXCLUDED)
 
 # Verdicts.
@@ -71,9 +73,28 @@ STATS_BASE_FIELDS: tuple[Field, ...] = (
     ("mean", pa.float64(), "mean over the whole tensor (finite values)"),
     ("std", pa.float64(), "population std over the whole tensor"),
     ("skew", pa.float64(), "skewness over the whole tensor"),
-    ("skew_se", pa.float64(), "standard error of skewness under normality, sqrt(6/n)"),
+    (
+        "skew_se",
+        pa.float64(),
+        "standard error of skewness valid for the data: delta method, moments to order 6 from the subsample",
+    ),
+    (
+        "skew_se_null",
+        pa.float64(),
+        "null-only standard error of skewness, sqrt(6/n): valid for normal data only",
+    ),
     ("excess_kurtosis", pa.float64(), "excess kurtosis over the whole tensor"),
-    ("kurtosis_se", pa.float64(), "standard error of excess kurtosis, sqrt(24/n)"),
+    (
+        "kurtosis_se",
+        pa.float64(),
+        "standard error of excess kurtosis valid for the data: delta method, moments to order 8 "
+        "from the subsample",
+    ),
+    (
+        "kurtosis_se_null",
+        pa.float64(),
+        "null-only standard error of excess kurtosis, sqrt(24/n): valid for normal data only",
+    ),
     ("min", pa.float64(), "minimum over the whole tensor"),
     ("max", pa.float64(), "maximum over the whole tensor"),
     ("param_norm", pa.float64(), "L2 norm of theta at this step"),
@@ -84,6 +105,15 @@ STATS_BASE_FIELDS: tuple[Field, ...] = (
 STATS_VERDICT_FIELDS: tuple[Field, ...] = (
     ("verdict", pa.string(), "Gaussian | negligible deviation | non-Gaussian | inconclusive | not tested"),
 )
+STATS_DERIVED_FIELDS: tuple[Field, ...] = (
+    (
+        "q_value",
+        pa.float64(),
+        "Benjamini-Hochberg q-value of shapiro_p across the tensors of one step and quantity "
+        "(added when the stats are read: goup_probe.stats.multiplicity.add_q_values)",
+    ),
+)
+"""Columns computed from a whole step's rows when the stats table is read, never stored."""
 STATS_SHADOW_FIELDS: tuple[Field, ...] = (
     ("noise_to_signal", pa.float64(), "GO-UP shadow: sigma*sqrt(N)/||g||"),
     ("goup_cosine", pa.float64(), "GO-UP shadow: cos(actual update, GO-UP mean update)"),

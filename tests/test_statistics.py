@@ -28,8 +28,10 @@ TODAY_STATS_COLUMNS = (
     "std",
     "skew",
     "skew_se",
+    "skew_se_null",  # null-only sqrt(6/n); skew_se is the delta-method SE (tests/test_uncertainty.py)
     "excess_kurtosis",
     "kurtosis_se",
+    "kurtosis_se_null",
     "min",
     "max",
     "param_norm",
@@ -37,6 +39,7 @@ TODAY_STATS_COLUMNS = (
     "grad_to_param",
     "ks_d",
     "lilliefors_p",
+    "lilliefors_p_floor",  # 1/(draws + 1); below it lilliefors_p is Dallal-Wilkinson's tail approximation
     "shapiro_w",
     "shapiro_p",
     "anderson_a2",
@@ -175,7 +178,7 @@ def test_invalid_declarations_raise():
 
 
 def test_builtin_statistics_declare_every_battery_column_and_their_fn_matches():
-    assert TODAY_STATS_COLUMNS[23:35] == battery.BUILTIN_COLUMNS
+    assert TODAY_STATS_COLUMNS[25:38] == battery.BUILTIN_COLUMNS
     samples = _samples(m=3, n=250, seed=7)
     together = battery.run_battery(battery.standardise(samples))
     for statistic in battery.BUILTIN_STATISTICS:

@@ -175,6 +175,51 @@ class CentralSums:
         )
 
 
+def moment_standard_errors(z: np.ndarray, count: np.ndarray | float) -> tuple[np.ndarray, np.ndarray]:
+    """Standard errors of skewness and excess kurtosis valid for the data (delta method), row-wise.
+
+    The delta-method (influence-function) variance of the biased sample
+    skewness g₁ = m₃/m₂^{3/2} and excess kurtosis g₂ = m₄/m₂² − 3 of ``count``
+    i.i.d. values is E[IF²]/count, with, for a standardised value z
+    (μ₃, μ₄ the standardised third and fourth moments),
+
+    * IF₁(z) = z³ − μ₃ − 3z − (3/2) μ₃ (z² − 1),
+    * IF₂(z) = z⁴ − μ₄ − 4 μ₃ z − 2 μ₄ (z² − 1),
+
+    so Var g₁ involves moments up to order 6 and Var g₂ up to order 8. Both are
+    estimated from the sample's own moments: the mean of IF² over the row
+    (the infinitesimal jackknife). Under normality they reduce to the null-only
+    6/n and 24/n. Cost: about 15 vectorised passes over an (m, n) array (no
+    resampling). For heavy tails whose 8th moment is infinite (Student t with
+    ≤ 8 degrees of freedom) the kurtosis has no finite-variance limit and the SE
+    understates its spread; it still grows with the tails, unlike √(24/n).
+
+    Parameters
+    ----------
+    z : ndarray, shape (m, n)
+        Standardised rows (mean 0, population variance 1), e.g. the tested
+        subsample of each tensor (:func:`goup_probe.stats.normal_tests.standardise`).
+    count : float or ndarray, shape (m,)
+        Number of values the reported skewness and kurtosis are computed from
+        (the whole tensor's finite values, which may exceed the row's n).
+
+    Returns
+    -------
+    skew_se, kurtosis_se : ndarray, shape (m,)
+    """
+    z = np.asarray(z, dtype=np.float64)
+    count = np.asarray(count, dtype=np.float64)
+    z2 = z * z
+    mu3 = (z2 * z).mean(axis=1, keepdims=True)
+    mu4 = (z2 * z2).mean(axis=1, keepdims=True)
+    dev2 = z2 - 1.0
+    influence_skew = z2 * z - mu3 - 3.0 * z - 1.5 * mu3 * dev2
+    influence_kurt = z2 * z2 - mu4 - 4.0 * mu3 * z - 2.0 * mu4 * dev2
+    var_skew = np.einsum("ij,ij->i", influence_skew, influence_skew) / z.shape[1]
+    var_kurt = np.einsum("ij,ij->i", influence_kurt, influence_kurt) / z.shape[1]
+    return np.sqrt(var_skew / count), np.sqrt(var_kurt / count)
+
+
 def merge_all(parts: Sequence[CentralSums]) -> CentralSums:
     """Merge ``parts`` in order (the same order on every rank gives the same result)."""
     total = CentralSums.empty()
@@ -188,4 +233,12 @@ def combine(parts: Sequence[CentralSums], numel: int) -> PowerSums:
     return merge_all(parts).to_power_sums(numel)
 
 
-__all__ = ["SUMS_WIDTH", "CentralSums", "PowerSums", "central_moments", "combine", "merge_all"]
+__all__ = [
+    "SUMS_WIDTH",
+    "CentralSums",
+    "PowerSums",
+    "central_moments",
+    "combine",
+    "merge_all",
+    "moment_standard_errors",
+]

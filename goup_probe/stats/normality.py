@@ -11,7 +11,16 @@ Pitfalls respected (see DESIGN.md §2):
 * Shapiro-Wilk (and every other test, for comparability) runs on a seeded
   subsample of at most 5000 values, the range where its p-values are valid;
 * effect sizes are reported beside p-values, and the verdict is driven by
-  them, because with large n every test rejects.
+  them, because with large n every test rejects;
+* the standard errors of skewness and kurtosis (``skew_se``, ``kurtosis_se``)
+  are delta-method SEs from the tested subsample's own moments up to order 6
+  and 8 (:func:`goup_probe.stats.moments.moment_standard_errors`), valid for
+  heavy tails; the null-only √(6/n), √(24/n) are kept as ``skew_se_null`` and
+  ``kurtosis_se_null``;
+* moments are computed after dividing by the largest magnitude (finite values
+  near 1e307 give the same moments as unscaled ones); moments that could not
+  be computed (power sums that overflowed on the device) give status
+  ``overflow`` and no verdict, never NaN moments beside a verdict.
 """
 
 from __future__ import annotations
@@ -37,6 +46,7 @@ from goup_probe.stats.battery import (
     qq_r_critical,
     subsample_indices,
 )
+from goup_probe.stats.moments import moment_standard_errors
 from goup_probe.stats.one_sample import (
     anderson_darling,
     dagostino_pearson_p,
@@ -180,8 +190,12 @@ def moments(x: np.ndarray) -> Moments:
     if a.size == 0:
         nan = float("nan")
         return Moments(int(finite.size), nonfinite, nan, nan, nan, nan, nan, nan)
-    mean = float(a.mean())
-    centred = a - mean
+    peak = float(np.max(np.abs(a)))
+    unit = peak if peak > 0 else 1.0
+    b = a / unit  # a sum of values near 1e307 would overflow; |b| <= 1 and the mean of b cannot
+    mean_b = float(b.mean())
+    mean = mean_b * unit
+    centred = b - mean_b
     scale = float(np.max(np.abs(centred)))
     if scale == 0:
         return Moments(int(finite.size), nonfinite, mean, 0.0, math.nan, math.nan, mean, mean)
@@ -192,7 +206,7 @@ def moments(x: np.ndarray) -> Moments:
         numel=int(finite.size),
         nonfinite=nonfinite,
         mean=mean,
-        std=scale * math.sqrt(m2),
+        std=unit * scale * math.sqrt(m2),
         skew=float((sq * c).mean()) / m2**1.5,
         excess_kurtosis=float((sq * sq).mean()) / m2**2 - 3.0,
         min=float(a.min()),
@@ -206,8 +220,11 @@ class NormalityResult:
 
     Moments (``mean`` to ``max``) describe all finite values; the tests and
     effect sizes (``ks_d`` to ``w1_sigma``) describe the subsample of
-    ``n_tested`` values. Statistics that could not be computed are NaN, and
-    ``status``/``reason`` say why.
+    ``n_tested`` values. ``skew_se`` and ``kurtosis_se`` are the standard
+    errors of the whole-array skewness and kurtosis, with the higher moments
+    they need estimated on the subsample (delta method); ``skew_se_null`` and
+    ``kurtosis_se_null`` are √(6/n) and √(24/n), valid only for normal data.
+    Statistics that could not be computed are NaN, and ``status``/``reason`` say why.
 
     The columns of user statistics (:class:`~goup_probe.stats.battery.Statistic`)
     are in ``extra`` (column to value, NaN for an untested row or a statistic
@@ -225,12 +242,15 @@ class NormalityResult:
     std: float
     skew: float
     skew_se: float
+    skew_se_null: float
     excess_kurtosis: float
     kurtosis_se: float
+    kurtosis_se_null: float
     min: float
     max: float
     ks_d: float
     lilliefors_p: float
+    lilliefors_p_floor: float
     shapiro_w: float
     shapiro_p: float
     anderson_a2: float
@@ -456,17 +476,24 @@ def assess_samples(
         raise ValueError("assess_samples needs finite subsamples; use assess_sample for the others")
     nan_tests = dict.fromkeys(_TEST_FIELDS, float("nan"))
     nan_extra = dict.fromkeys((c for s in statistics for c in s.columns), float("nan"))
+    statuses = [_degenerate_status(full, samples[i]) for i, full in enumerate(fulls)]
+    usable = [i for i, (status, _) in enumerate(statuses) if status is None]
+    z = battery.standardise(samples[usable]) if usable else np.empty((0, samples.shape[1]))
+    ses: dict[int, tuple[float, float]] = {}
+    if usable:
+        counts = np.array([fulls[i].n_finite for i in usable], dtype=np.float64)
+        ses = dict(zip(usable, zip(*moment_standard_errors(z, counts), strict=True), strict=True))
     results: list[NormalityResult | None] = []
     to_test = []
     for i, full in enumerate(fulls):
-        status, reason = _degenerate_status(full, samples[i])
+        status, reason = statuses[i]
         if status is None and not tested:
             status, reason = schema.STATUS_OK, "moments only (quantity not in tested)"
         elif status is None:
             results.append(None)
             to_test.append(i)
             continue
-        base = _base_fields(full, samples.shape[1], axis)
+        base = _base_fields(full, samples.shape[1], axis, ses.get(i))
         results.append(
             NormalityResult(
                 **base, **nan_tests, status=status, reason=reason, verdict=_NOT_TESTED, extra=nan_extra
@@ -474,7 +501,8 @@ def assess_samples(
         )
     if to_test:
         tested_rows = samples[to_test]
-        tests = battery.run_battery(battery.standardise(tested_rows))
+        rows_z = z if len(to_test) == len(usable) else z[[usable.index(i) for i in to_test]]
+        tests = battery.run_battery(rows_z)
         extra, errors = battery.evaluate(statistics, tested_rows) if statistics else ({}, None)
         for row, i in enumerate(to_test):
             full = fulls[i]
@@ -482,7 +510,7 @@ def assess_samples(
             status = schema.STATUS_NONFINITE_EXCLUDED if full.nonfinite else schema.STATUS_OK
             reason = f"{full.nonfinite} non-finite values excluded" if full.nonfinite else ""
             fields_ = {
-                **_base_fields(full, samples.shape[1], axis),
+                **_base_fields(full, samples.shape[1], axis, ses[i]),
                 **values,
                 "status": status,
                 "reason": reason,
@@ -499,23 +527,43 @@ def assess_samples(
 _NOT_TESTED = schema.VERDICT_NOT_TESTED
 
 
-def _base_fields(full: Moments, n_tested: int, axis: str) -> dict[str, object]:
-    """The moment fields of a result (whole array) and the size of its tested subsample."""
+def _base_fields(
+    full: Moments, n_tested: int, axis: str, ses: tuple[float, float] | None
+) -> dict[str, object]:
+    """The moment fields of a result (whole array), their SEs and the size of its tested subsample.
+
+    ``ses`` are the data-valid SEs of skewness and kurtosis (None: not computable, NaN).
+    """
     n_fin = full.n_finite
+    overflow = _moments_overflowed(full)
+    nan = float("nan")
+    skew_se, kurtosis_se = (nan, nan) if ses is None or overflow else (float(ses[0]), float(ses[1]))
     return {
         "numel": int(full.numel),
         "n_tested": int(n_tested),
         "nonfinite": int(full.nonfinite),
-        "mean": full.mean,
-        "std": full.std,
-        "skew": full.skew,
-        "skew_se": math.sqrt(6.0 / n_fin) if n_fin > 0 else float("nan"),
-        "excess_kurtosis": full.excess_kurtosis,
-        "kurtosis_se": math.sqrt(24.0 / n_fin) if n_fin > 0 else float("nan"),
+        "mean": nan if overflow else full.mean,
+        "std": nan if overflow else full.std,
+        "skew": nan if overflow else full.skew,
+        "skew_se": skew_se,
+        "skew_se_null": math.sqrt(6.0 / n_fin) if n_fin > 0 else nan,
+        "excess_kurtosis": nan if overflow else full.excess_kurtosis,
+        "kurtosis_se": kurtosis_se,
+        "kurtosis_se_null": math.sqrt(24.0 / n_fin) if n_fin > 0 else nan,
         "min": full.min,
         "max": full.max,
         "axis": axis,
     }
+
+
+def _moments_overflowed(full: Moments) -> bool:
+    """Whether moments of finite values came out non-finite (power sums beyond float64's range)."""
+    if full.n_finite < 2:
+        return False
+    values = (full.mean, full.std, full.skew, full.excess_kurtosis)
+    if full.std == 0:  # constant: skewness and kurtosis are undefined (NaN), not overflowed
+        values = (full.mean,)
+    return not all(math.isfinite(v) for v in values)
 
 
 def _degenerate_status(full: Moments, sample: np.ndarray) -> tuple[str | None, str]:
@@ -525,6 +573,11 @@ def _degenerate_status(full: Moments, sample: np.ndarray) -> tuple[str | None, s
         return schema.STATUS_ALL_NONFINITE, f"all {full.numel} values are NaN/Inf"
     if full.n_finite < 2:
         return schema.STATUS_TOO_FEW, "a single value: no spread to test"
+    if _moments_overflowed(full):
+        return schema.STATUS_OVERFLOW, (
+            f"moments overflowed float64 (values up to {max(abs(full.min), abs(full.max)):.3g}): their "
+            "power sums are beyond its range; gp.normality() on the values rescales and computes them"
+        )
     if full.std == 0 or full.std <= _RELATIVE_CONSTANT * abs(full.mean):
         return schema.STATUS_CONSTANT, f"all values equal {full.mean:.6g}"
     if sample.size < MIN_TESTED:
