@@ -167,6 +167,30 @@ def _cmd_summary(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_compare_runs(args: argparse.Namespace) -> int:
+    from goup_probe.report.compare_runs import compare_runs
+
+    result = compare_runs(args.run_dirs, args.out, overwrite=args.overwrite, max_layers=args.max_layers)
+    shared = (
+        f"{len(result.shared)} shared layers, {len(result.layers)} drawn"
+        if result.shared
+        else "no shared layer"
+    )
+    print(
+        f"Compared {len(result.runs)} runs ({', '.join(result.runs)}; {shared}): "
+        f"{len(result.figures)} figures, built in {result.seconds:.1f} s: {result.index}"
+    )
+    return 0
+
+
+def _cmd_watch(args: argparse.Namespace) -> int:
+    from goup_probe.watch import watch
+
+    return watch(
+        args.run_dir, lambda: _cmd_summary(args), interval=args.interval, max_updates=args.max_updates
+    )
+
+
 def _cmd_ou(args: argparse.Namespace) -> int:
     import time
 
@@ -331,6 +355,53 @@ def _add_summary(sub: argparse._SubParsersAction) -> None:
     summary.set_defaults(func=_cmd_summary)
 
 
+def _positive_float(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be a positive number, got {text}")
+    return value
+
+
+def _add_compare_runs(sub: argparse._SubParsersAction) -> None:
+    cmp_ = sub.add_parser(
+        "compare-runs", help="one HTML/PNG page overlaying several runs, layers matched by parameter name"
+    )
+    cmp_.add_argument(
+        "run_dirs", nargs="+", metavar="RUN_DIR", help="run directories or quoted glob patterns"
+    )
+    cmp_.add_argument(
+        "--out",
+        type=Path,
+        default=DEFAULT_OUT / "compare-runs",
+        help="page folder (default reports/compare-runs)",
+    )
+    cmp_.add_argument(
+        "--overwrite", action="store_true", help="replace an earlier goup_probe page in --out (nothing else)"
+    )
+    cmp_.add_argument(
+        "--max-layers", type=_positive_int, default=6, help="shared layers drawn over training (default 6)"
+    )
+    cmp_.set_defaults(func=_cmd_compare_runs)
+
+
+def _add_watch(sub: argparse._SubParsersAction) -> None:
+    watch = sub.add_parser("watch", help="show a run's summary again every few seconds while it trains")
+    watch.add_argument("run_dir", type=_existing_dir)
+    watch.add_argument(
+        "--quantity", default="theta_minus_grad", choices=("theta_minus_grad", "theta", "grad", "update")
+    )
+    watch.add_argument(
+        "--interval", type=_positive_float, default=5.0, help="seconds between updates (default 5)"
+    )
+    watch.add_argument(
+        "--max-updates",
+        type=_positive_int,
+        default=None,
+        help="stop after N updates (default: when the run ends)",
+    )
+    watch.set_defaults(func=_cmd_watch)
+
+
 def _add_ou(sub: argparse._SubParsersAction) -> None:
     ou = sub.add_parser("ou", help="validate the Ornstein-Uhlenbeck model per layer from the trajectories")
     ou.add_argument("run_dir", type=_existing_dir)
@@ -357,7 +428,16 @@ def _add_compact(sub: argparse._SubParsersAction) -> None:
     compact.set_defaults(func=_cmd_compact)
 
 
-SUBCOMMANDS = (_add_demo, _add_compare, _add_report, _add_summary, _add_ou, _add_compact)
+SUBCOMMANDS = (
+    _add_demo,
+    _add_compare,
+    _add_report,
+    _add_summary,
+    _add_watch,
+    _add_compare_runs,
+    _add_ou,
+    _add_compact,
+)
 """One function per subcommand, each adding its parser; the command's own imports wait for its run."""
 
 
