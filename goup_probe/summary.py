@@ -12,6 +12,7 @@ import pandas as pd
 from goup_probe import schema
 from goup_probe.formatting import format_cell
 from goup_probe.order import model_order
+from goup_probe.stats.multiplicity import Q_VALUE, add_q_values
 from goup_probe.store import Run, read_table
 
 SUMMARY_COLUMNS = (
@@ -24,10 +25,11 @@ SUMMARY_COLUMNS = (
     "skew_last",
     "w1_last",
     "gaussian_share",
+    "rejected_fdr_share",
     "grad_to_param",
 )
 
-VERDICT_COLUMNS = ("verdict_first", "verdict_last", "w1_last", "gaussian_share")
+VERDICT_COLUMNS = ("verdict_first", "verdict_last", "w1_last", "gaussian_share", "rejected_fdr_share")
 """Columns of :func:`layer_summary` that only a quantity tested for Gaussianity fills."""
 
 
@@ -57,13 +59,20 @@ def layer_summary(
         ``numel``, ``verdict_first``/``kurt_first`` (first captured step),
         ``verdict_last``/``kurt_last``/``skew_last``/``w1_last``
         (last captured step), ``gaussian_share`` (fraction of tested steps judged
-        Gaussian or negligible deviation) and ``grad_to_param`` (median ‖g‖/‖θ‖).
+        Gaussian or negligible deviation), ``rejected_fdr_share`` (fraction of
+        tested steps whose Shapiro-Wilk rejection holds at false discovery
+        rate α across the tensors of that step: ``q_value < α``, see
+        :func:`goup_probe.stats.multiplicity.add_q_values`; α from run.json's
+        thresholds, default 0.05) and ``grad_to_param`` (median ‖g‖/‖θ‖).
         A tensor whose values were not tested shows ``"not tested"`` as verdict
         when its values were fine (the quantity was not in ``tested=``), else the
         status that prevented testing (``too_few``, ``constant``, ...).
     """
     stats = run.stats if isinstance(run, Run) else run
     meta = run.meta if isinstance(run, Run) else meta
+    alpha = _alpha(meta)
+    if "shapiro_p" in stats.columns:
+        stats = add_q_values(stats)  # per step: the q-values need every tensor of the step
     rows = stats[
         (stats["quantity"] == quantity) & (stats["axis"].fillna(schema.AXIS_POOLED) == schema.AXIS_POOLED)
     ]
@@ -77,6 +86,7 @@ def layer_summary(
         decided = ~sub["verdict"].isin([schema.VERDICT_NOT_TESTED, schema.VERDICT_INCONCLUSIVE])
         tested = sub[sub["status"].isin(schema.TESTED_STATUSES) & decided]
         good = tested["verdict"].isin([schema.VERDICT_GAUSSIAN, schema.VERDICT_NEGLIGIBLE])
+        with_q = sub[sub[Q_VALUE].notna()] if Q_VALUE in sub.columns else sub.iloc[:0]
         out.append(
             {
                 "param": param,
@@ -88,12 +98,24 @@ def layer_summary(
                 "skew_last": last["skew"],
                 "w1_last": last["w1_sigma"],
                 "gaussian_share": float(good.mean()) if len(tested) else np.nan,
+                "rejected_fdr_share": float((with_q[Q_VALUE] < alpha).mean()) if len(with_q) else np.nan,
                 "grad_to_param": float(np.nanmedian(sub["grad_to_param"].astype(float)))
                 if sub["grad_to_param"].notna().any()
                 else np.nan,
             }
         )
     return pd.DataFrame(out, columns=list(SUMMARY_COLUMNS))
+
+
+def _alpha(meta: Mapping[str, Any] | None) -> float:
+    """The verdict's level α recorded in run.json (``capture.thresholds.alpha``), else 0.05."""
+    from goup_probe.stats.normality import DEFAULT_THRESHOLDS
+
+    recorded = ((meta or {}).get("capture") or {}).get("thresholds") or {}
+    alpha = recorded.get("alpha", DEFAULT_THRESHOLDS.alpha) if isinstance(recorded, Mapping) else None
+    if isinstance(alpha, bool) or not isinstance(alpha, int | float) or not 0 < alpha < 1:
+        return DEFAULT_THRESHOLDS.alpha
+    return float(alpha)
 
 
 def _verdict_or_status(row: pd.Series) -> str:
