@@ -26,6 +26,8 @@ LayerSelector = str | Sequence[str] | Callable[[str], bool] | None
 
 TRAJECTORY_DTYPES = ("float32", "float64")
 """How tracer trajectories are stored (the OU fit is float64 either way)."""
+RESAMPLE_MODES = ("fixed", "step")
+"""How the subsample indices are drawn: once per tensor, or afresh at each step (ProbeConfig.resample)."""
 
 _MAX_METADATA_DEPTH = 64
 """Deepest nesting of ``metadata`` accepted (far below the JSON encoder's recursion limit)."""
@@ -251,6 +253,12 @@ class ProbeConfig:
     "float64". Readers and the OU fit work in float64 either way."""
     tracer_schedule: schedules.Schedule = field(default_factory=lambda: schedules.every(1))
     seed: int = 0
+    resample: str = "fixed"
+    """Subsample indices: "fixed" (default) draws them once per tensor from (seed, tensor), so every
+    captured step tests the same coordinates and a tensor's p-values at successive steps are one test
+    repeated (a tensor flagged once is flagged at every step); "step" draws fresh indices at every step
+    from (seed, tensor, step), so steps test different coordinates (and the same (seed, step) the same
+    ones). Either way, correct across tensors per step (goup_probe.stats.multiplicity), not over steps."""
     thresholds: VerdictThresholds = DEFAULT_THRESHOLDS
     overwrite: bool = False
     resume: bool | int = False
@@ -280,6 +288,7 @@ class ProbeConfig:
         tracers: int = 256,
         trajectory_dtype: str = "float32",
         seed: int = 0,
+        resample: str = "fixed",
         thresholds: VerdictThresholds = DEFAULT_THRESHOLDS,
         overwrite: bool = False,
         resume: bool | int = False,
@@ -299,7 +308,10 @@ class ProbeConfig:
         which drives the verdict, still runs on a seeded 5000 of each subsample
         (its p-values are valid only up to there). ``layers`` is checked by
         :func:`check_layers` and ``metadata`` by :func:`check_metadata` (a plain
-        JSON copy is kept).
+        JSON copy is kept). ``resample`` is ``"fixed"`` (default: the same
+        subsample indices at every step, so per-step results of a tensor repeat
+        one test) or ``"step"`` (fresh indices per step, seeded by (seed,
+        tensor, step)); see :attr:`ProbeConfig.resample`.
 
         Raises
         ------
@@ -346,6 +358,8 @@ class ProbeConfig:
         metadata = check_metadata(metadata)
         layers = check_layers(layers)
         seed = _int_option("seed", seed, -(2**63))
+        if not isinstance(resample, str) or resample not in RESAMPLE_MODES:
+            raise ValueError(f"resample must be one of {RESAMPLE_MODES}, got {resample!r}")
         return cls(
             schedule=schedules.resolve(every, schedule),
             layers=layers,
@@ -358,6 +372,7 @@ class ProbeConfig:
             tracers=tracers,
             trajectory_dtype=trajectory_dtype,
             seed=seed,
+            resample=resample,
             thresholds=thresholds,
             overwrite=overwrite,
             resume=resume,
@@ -435,6 +450,7 @@ class ProbeConfig:
             "trajectory_dtype": self.trajectory_dtype,
             "tracer_schedule": schedules.describe(self.tracer_schedule),
             "seed": self.seed,
+            "resample": self.resample,
             "precision": self.precision,
             "thresholds": vars(self.thresholds),
         }

@@ -19,7 +19,7 @@ from goup_probe.capture.config import ProbeConfig
 from goup_probe.capture.grouped import GroupedTensors
 from goup_probe.capture.guard import StepState
 from goup_probe.capture.local import LocalTensor
-from goup_probe.capture.plan import Group, TrackedParam, plan_groups
+from goup_probe.capture.plan import Group, TrackedParam, plan_groups, resample_indices
 from goup_probe.capture.sharded import ShardedTensor
 from goup_probe.capture.strategy import CaptureContext, SkippedTensor, Strategy
 from goup_probe.capture.timing import ProbeTime
@@ -89,6 +89,8 @@ class StepDispatcher:
         self.state: StepState | None = None
         self.last_global_step: dict[str, int] | None = None
         self._backward: StepState | None = None
+        self._indexed_step: int | None = None
+        """The step the subsample indices were drawn for (``resample="step"``)."""
 
     @property
     def guard(self) -> Any:
@@ -120,6 +122,7 @@ class StepDispatcher:
         ctx.rows.global_step = global_step
         if disabled:
             return state
+        self._draw_indices(step)
         if self.tracers is not None and tracers:
             self.guard.run(step, None, "tracers", self.tracers.before, step, grad_scale)
         for strategy in self.strategies:
@@ -187,7 +190,24 @@ class StepDispatcher:
                 due = self.guard.run(self.step, None, "schedule", self.config.due, self.step) or frozenset()
             self._backward = StepState(step=self.step, due=due, tracers=False, lrs=lrs)
             self.ctx.rows.global_step = None
+            if due:
+                self._draw_indices(self.step)
         return self._backward
+
+    def _draw_indices(self, step: int) -> None:
+        """With ``resample="step"``, the subsample indices of ``step`` (once per step, before any capture)."""
+        if self.config.resample == "step" and self._indexed_step != step:
+            self.guard.run(
+                step,
+                None,
+                "subsample indices",
+                resample_indices,
+                self.tracked,
+                self.groups,
+                self.config,
+                step,
+            )
+            self._indexed_step = step
 
     def drain_tracers(self) -> None:
         """Hand the kept tracer steps to the writer."""

@@ -8,6 +8,7 @@ capture strategy (local, grouped or sharded).
 
 from __future__ import annotations
 
+import dataclasses
 import fnmatch
 import math
 import zlib
@@ -72,6 +73,48 @@ class Group:
 def stable_seed(seed: int, name: str) -> int:
     """A per-tensor seed that depends only on the probe's seed and the tensor's name."""
     return (int(seed) * 1_000_003 + zlib.crc32(name.encode("utf-8"))) % (2**32)
+
+
+def step_subsample_indices(seed: int, name: str, numel: int, sample_size: int, step: int) -> np.ndarray:
+    """Sorted subsample indices of tensor ``name`` at ``step`` under ``resample="step"``.
+
+    Drawn from a generator seeded by (seed, tensor, step) alone: the same
+    (seed, name, step) always gives the same indices, on every rank and after a
+    resume; another step gives other indices (unless the tensor has at most
+    ``sample_size`` elements, when every index is taken).
+    """
+    if numel <= sample_size:
+        return np.arange(numel, dtype=np.int64)
+    rng = np.random.default_rng([stable_seed(seed, name), int(step)])
+    return np.sort(rng.choice(numel, size=sample_size, replace=False)).astype(np.int64)
+
+
+def resample_indices(
+    tracked: Iterable[TrackedParam], groups: Iterable[Group], config: ProbeConfig, step: int
+) -> None:
+    """Give every active tensor (and group row) the subsample indices of ``step`` (``resample="step"``).
+
+    The index tensors are overwritten in place, so every strategy holding them
+    sees the new indices; a sharded tensor's selection is recomputed from the
+    new global indices. Tensors with at most ``sample_size`` elements keep all
+    their indices. Call it before any capture of the step (the update of a
+    step is measured at the indices θ was sampled at before it).
+    """
+    fresh: dict[str, torch.Tensor] = {}
+    for t in tracked:
+        numel = t.param.numel()
+        if not t.active or numel <= config.sample_size:
+            continue
+        index_np = step_subsample_indices(config.seed, t.name, numel, config.sample_size, step)
+        if t.shard is not None:
+            t.shard = dataclasses.replace(t.shard, index=shard_layout(t.param, index_np, None).index)
+        new = torch.from_numpy(index_np).to(t.index.device)
+        t.index.copy_(new)
+        fresh[t.name] = t.index
+    for group in groups:
+        for row, member in enumerate(group.members):
+            if member.name in fresh:
+                group.index[row].copy_(fresh[member.name])
 
 
 def select_names(names: Iterable[str], layers: LayerSelector) -> set[str]:
