@@ -122,7 +122,8 @@ class StepDispatcher:
         ctx.rows.global_step = global_step
         if disabled:
             return state
-        self._draw_indices(step)
+        if state.captured:
+            self._draw_indices(step)
         if self.tracers is not None and tracers:
             self.guard.run(step, None, "tracers", self.tracers.before, step, grad_scale)
         for strategy in self.strategies:

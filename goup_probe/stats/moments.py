@@ -37,8 +37,8 @@ def central_moments(
     d = s1 / n
     r2, r3, r4 = s2 / n, s3 / n, s4 / n
     m2 = max(r2 - d * d, 0.0)
-    m3 = r3 - 3 * d * r2 + 2 * d**3
-    m4 = max(r4 - 4 * d * r3 + 6 * d * d * r2 - 3 * d**4, 0.0)
+    m3 = r3 - 3 * d * r2 + 2 * d * d * d  # products overflow to inf; ** would raise
+    m4 = max(r4 - 4 * d * r3 + 6 * d * d * r2 - 3 * (d * d) * (d * d), 0.0)
     return shift + d, m2, m3, m4
 
 
