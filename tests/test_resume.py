@@ -43,7 +43,7 @@ def test_resume_after_a_crash_past_the_checkpoint_equals_an_uninterrupted_run(tm
     _steps(model, opt, DATA[6:9])  # steps 6..8 reach the disk, then the job dies without a word
     probe._writer.flush()
     probe._hooks.remove()
-    probe._opened.release()  # what a killed process leaves: rows past the checkpoint, status running
+    probe._record.opened.release()  # what a killed process leaves: rows past the checkpoint, status running
 
     model, opt = _fresh()
     model.load_state_dict(checkpoint["model"])

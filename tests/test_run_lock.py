@@ -209,13 +209,13 @@ class _SmallDisk:
     def __init__(self, monkeypatch, free):
         import pyarrow.parquet as pq
 
-        from goup_probe.capture import probe as probe_module
+        from goup_probe.capture import record as record_module
         from goup_probe.store import reserve as reserve_module
         from goup_probe.store import writer as writer_module
 
         self.free = free
         real_table, real_text = pq.write_table, writer_module.atomic_write_text
-        real_release = probe_module.release_space
+        real_release = record_module.release_space
 
         def write_table(data, where, **kwargs):
             real_table(data, where, **kwargs)
@@ -238,7 +238,7 @@ class _SmallDisk:
         monkeypatch.setattr(pq, "write_table", write_table)
         monkeypatch.setattr(writer_module, "atomic_write_text", atomic_write_text)
         monkeypatch.setattr(reserve_module.os, "posix_fallocate", fallocate, raising=False)
-        monkeypatch.setattr(probe_module, "release_space", release_space)
+        monkeypatch.setattr(record_module, "release_space", release_space)
 
     def _take(self, nbytes, undo=None):
         if nbytes > self.free:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import platform
 import sys
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -82,6 +82,44 @@ def initial_meta(
         error_count=0,
         user=dict(user),
     )
+
+
+def probe_meta(
+    module: nn.Module,
+    optimizers: Sequence[torch.optim.Optimizer],
+    tracked: Sequence[Any],
+    *,
+    mode: str,
+    wrappers: Sequence[str],
+    config: Mapping[str, Any],
+    dist: Any,
+    user: Mapping[str, Any],
+) -> dict[str, Any]:
+    """A probe's ``run.json`` at attach: :func:`initial_meta` with its capture settings and optimizers.
+
+    ``tracked`` are the probe's :class:`~goup_probe.capture.plan.TrackedParam`;
+    ``config`` is :meth:`ProbeConfig.describe`; ``dist`` the :class:`DistInfo`.
+    """
+    several = len(optimizers) > 1
+    capture = {
+        "mode": mode,
+        "optimizer_wrappers": list(wrappers),
+        "optimizer_of": {t.name: t.owner for t in tracked} if several else None,
+        **config,
+    }
+    meta = initial_meta(
+        module,
+        optimizers[0] if optimizers else None,
+        tracked={t.name for t in tracked if t.active},
+        skipped={t.name: t.skip_reason for t in tracked if not t.active},
+        capture=capture,
+        world_size=dist.world_size,
+        distributed=dist.describe(),
+        user=user,
+    )
+    if several:
+        meta["optimizers"] = [optimizer_summary(o) for o in optimizers]
+    return meta
 
 
 def versions() -> dict[str, str]:

@@ -21,16 +21,12 @@ sharded: :mod:`goup_probe.capture.strategy`).
 from __future__ import annotations
 
 import atexit
-import contextlib
 import functools
-import json
 import os
 import sys
-import threading
 import time
 import warnings
 from collections.abc import Sequence
-from pathlib import Path
 from types import TracebackType
 from typing import Any
 
@@ -44,7 +40,7 @@ from goup_probe.capture.dispatch import StepDispatcher
 from goup_probe.capture.guard import ErrorGuard, StepState
 from goup_probe.capture.hooks import HookSet
 from goup_probe.capture.lrs import LearningRates, optimizer_lrs, resolve_lrs
-from goup_probe.capture.meta import initial_meta, optimizer_summary, utc_now
+from goup_probe.capture.meta import probe_meta
 from goup_probe.capture.plan import (
     Group,
     TrackedParam,
@@ -53,15 +49,14 @@ from goup_probe.capture.plan import (
     unwrap,
 )
 from goup_probe.capture.points import optimizer_list, wrap_step_closure
-from goup_probe.capture.signals import SigtermGuard, Terminated
+from goup_probe.capture.record import RunRecord
+from goup_probe.capture.signals import SigtermGuard, Terminated, warn_if_not_main_thread
 from goup_probe.capture.strategy import CaptureContext, build_context
 from goup_probe.capture.timing import ProbeTime
-from goup_probe.capture.tracers import LocalTracers, write_tracer_index
-from goup_probe.capture.writer import OpenedRun, RankError, open_writer
+from goup_probe.capture.tracers import LocalTracers
+from goup_probe.capture.writer import RankError, open_writer
 from goup_probe.dist.context import DistInfo, detect
 from goup_probe.store import NullWriter, RunDirectoryError, RunWriter
-from goup_probe.store.reserve import release_space, reserve_space
-from goup_probe.store.resume import check_resumable, resume_point
 
 _ATTACHED_FLAG = "_goup_probe_attached"
 
@@ -170,11 +165,10 @@ class Probe:
         self._run_dir_arg = check_run_dir(run_dir)
         self._hooks = HookSet()
         self._writer: RunWriter | NullWriter | None = None
-        self._opened: OpenedRun | None = None
+        self._record: RunRecord | None = None
         self._tracked: list[TrackedParam] = []
         self._groups: list[Group] = []
         self._dispatchers: list[StepDispatcher] = []
-        self._meta: dict[str, Any] = {}
         self._attached = False
         self._guard = ErrorGuard(
             strict=self.config.strict, on_error=self._write_meta, describe_target=self._target
@@ -234,15 +228,15 @@ class Probe:
         self._tracked = track_parameters(self.model, self.optimizers, self.config)
         refuse_unshardable(self._tracked, self.config.custom)
         try:
-            self._opened = open_writer(self._run_dir_arg, self.config, self._dist, self._tracked)
+            opened = open_writer(self._run_dir_arg, self.config, self._dist, self._tracked)
         except RankError as exc:
             raise ProbeError(str(exc)) from exc
-        self._writer = self._opened.writer
+        self._writer, self._record = opened.writer, RunRecord(opened, self._dist)
         try:
             self._start()
         except BaseException as exc:
             self._hooks.remove()
-            self._opened.abort()
+            self._record.abort()
             self._writer = None
             if isinstance(exc, OSError):  # a full disk, a quota: no half-made run is left behind
                 raise RunDirectoryError(
@@ -275,17 +269,7 @@ class Probe:
             for part in self._partition()
         ]
         self._groups = [g for d in self._dispatchers for g in d.groups]
-        self._meta = self._initial_meta()
-        if self.config.resume is not False:
-            self._meta = self._resume(self._meta)
-        lock = self._opened.lock
-        if lock is not None and lock.took_over is not None:
-            self._meta["lock_taken_over"] = f"a stale lock of {lock.took_over.describe()}"
-        self._writer.write_meta(self._meta)
-        if not self._meta.get("resumes"):
-            write_tracer_index(self._tracked, self._writer)
-        if self._dist.writes:
-            reserve_space(Path(self._writer.path), 4 * len(json.dumps(self._meta, default=str)))
+        self._record.start(self._initial_meta(), self._tracked, self._dispatchers, self.config.resume)
         if self._uses_hooks:  # never traced: under torch.compile(optimizer.step) the hooks run eagerly
             for index, optimizer in enumerate(self.optimizers):
                 pre, post = (
@@ -302,44 +286,11 @@ class Probe:
                 )
                 steps.micro.install(ctx, self._hooks)
 
-    def _resume(self, fresh: dict[str, Any]) -> dict[str, Any]:
-        """Continue the run in the directory: its step counters, its ``run.json`` with a ``resumes`` entry."""
-        at = None if self.config.resume is True else int(self.config.resume)
-        if at is None and self._dist.world_size > 1:
-            raise ProbeError("under torch.distributed pass resume=<step> (every rank must agree on it)")
-        if self._dist.writes:
-            path = Path(self._writer.path)
-            check_resumable(path, fresh)
-            point = resume_point(path, at)
-            at, captured, meta = point.step, point.captured_steps, point.meta
-            meta.update(
-                status="running",
-                status_reason="",
-                ended_at=None,
-                capture=fresh["capture"],
-                optimizer=fresh["optimizer"],
-                user={**meta.get("user", {}), **fresh["user"]},
-                resumes=[*meta.get("resumes", []), {**point.describe(), "at": utc_now()}],
-            )
-        else:
-            captured, meta = 0, fresh
-        for steps in self._dispatchers:
-            steps.step, steps.captured_steps = at, captured
-        return meta
-
     def _thread_warning(self) -> None:
-        """Claim the SIGTERM handler; from a non-main thread it cannot be, which the user must know."""
-        if self._sigterm.install() or threading.current_thread() is threading.main_thread():
-            return
-        warnings.warn(
-            "goup_probe: attached from a thread other than the main thread, so SIGTERM cannot be turned "
-            "into a clean shutdown: a scheduler's SIGTERM loses the rows not yet flushed. Attach from the "
-            "main thread, or call probe.detach() from your own SIGTERM handling",
-            RuntimeWarning,
-            stacklevel=3,
-        )
-        self._meta["capture"]["sigterm_handler"] = "none: attached from a non-main thread"
-        self._write_meta()
+        """Claim the SIGTERM handler; from a non-main thread it cannot be: warn and record it."""
+        if not self._sigterm.install() and (note := warn_if_not_main_thread()) is not None:
+            self._record.meta["capture"]["sigterm_handler"] = note
+            self._write_meta()
 
     def _partition(self) -> list[list[TrackedParam]]:
         """The tensors of each dispatcher: one per optimizer with hooks (each steps its own), else one."""
@@ -409,25 +360,16 @@ class Probe:
             self.detach("interrupted", "the interpreter exited while the probe was attached")
 
     def _initial_meta(self) -> dict[str, Any]:
-        capture = {
-            "mode": "hooks" if self._uses_hooks else "manual",
-            "optimizer_wrappers": self.optimizer_wrappers,
-            "optimizer_of": {t.name: t.owner for t in self._tracked} if len(self.optimizers) > 1 else None,
-            **self.config.describe(),
-        }
-        meta = initial_meta(
+        return probe_meta(
             unwrap(self.model),
-            self.optimizer,
-            tracked={t.name for t in self._tracked if t.active},
-            skipped={t.name: t.skip_reason for t in self._tracked if not t.active},
-            capture=capture,
-            world_size=self._dist.world_size,
-            distributed=self._dist.describe(),
+            self.optimizers,
+            self._tracked,
+            mode="hooks" if self._uses_hooks else "manual",
+            wrappers=self.optimizer_wrappers,
+            config=self.config.describe(),
+            dist=self._dist,
             user=self.config.metadata,
         )
-        if len(self.optimizers) > 1:
-            meta["optimizers"] = [optimizer_summary(o) for o in self.optimizers]
-        return meta
 
     @property
     def _uses_hooks(self) -> bool:
@@ -535,31 +477,35 @@ class Probe:
         return steps.backward_state(optimizer_lrs(self.optimizers, steps.tracked))
 
     def _count_bytes(self, nbytes: int) -> None:
-        if nbytes and "distributed" in self._meta:
-            info = self._meta["distributed"]
+        meta = self._record.meta if self._record is not None else {}
+        if nbytes and "distributed" in meta:
+            info = meta["distributed"]
             info["bytes_received"] = info.get("bytes_received", 0) + nbytes
 
     # ------------------------------------------------------------------ closing
-    def _write_meta(self) -> None:
-        if self._writer is None:
-            return
-        self._meta.update(
-            steps=self.step,
-            captured_steps=max((d.captured_steps for d in self._dispatchers), default=0),
-            probe_time=self.time.to_dict(),
-            errors=self._guard.errors,
-            error_count=self._guard.count,
-        )
+    def _progress(self) -> dict[str, Any]:
+        """What ``run.json`` says of the run so far: steps, time, errors."""
+        progress: dict[str, Any] = {
+            "steps": self.step,
+            "captured_steps": max((d.captured_steps for d in self._dispatchers), default=0),
+            "probe_time": self.time.to_dict(),
+            "errors": self._guard.errors,
+            "error_count": self._guard.count,
+        }
         if self._scaler_skips:
-            self._meta["scaler_skipped_steps"] = self._scaler_skips
+            progress["scaler_skipped_steps"] = self._scaler_skips
         if len(self._dispatchers) > 1:
-            self._meta["steps_per_optimizer"] = [d.step for d in self._dispatchers]
+            progress["steps_per_optimizer"] = [d.step for d in self._dispatchers]
         last = [d.last_global_step for d in self._dispatchers if d.last_global_step is not None]
         if last:
-            self._meta["last_global_step"] = last[-1]
+            progress["last_global_step"] = last[-1]
         if self._guard.capture_stopped is not None:
-            self._meta["capture_stopped"] = self._guard.capture_stopped
-        self._writer.write_meta(self._meta)
+            progress["capture_stopped"] = self._guard.capture_stopped
+        return progress
+
+    def _write_meta(self) -> None:
+        if self._record is not None and self._writer is not None:
+            self._record.update(self._progress())
 
     def _close_listeners(self) -> None:
         rows = self._dispatchers[0].ctx.rows if self._dispatchers else None
@@ -580,18 +526,7 @@ class Probe:
         finally:
             self._close_listeners()
             self.time.close_seconds += time.perf_counter() - started
-            self._meta.update(status=status, status_reason=reason, ended_at=utc_now())
-            if self._dist.writes:
-                with contextlib.suppress(OSError):  # the room reserved for this final write
-                    release_space(Path(self._writer.path))
-            try:
-                self._write_meta()
-            except OSError as exc:
-                warnings.warn(
-                    f"goup_probe: cannot write {self.run_dir}/run.json: {exc}", RuntimeWarning, stacklevel=3
-                )
-            finally:
-                self._opened.release()
+            self._record.close(status, reason, self._progress())
 
 
 def attach(

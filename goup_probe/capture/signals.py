@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import signal
 import threading
+import warnings
 from types import FrameType
 
 
@@ -68,3 +69,25 @@ class SigtermGuard:
         SigtermGuard._claims = max(SigtermGuard._claims - 1, 0)
         if SigtermGuard._claims == 0 and signal.getsignal(signal.SIGTERM) is _raise_terminated:
             signal.signal(signal.SIGTERM, SigtermGuard._previous or signal.SIG_DFL)
+
+
+NOT_MAIN_THREAD = "none: attached from a non-main thread"
+"""What ``run.json`` (``capture.sigterm_handler``) records for a probe attached from another thread."""
+
+
+def warn_if_not_main_thread() -> str | None:
+    """Warn when called from a thread other than the main one (SIGTERM cannot be handled there).
+
+    Returns the note ``run.json`` records in that case, else None. The text of
+    the warning is fixed, so Python's default filter shows it once per process.
+    """
+    if threading.current_thread() is threading.main_thread():
+        return None
+    warnings.warn(
+        "goup_probe: attached from a thread other than the main thread, so SIGTERM cannot be turned "
+        "into a clean shutdown: a scheduler's SIGTERM loses the rows not yet flushed. Attach from the "
+        "main thread, or call probe.detach() from your own SIGTERM handling",
+        RuntimeWarning,
+        stacklevel=4,
+    )
+    return NOT_MAIN_THREAD
