@@ -12,9 +12,13 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from goup_probe.plots.tables import (
+    SE_COLUMNS,
     VERDICT_ORDER,
+    WHITE_NOISE_Z,
+    beyond_white_noise,
     blom_positions,
     effect_matrix,
+    median_n_tested,
     metric_values,
     normal_density,
     ou_interval,
@@ -22,12 +26,18 @@ from goup_probe.plots.tables import (
     param_order,
     quantity_rows,
     sample_values,
+    small_n_params,
     verdict_counts,
 )
 
 if TYPE_CHECKING:
     from goup_probe.plots.analyses import (
+        BEYOND_BAND_COLOR,
+        FEW_POINTS,
+        NOT_COMPUTED,
         OU_DIAGNOSTICS,
+        OU_STEP_DIAGNOSTICS,
+        WITHIN_BAND_COLOR,
         plot_fidelity_curves,
         plot_ou_diagnostics,
         plot_ou_innovation_acf,
@@ -37,6 +47,9 @@ if TYPE_CHECKING:
     from goup_probe.plots.axes import (
         METRIC_LABELS,
         QUANTITY_LABELS,
+        SMALL_FONT,
+        SMALL_N_COLOR,
+        TITLE_FONT,
         VERDICT_COLORS,
         mpl_text,
         plot_effect_heatmap,
@@ -51,6 +64,9 @@ _DRAWING = {
         (
             "METRIC_LABELS",
             "QUANTITY_LABELS",
+            "SMALL_FONT",
+            "SMALL_N_COLOR",
+            "TITLE_FONT",
             "VERDICT_COLORS",
             "mpl_text",
             "plot_effect_heatmap",
@@ -63,7 +79,12 @@ _DRAWING = {
     ),
     **dict.fromkeys(
         (
+            "BEYOND_BAND_COLOR",
+            "FEW_POINTS",
+            "NOT_COMPUTED",
             "OU_DIAGNOSTICS",
+            "OU_STEP_DIAGNOSTICS",
+            "WITHIN_BAND_COLOR",
             "plot_fidelity_curves",
             "plot_ou_diagnostics",
             "plot_ou_innovation_acf",
@@ -76,13 +97,25 @@ _DRAWING = {
 """Drawing name -> submodule that defines it (imported, with matplotlib, on first use)."""
 
 __all__ = [
+    "BEYOND_BAND_COLOR",
+    "FEW_POINTS",
     "METRIC_LABELS",
+    "NOT_COMPUTED",
     "OU_DIAGNOSTICS",
+    "OU_STEP_DIAGNOSTICS",
     "QUANTITY_LABELS",
+    "SE_COLUMNS",
+    "SMALL_FONT",
+    "SMALL_N_COLOR",
+    "TITLE_FONT",
     "VERDICT_COLORS",
     "VERDICT_ORDER",
+    "WHITE_NOISE_Z",
+    "WITHIN_BAND_COLOR",
+    "beyond_white_noise",
     "blom_positions",
     "effect_matrix",
+    "median_n_tested",
     "metric_values",
     "mpl_text",
     "normal_density",
@@ -101,6 +134,7 @@ __all__ = [
     "plot_verdict_counts",
     "quantity_rows",
     "sample_values",
+    "small_n_params",
     "verdict_counts",
 ]
 

@@ -17,9 +17,13 @@ from goup_probe import schema
 from goup_probe.stats.normality import blom_positions
 
 __all__ = [
+    "SE_COLUMNS",
     "VERDICT_ORDER",
+    "WHITE_NOISE_Z",
+    "beyond_white_noise",
     "blom_positions",
     "effect_matrix",
+    "median_n_tested",
     "metric_values",
     "normal_density",
     "ou_interval",
@@ -27,6 +31,7 @@ __all__ = [
     "param_order",
     "quantity_rows",
     "sample_values",
+    "small_n_params",
     "verdict_counts",
 ]
 
@@ -38,6 +43,12 @@ VERDICT_ORDER = (
     schema.VERDICT_NOT_TESTED,
 )
 """Verdicts in the order every table and legend lists them."""
+
+SE_COLUMNS = {"skew": "skew_se", "excess_kurtosis": "kurtosis_se"}
+"""Stats column holding the standard error of a metric (drawn as a band around its line)."""
+
+WHITE_NOISE_Z = 1.96
+"""Half-width, in units of 1/√n, of the 95% band of a lag-1 autocorrelation of white noise."""
 
 
 def metric_values(stats: pd.DataFrame, metric: str) -> pd.Series:
@@ -85,6 +96,46 @@ def effect_matrix(
     )
     matrix = frame.pivot_table(index="param", columns="step", values="value", aggfunc="first", dropna=False)
     return matrix.reindex(param_order(rows))
+
+
+def median_n_tested(stats: pd.DataFrame, quantity: str = schema.THETA_MINUS_GRAD) -> pd.Series:
+    """Median over captured steps of ``n_tested`` per tensor (model order; NaN where never tested)."""
+    rows = quantity_rows(stats, quantity)
+    if rows.empty or "n_tested" not in rows.columns:
+        return pd.Series(dtype=np.float64)
+    frame = pd.DataFrame({"param": rows["param"].astype(str), "n": rows["n_tested"].astype(np.float64)})
+    return frame.groupby("param", sort=False)["n"].median().reindex(param_order(frame))
+
+
+def small_n_params(stats: pd.DataFrame, min_n: int, quantity: str = schema.THETA_MINUS_GRAD) -> list[str]:
+    """Tensors whose median ``n_tested`` is below ``min_n``, in model order (never tested: not listed).
+
+    Parameters
+    ----------
+    stats : DataFrame
+        ``run.stats``.
+    min_n : int
+        Smallest median number of tested values that counts as enough (0: none is small).
+    quantity : str
+        Which quantity's rows count.
+
+    Returns
+    -------
+    list of str
+    """
+    if isinstance(min_n, bool) or not isinstance(min_n, int | np.integer) or min_n < 0:
+        raise ValueError(f"min_n must be an integer >= 0, got {min_n!r}")
+    n = median_n_tested(stats, quantity)
+    return [str(p) for p, v in n.items() if np.isfinite(v) and v < min_n]
+
+
+def beyond_white_noise(acf: np.ndarray, n: np.ndarray) -> np.ndarray:
+    """Whether each lag-1 autocorrelation lies outside ±1.96/√n (False where n is missing or not positive)."""
+    acf = np.asarray(acf, dtype=np.float64)
+    n = np.asarray(n, dtype=np.float64)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        band = WHITE_NOISE_Z / np.sqrt(np.where(n > 0, n, np.nan))
+        return np.asarray(np.abs(acf) > band) & np.isfinite(band)
 
 
 def verdict_counts(stats: pd.DataFrame, *, quantity: str = schema.THETA_MINUS_GRAD) -> pd.DataFrame:

@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
-from goup_probe import schema
+from goup_probe import plots, schema
 from goup_probe.formatting import format_lr
 from goup_probe.report import html as h
-from goup_probe.report.figures import FigureFile, FigureWriter, fidelity_figures
+from goup_probe.report.figures import FigureFile, fidelity_figures, lines_figure
 from goup_probe.report.sections.base import ReportContext, Section, SectionOutput, SectionSkipped
 
 NO_COMPARISON = (
@@ -25,12 +25,57 @@ SHADOW_METRICS = (
         "Above 1 the noise dominates the gradient step.",
     ),
     (
+        "goup_cosine",
+        "cos(Δ, −αg) per tensor: the direction of the update the optimizer actually made against GO-UP's "
+        "mean update −αg. 1 for plain SGD (dashed line); momentum, weight decay or an adaptive optimizer "
+        "(Adam, AdamW) turn the update away from −αg.",
+    ),
+    (
         "goup_w2_rel",
         "W2 between the actual update and GO-UP's update distribution, relative to "
         "the size of GO-UP's mean update.",
     ),
 )
 """Shadow columns of the stats table drawn over training, with their captions."""
+
+SAME_AS_NOISE_RTOL = 0.05
+"""goup_w2_rel is not drawn when every row is within this relative distance of noise_to_signal."""
+
+
+def shadow_metrics(rows: pd.DataFrame) -> list[tuple[str, str]]:
+    """The shadow columns worth a figure, with their captions.
+
+    ``goup_w2_rel`` equals ``noise_to_signal`` for plain SGD (W2² = ‖Δ + αg‖² + Nα²σ²
+    and Δ = −αg), so when every row of ``rows`` has the two within
+    :data:`SAME_AS_NOISE_RTOL` it would repeat that figure: it is left out and
+    the noise-to-signal caption says so. Columns without a finite value are left out.
+
+    Parameters
+    ----------
+    rows : DataFrame
+        The ``update`` rows of ``run.stats``.
+
+    Returns
+    -------
+    list of (column, caption)
+    """
+    present = {
+        m: c
+        for m, c in SHADOW_METRICS
+        if m in rows.columns and np.isfinite(rows[m].to_numpy(dtype=np.float64)).any()
+    }
+    if {"noise_to_signal", "goup_w2_rel"} <= set(present):
+        noise = rows["noise_to_signal"].to_numpy(dtype=np.float64)
+        w2 = rows["goup_w2_rel"].to_numpy(dtype=np.float64)
+        both = np.isfinite(noise) & np.isfinite(w2) & (noise > 0)
+        gap = float(np.max(np.abs(w2[both] / noise[both] - 1.0))) if both.any() else np.inf
+        if gap <= SAME_AS_NOISE_RTOL:
+            del present["goup_w2_rel"]
+            present["noise_to_signal"] += (
+                f" W2(actual, GO-UP)/‖αg‖ (goup_w2_rel) is within {max(gap, 1e-4):.1%} of this on every "
+                "row of this run (as for plain SGD), so it is not drawn separately."
+            )
+    return list(present.items())
 
 
 class FidelitySection(Section):
@@ -135,27 +180,22 @@ def _shadow_parts(ctx: ReportContext) -> tuple[list[str], list[FigureFile]]:
         )
     )
     figures = []
-    for metric, caption in SHADOW_METRICS:
-        fig = _shadow_lines(ctx.writer, stats, metric, caption, ctx.highlight)
+    for metric, caption in shadow_metrics(shadow_rows):
+        label = plots.METRIC_LABELS.get(metric, metric)
+        fig = lines_figure(
+            ctx.writer,
+            stats,
+            metric=metric,
+            quantity=schema.UPDATE,
+            highlight=ctx.highlight,
+            caption=caption,
+            min_n=0,
+            stem=f"shadow-{metric}",
+            title=f"{label} over training",
+        )
         figures.append(fig)
         parts.append(h.figure(fig))
     return parts, figures
-
-
-def _shadow_lines(
-    writer: FigureWriter, stats: pd.DataFrame, metric: str, caption: str, highlight: Sequence[str]
-) -> FigureFile:
-    from goup_probe import plots
-
-    label = plots.METRIC_LABELS.get(metric, metric)
-
-    def draw(ax: Any) -> None:
-        plots.plot_layer_lines(stats, metric=metric, quantity=schema.UPDATE, highlight=highlight, ax=ax)
-        ax.set_title(label + " over training", fontsize=10)
-
-    return writer.draw(
-        f"shadow-{metric}", f"{metric.replace('_', ' ')} over training", caption, (9.5, 4.0), draw
-    )
 
 
 def _summary_display(summary: pd.DataFrame) -> pd.DataFrame:
