@@ -253,7 +253,7 @@ def plot_param_distance(
     """
     ax = _axes(ax)
     ax.set_xlabel(mpl_text(x.replace("_", " ")))
-    ax.set_ylabel(mpl_text(value.replace("_", " ")))
+    ax.set_ylabel(CURVE_LABELS.get(value, mpl_text(value.replace("_", " "))))
     if distances.empty or value not in distances.columns:
         return _no_data(ax, "no distances")
     frame = distances.groupby(["param", x], sort=False)[value].mean().reset_index()

@@ -55,11 +55,12 @@ def column_notes(meta: dict[str, Any]) -> dict[str, str]:
         "dagostino_p": "A test built from skewness and kurtosis.",
         "jarque_bera_p": "A test built from skewness and kurtosis.",
         "qq_r": "Correlation of the sorted standardised sample with normal quantiles (the straightness of "
-        "the QQ plot); 1 for a perfect normal. 1 − qq_r is the effect size in the heatmap and the ranking "
-        "of tensors.",
+        "the QQ plot); 1 for a perfect normal. 1 − qq_r is the effect size of the ranking of tensors (and "
+        "of the heatmap when the run has no W1).",
         "qq_r_crit05": "Below it, normality is rejected (the Shapiro–Francia test, shapiro_francia_p).",
         "w1_sigma": "W1 (σ): Wasserstein-1 distance between the standardised sample and N(0, 1), in units "
-        "of the standard deviation: the average amount probability mass must move. A uniform is at 0.15 σ.",
+        "of the standard deviation: the average amount probability mass must move. A uniform is at 0.15 σ. "
+        "The heatmap's effect size; it grows as n shrinks even for normal data (about 0.8/√n).",
         "verdict": "See the verdict entries below.",
         "noise_to_signal": "σ√N/‖g‖ at a captured step: the size of the noise GO-UP's update adds "
         "(σ = std(θ − g), N coordinates) over the size of the gradient.",

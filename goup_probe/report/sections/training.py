@@ -43,8 +43,9 @@ class TrainingSection(Section):
         if stats["param"].nunique() > 10:
             parts.append(
                 h.paragraph(
-                    "In the line plots, grey lines are all tensors, the black line their median, and the "
-                    "coloured lines the tensors shown in per-layer detail."
+                    f"In the line plots, solid grey lines are the tensors tested on at least {MIN_RANKED_N} "
+                    f"values, dotted darker grey ones those tested on fewer, the black line the median of "
+                    "the former, and the coloured lines the tensors shown in per-layer detail."
                 )
             )
         new = [heatmap_figure(ctx.writer, stats)]
