@@ -154,6 +154,10 @@ def _cmd_summary(args: argparse.Namespace) -> int:
 
     run = load_run(args.run_dir)
     print(f"{args.run_dir}: {run_progress(run).describe(run.status)}")
+    if run.meta.get("disk"):
+        from goup_probe.store.usage import describe_disk
+
+        print(describe_disk(run.meta["disk"]))
     table = layer_summary(run, args.quantity)
     if not table.empty and not was_tested(run, args.quantity):
         tested = ", ".join((run.meta.get("capture") or {}).get("tested") or []) or "none"

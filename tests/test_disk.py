@@ -54,8 +54,30 @@ def _assert_same_tables(expected, run_dir):
 
 
 def _many_parts_run(tmp_path, name="run", steps=30):
-    """A finished run whose tables hold many small parts (flush_rows=7)."""
-    return _probe_run(tmp_path / name, steps=steps, every=3, flush_rows=7)
+    """A finished run whose tables hold many small parts (flush_rows=7): one the probe did not compact
+    at detach (a run written before compaction existed, or whose detach was cut short)."""
+    from goup_probe.capture.record import RunRecord
+
+    real = RunRecord.compact
+    RunRecord.compact = lambda self: None
+    try:
+        return _probe_run(tmp_path / name, steps=steps, every=3, flush_rows=7)
+    finally:
+        RunRecord.compact = real
+
+
+def test_the_probe_compacts_its_run_at_detach_and_records_its_disk_use(tmp_path):
+    run_dir = _probe_run(tmp_path / "run", steps=30, every=3, flush_rows=7)
+    parts = {t: len(list((run_dir / t).glob("part-*.parquet"))) for t in ("stats", "samples", "trajectories")}
+    assert parts == {"stats": 1, "samples": 1, "trajectories": 1}  # 7-row parts merged
+    uncompacted = _many_parts_run(tmp_path, "reference")
+    for table in ("stats", "samples", "trajectories"):  # same rows, same order as the run left uncompacted
+        pd.testing.assert_frame_equal(load_run(run_dir).table(table), load_run(uncompacted).table(table))
+    disk = load_run(run_dir).meta["disk"]
+    on_disk = sum(f.stat().st_size for f in run_dir.rglob("*") if f.is_file() and f.name != "run.json")
+    assert abs(disk["bytes"] - on_disk) <= 4096 and disk["bytes_per_step"] == pytest.approx(
+        disk["bytes"] / 30
+    )
 
 
 def _walk(run_dir):
@@ -257,7 +279,7 @@ def _count_steps(original, tmp_path):
                 return real[_name](*args, **kwargs)
 
             mp.setattr(os if name != "rmtree" else shutil, name, counted)
-        compact_run(run_dir, target_rows=20)
+        compact_run(run_dir, target_rows=20, holding_lock=True)
     return calls["n"]
 
 
@@ -274,7 +296,7 @@ def test_a_failure_at_any_step_of_compaction_leaves_a_readable_run_without_dupli
         shutil.copytree(original, run_dir)
         calls = _freeze_after(monkeypatch, k, freeze=freeze)
         try:
-            compact_run(run_dir, target_rows=20)
+            compact_run(run_dir, target_rows=20, holding_lock=True)  # the compaction's own steps only
             raised = False
         except _Frozen:
             raised = True

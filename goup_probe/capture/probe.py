@@ -26,7 +26,8 @@ import os
 import sys
 import time
 import warnings
-from collections.abc import Sequence
+import weakref
+from collections.abc import Callable, Sequence
 from types import TracebackType
 from typing import Any
 
@@ -169,9 +170,13 @@ class Probe:
         self._tracked: list[TrackedParam] = []
         self._groups: list[Group] = []
         self._dispatchers: list[StepDispatcher] = []
+        self._detached_at: tuple[int, list[str]] | None = None
+        """Steps seen and tensors captured, kept when detaching drops the tensors."""
         self._attached = False
         self._guard = ErrorGuard(
-            strict=self.config.strict, on_error=self._write_meta, describe_target=self._target
+            strict=self.config.strict,
+            on_error=_weakly(self._write_meta),
+            describe_target=_weakly(self._target),
         )
         self._sigterm = SigtermGuard()
         self._dist = DistInfo()
@@ -189,11 +194,15 @@ class Probe:
     @property
     def step(self) -> int:
         """Index of the next optimizer step (number of steps seen so far)."""
+        if self._detached_at is not None:
+            return self._detached_at[0]
         return max((d.step for d in self._dispatchers), default=0)
 
     @property
     def tracked(self) -> list[str]:
         """Names of the parameter tensors being captured."""
+        if self._detached_at is not None:
+            return list(self._detached_at[1])
         return [t.name for t in self._tracked if t.active]
 
     @property
@@ -224,6 +233,7 @@ class Probe:
                 f"a goup_probe Probe is already attached to this {type(self.model).__name__}; detach it first"
             )
         self.config.check_schedules()
+        self._detached_at = None
         self._dist = detect(unwrap(self.model))
         self._tracked = track_parameters(self.model, self.optimizers, self.config)
         refuse_unshardable(self._tracked, self.config.custom)
@@ -308,7 +318,7 @@ class Probe:
 
     def _context(self) -> CaptureContext:
         return build_context(
-            self.config, self._writer, self._guard, self._dist, self.optimizers, self._count_bytes
+            self.config, self._writer, self._guard, self._dist, self.optimizers, _weakly(self._count_bytes)
         )
 
     def detach(self, status: str = "completed", reason: str = "") -> None:
@@ -330,7 +340,20 @@ class Probe:
                 if steps.state is not None and not self._uses_hooks:
                     steps.finish()
                 steps.state = None  # a step whose post hook never came: drop its snapshots
-            self._close(status, reason)
+            try:
+                self._close(status, reason)
+            finally:
+                self._forget_tensors()
+
+    def _forget_tensors(self) -> None:
+        """Drop every reference to the model's tensors (strategies, snapshots, tracked parameters).
+
+        Without it the probe's internal reference cycles keep the parameters and
+        the optimizer alive until the next garbage collection, after the caller
+        dropped them (under DDP the reducer, and with it the process group).
+        """
+        self._detached_at = (self.step, self.tracked)
+        self._dispatchers, self._groups, self._tracked = [], [], []
 
     def __enter__(self) -> Probe:
         if not self._attached:
@@ -516,9 +539,13 @@ class Probe:
         started = time.perf_counter()
         try:
             if not self._guard.capture_disabled:
+                if self._dispatchers:
+                    self._dispatchers[0].ctx.rows.flush_held()  # the last captured step's samples
                 for steps in self._dispatchers:
                     steps.drain_tracers()
                 self._writer.flush()
+                if self._dist.writes:
+                    self._guard.run(self.step, None, "compacting", self._record.compact)
         except OSError as exc:
             self._guard.record(self.step, None, "final flush", exc)
             status, reason = "failed", f"final flush failed: {exc}"
@@ -527,6 +554,17 @@ class Probe:
             self._close_listeners()
             self.time.close_seconds += time.perf_counter() - started
             self._record.close(status, reason, self._progress())
+
+
+def _weakly(method: Callable[..., Any]) -> Callable[..., Any]:
+    """``method`` through a weak reference to its object: a callback that keeps no probe alive."""
+    ref = weakref.WeakMethod(method)
+
+    def call(*args: Any, **kwargs: Any) -> Any:
+        bound = ref()
+        return bound(*args, **kwargs) if bound is not None else None
+
+    return call
 
 
 def attach(

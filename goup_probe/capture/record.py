@@ -21,8 +21,11 @@ from goup_probe.capture.plan import TrackedParam
 from goup_probe.capture.tracers import write_tracer_index
 from goup_probe.capture.writer import OpenedRun
 from goup_probe.dist.context import DistInfo
+from goup_probe.store.compact import compact_run
+from goup_probe.store.errors import RunDirectoryError
 from goup_probe.store.reserve import release_space, reserve_space
 from goup_probe.store.resume import check_resumable, resume_point
+from goup_probe.store.usage import disk_meta
 
 RESERVE_FACTOR = 4
 """Room kept for the final ``run.json``, in multiples of its size at attach."""
@@ -108,12 +111,21 @@ class RunRecord:
         self.meta.update(progress)
         self.writer.write_meta(self.meta)
 
+    def compact(self) -> None:
+        """Merge each table's parts into a few files (at detach, once everything is flushed)."""
+        compact_run(self.writer.path, allow_running=True, holding_lock=True)
+
     def close(self, status: str, reason: str, progress: Mapping[str, Any]) -> None:
-        """Record the final status in the room reserved for it, then release the lock."""
+        """Record the final status and the disk use in the room reserved for it, then release the lock."""
         self.meta.update(status=status, status_reason=reason, ended_at=utc_now())
         if self.dist.writes:
+            path = Path(self.writer.path)
             with contextlib.suppress(OSError):
-                release_space(Path(self.writer.path))
+                release_space(path)
+            with contextlib.suppress(OSError, RunDirectoryError):
+                self.meta["disk"] = disk_meta(
+                    path, steps=progress["steps"], captured_steps=progress["captured_steps"]
+                )
         try:
             self.update(progress)
         except OSError as exc:

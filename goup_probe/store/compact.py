@@ -71,6 +71,7 @@ def compact_run(
     *,
     target_rows: int = DEFAULT_TARGET_ROWS,
     allow_running: bool = False,
+    holding_lock: bool = False,
 ) -> CompactionResult:
     """Merge each table's parts into parts of up to ``target_rows`` rows, atomically per table.
 
@@ -88,6 +89,10 @@ def compact_run(
         that writes the run, once its writer has flushed (the probe at detach),
         or for a run whose writer is known to be gone (it crashed): a writer
         appending parts during the swap would lose them.
+    holding_lock : bool
+        The caller holds the run's lock (the probe at detach). Otherwise the
+        lock is taken for the compaction, so a live writer (another process)
+        is refused even with ``allow_running``; a stale one is taken over.
 
     Returns
     -------
@@ -120,7 +125,7 @@ def compact_run(
             "parts would lose them. Compact it once it ended (the probe compacts it at detach); "
             "if its process is gone (it crashed), pass allow_running=True (goup-probe compact --force)"
         )
-    lock = None if allow_running else RunLock(path).acquire()  # the probe compacting holds it already
+    lock = None if holding_lock else RunLock(path).acquire()
     try:
         before = disk_usage(path)
         parts = {}
