@@ -70,7 +70,7 @@ def layer_summary(
     """
     stats = run.stats if isinstance(run, Run) else run
     meta = run.meta if isinstance(run, Run) else meta
-    alpha = _alpha(meta)
+    alpha = recorded_alpha(meta)
     if "shapiro_p" in stats.columns:
         stats = add_q_values(stats)  # per step: the q-values need every tensor of the step
     rows = stats[
@@ -107,7 +107,7 @@ def layer_summary(
     return pd.DataFrame(out, columns=list(SUMMARY_COLUMNS))
 
 
-def _alpha(meta: Mapping[str, Any] | None) -> float:
+def recorded_alpha(meta: Mapping[str, Any] | None) -> float:
     """The verdict's level α recorded in run.json (``capture.thresholds.alpha``), else 0.05."""
     from goup_probe.stats.normality import DEFAULT_THRESHOLDS
 

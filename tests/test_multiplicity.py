@@ -212,3 +212,26 @@ def test_resample_fixed_is_the_default_and_tests_the_same_indices_at_every_step(
     assert ProbeConfig.from_options().resample == "fixed"
     with pytest.raises(ValueError, match="resample must be one of"):
         ProbeConfig.from_options(resample="always")
+
+
+def test_report_findings_state_raw_and_fdr_rejection_counts_of_the_last_step(tmp_path):
+    """The findings' counts at the last step equal a hand count of p < α and of BH (q < α) on that step."""
+    from goup_probe.report.findings import compute_findings
+    from tests.report_synth import synthetic_run
+
+    run = gp.load_run(synthetic_run(tmp_path / "run", n_params=12, steps=[0, 10, 20], full_tests=True))
+    stats = run.stats
+    last = stats[(stats["step"] == 20) & (stats["quantity"] == "theta_minus_grad")]
+    p = np.sort(last.loc[last["status"].isin(["ok", "nonfinite_excluded"]), "shapiro_p"].dropna().to_numpy())
+    m = len(p)
+    below = np.nonzero(p <= 0.05 * np.arange(1, m + 1) / m)[0]  # BH step-up: the largest such rank
+    fdr = 0 if below.size == 0 else int(below[-1]) + 1
+    sentence = [s for s in compute_findings(stats, run.meta).sentences if "false discovery rate" in s]
+    assert sentence == [
+        f"At step 20, normality is rejected for {int((p < 0.05).sum())} of {m} tested tensors at level "
+        f"α = 0.05 one by one, and for {fdr} of {m} with the false discovery rate held at 0.05 across the "
+        "step's tensors (Benjamini–Hochberg q-values, column q_value). Each tensor's subsample is the same "
+        "at every step (resample='fixed'), so the steps repeat one test of it rather than adding "
+        "independent evidence."
+    ]
+    assert 0 < fdr <= int((p < 0.05).sum()) < m  # the synthetic run has rejections, and BH drops some

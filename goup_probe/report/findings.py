@@ -217,6 +217,31 @@ def _low_power_sentence(low_power: int) -> list[str]:
     ]
 
 
+def _multiplicity_sentences(stats: pd.DataFrame, meta: dict[str, Any], step: int) -> list[str]:
+    """At the last captured step: rejections at level α, and at false discovery rate α (BH q-values)."""
+    from goup_probe.stats.multiplicity import step_rejections
+    from goup_probe.summary import recorded_alpha
+
+    alpha = recorded_alpha(meta)
+    counts = step_rejections(stats, alpha)
+    at = counts[counts["step"] == step]
+    if at.empty or int(at["tested"].iloc[0]) == 0:
+        return []
+    tested, raw, fdr = (int(at[c].iloc[0]) for c in ("tested", "rejected", "rejected_fdr"))
+    resample = (meta.get("capture") or {}).get("resample", "fixed")
+    repeat = (
+        " Each tensor's subsample is the same at every step (resample='fixed'), so the steps repeat one "
+        "test of it rather than adding independent evidence."
+        if resample == "fixed" and len(counts) > 1
+        else ""
+    )
+    return [
+        f"At step {step}, normality is rejected for {raw} of {tested} tested tensors at level α = {alpha:g} "
+        f"one by one, and for {fdr} of {tested} with the false discovery rate held at {alpha:g} across "
+        f"the step's tensors (Benjamini–Hochberg q-values, column q_value).{repeat}"
+    ]
+
+
 def _empty_findings(status_sentence: str) -> Findings:
     sentences = ("The run holds no captured statistics of X = θ − g, so there is nothing to report yet.",)
     if status_sentence:
@@ -267,6 +292,7 @@ def compute_findings(stats: pd.DataFrame, meta: dict[str, Any]) -> Findings:
         )
     )
     sentences.extend(_low_power_sentence(agree.low_power))
+    sentences.extend(_multiplicity_sentences(stats, meta, captured[-1]))
     return Findings(
         n_tensors=n_tensors,
         captured_steps=tuple(captured),

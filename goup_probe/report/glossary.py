@@ -38,11 +38,14 @@ def column_notes(meta: dict[str, Any]) -> dict[str, str]:
         "n_tested": f"Tests run on a seeded subsample of at most {sample_size} values of the tensor "
         "(Shapiro–Wilk's p-values are valid up to 5000); moments (mean, std, skewness, kurtosis) use the "
         "whole tensor. The histograms and QQ plots draw the smaller stored subsample.",
-        "skew": "Third standardised moment; 0 for a normal. Its standard error under normality is √(6/n) "
-        "(skew_se).",
+        "skew": "Third standardised moment; 0 for a normal. Its standard error skew_se is valid for the "
+        "data (delta method with the sample's moments up to order 6); skew_se_null, √(6/n), holds only "
+        "for normal data.",
         "excess_kurtosis": "Fourth standardised moment minus 3; 0 for a normal, −1.2 for a uniform "
         "(PyTorch's default Kaiming-uniform init), 3 for a Laplace, positive for heavy tails. Standard "
-        "error under normality √(24/n) (kurtosis_se).",
+        "error kurtosis_se is valid for the data (moments up to order 8; it still understates the spread "
+        "when the 8th moment is infinite, e.g. Student-t with ν ≤ 8); kurtosis_se_null, √(24/n), holds "
+        "only for normal data.",
         "grad_to_param": "‖g‖/‖θ‖: ratio of the L2 norms of the gradient and the weights of a tensor. When "
         "it is ≪ 1, X = θ − g is essentially θ, so a verdict about X is a verdict about the weights — "
         "early in training, about their initialisation.",
@@ -122,7 +125,7 @@ def column_items(meta: dict[str, Any], columns: Iterable[str] | None = None) -> 
     """
     notes = column_notes(meta)
     items = []
-    for name, _, doc in schema.stats_fields():
+    for name, _, doc in (*schema.stats_fields(), *schema.STATS_DERIVED_FIELDS):
         text = doc if doc.endswith(".") else doc + "."
         items.append((name, f"{text} {notes[name]}" if name in notes else text))
     return items + _user_columns(meta, columns)
