@@ -116,6 +116,10 @@ class Probe:
         How tracer trajectories are stored (default float32); the OU fit is float64 either way.
     seed : int
         Seed of the subsample and tracer indices.
+    resample : {"fixed", "step"}
+        ``"fixed"`` (default): each tensor is tested on the same subsample
+        indices at every step, so its per-step results repeat one test;
+        ``"step"``: fresh indices per step, seeded by (seed, tensor, step).
     thresholds : VerdictThresholds
         Effect-size thresholds of the verdict.
     overwrite : bool
