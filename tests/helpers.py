@@ -1,5 +1,7 @@
 """Small models and loops shared by the capture tests."""
 
+import contextlib
+
 import torch
 from torch import nn
 
@@ -28,3 +30,17 @@ def train(model, optimizer, data, loss_fn=nn.functional.cross_entropy):
         loss.backward()
         optimizer.step()
         optimizer.zero_grad()
+
+
+@contextlib.contextmanager
+def uncompacted():
+    """Runs detached inside keep the parts their flushes wrote (as a run written before compaction,
+    or one whose detach was cut short): for tests of multi-part tables."""
+    from goup_probe.capture.record import RunRecord
+
+    real = RunRecord.compact
+    RunRecord.compact = lambda self: None
+    try:
+        yield
+    finally:
+        RunRecord.compact = real

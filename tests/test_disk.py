@@ -13,7 +13,6 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import torch
-from helpers import TinyNet, batches, train
 
 import goup_probe as gp
 from goup_probe.capture.retention import SampleRetention
@@ -23,6 +22,7 @@ from goup_probe.store import RunDirectoryError, RunLockedError, load_run
 from goup_probe.store.compact import compact_run
 from goup_probe.store.usage import bytes_per_step, disk_meta, disk_usage
 from goup_probe.summary import format_table
+from tests.helpers import TinyNet, batches, train, uncompacted
 
 # ----------------------------------------------------------------------------- helpers
 
@@ -56,14 +56,8 @@ def _assert_same_tables(expected, run_dir):
 def _many_parts_run(tmp_path, name="run", steps=30):
     """A finished run whose tables hold many small parts (flush_rows=7): one the probe did not compact
     at detach (a run written before compaction existed, or whose detach was cut short)."""
-    from goup_probe.capture.record import RunRecord
-
-    real = RunRecord.compact
-    RunRecord.compact = lambda self: None
-    try:
+    with uncompacted():
         return _probe_run(tmp_path / name, steps=steps, every=3, flush_rows=7)
-    finally:
-        RunRecord.compact = real
 
 
 def test_the_probe_compacts_its_run_at_detach_and_records_its_disk_use(tmp_path):

@@ -12,7 +12,7 @@ from torch import nn
 import goup_probe as gp
 from goup_probe import schema
 from goup_probe.stats.normality import moments
-from tests.helpers import TinyNet, batches, train
+from tests.helpers import TinyNet, batches, train, uncompacted
 
 REQUIRED_COLUMNS = (
     "step",
@@ -375,17 +375,17 @@ def test_default_init_weights_are_uniform_like_at_step_zero(tmp_path):
     assert row["excess_kurtosis"] == pytest.approx(-1.2, abs=0.05)
 
 
-def test_trajectories_are_identical_whatever_the_flush_size(tmp_path, monkeypatch):
-    from goup_probe.capture.record import RunRecord
-
-    monkeypatch.setattr(RunRecord, "compact", lambda self: None)  # keep the parts the flushes wrote
+def test_trajectories_are_identical_whatever_the_flush_size(tmp_path):
     frames = []
     for flush_rows in (3, 10_000):
         torch.manual_seed(3)
         model = TinyNet()
         opt = torch.optim.SGD(model.parameters(), lr=0.1)
-        with gp.attach(
-            model, opt, run_dir=tmp_path / f"r{flush_rows}", every=100, tracers=7, flush_rows=flush_rows
+        with (
+            uncompacted(),
+            gp.attach(  # keep the parts the flushes wrote
+                model, opt, run_dir=tmp_path / f"r{flush_rows}", every=100, tracers=7, flush_rows=flush_rows
+            ),
         ):
             train(model, opt, batches(5))
         t = gp.load_run(tmp_path / f"r{flush_rows}").trajectories.sort_values(["step", "param"])

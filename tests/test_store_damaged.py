@@ -19,7 +19,7 @@ from goup_probe import schema
 from goup_probe.store import RunWriter, load_run, read_meta, replace_table, update_meta
 from goup_probe.store.tables import list_tables, part_files, read_table, remove_stale_temporaries
 from goup_probe.store.writer import current_umask
-from tests.helpers import TinyNet, batches, train
+from tests.helpers import TinyNet, batches, train, uncompacted
 
 
 def _probe_run(path, steps=3, **kw):
@@ -32,7 +32,8 @@ def _probe_run(path, steps=3, **kw):
 
 @pytest.fixture(scope="module")
 def pristine(tmp_path_factory):
-    return _probe_run(tmp_path_factory.mktemp("pristine") / "r")
+    with uncompacted():
+        return _probe_run(tmp_path_factory.mktemp("pristine") / "r")
 
 
 @pytest.fixture
