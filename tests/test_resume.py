@@ -101,3 +101,20 @@ def test_resume_option_errors(tmp_path):
         gp.attach(model, opt, run_dir=tmp_path / "x", resume=-1)
     with pytest.raises(TypeError, match="resume must be an integer"):
         gp.attach(model, opt, run_dir=tmp_path / "x", resume=2.0)
+
+
+def test_resuming_removes_the_temporaries_killed_writers_left(tmp_path):
+    model, opt = _fresh()
+    with gp.attach(model, opt, run_dir=tmp_path / "run", every=1):
+        _steps(model, opt, DATA[:2])
+    left = [tmp_path / "run" / "stats" / ".part-k1ll3d0a.tmp", tmp_path / "run" / ".run.json.k1ll3d0b.tmp"]
+    for path in left:
+        path.write_bytes(b"half a file")
+    assert len(gp.load_run(tmp_path / "run").stats) > 0 and all(
+        p.exists() for p in left
+    )  # reading keeps them
+    with gp.attach(model, opt, run_dir=tmp_path / "run", every=1, resume=True):
+        assert not any(p.exists() for p in left)
+        _steps(model, opt, DATA[2:3])
+    run = gp.load_run(tmp_path / "run")
+    assert run.meta["temporaries_removed"] == 2 and sorted(run.stats["step"].unique()) == [0, 1, 2]

@@ -74,6 +74,8 @@ class RunRecord:
         lock = self.opened.lock
         if lock is not None and lock.took_over is not None:
             self.meta["lock_taken_over"] = f"a stale lock of {lock.took_over.describe()}"
+        if self.opened.temporaries_removed:
+            self.meta["temporaries_removed"] = self.opened.temporaries_removed
         self.writer.write_meta(self.meta)
         if not self.meta.get("resumes"):
             write_tracer_index(tracked, self.writer)

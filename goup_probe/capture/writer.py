@@ -15,6 +15,7 @@ from goup_probe.capture.tracers import trajectory_schema
 from goup_probe.dist.context import DistInfo, agree
 from goup_probe.store import NullWriter, RunLock, RunWriter, prepare_run_dir
 from goup_probe.store.paths import discard_new_run
+from goup_probe.store.tables import remove_stale_temporaries
 
 
 class RankError(RuntimeError):
@@ -31,6 +32,8 @@ class OpenedRun:
     """Whether the directory was created for this run (an aborted start removes it again)."""
     resumed: bool = False
     """Whether the directory holds a run being continued (an aborted start leaves it as it was)."""
+    temporaries_removed: int = 0
+    """Hidden temporaries of killed writers deleted at attach (recorded in ``run.json``)."""
 
     def abort(self) -> None:
         """Undo a start that failed: remove what was written, release the lock, remove a new directory."""
@@ -66,13 +69,15 @@ def open_writer(
     instead of leaving one waiting in a collective. The stats schema includes
     the columns of the user statistics.
     """
-    writer, lock, error, created = None, None, None, False
+    writer, lock, error, created, removed = None, None, None, False, []
     if info.writes:
         created = not Path(run_dir).exists()
         try:
             path, lock = prepare_run_dir(
                 run_dir, overwrite=config.overwrite, lock=True, resume=config.resume is not False
             )
+            # holding the lock, no writer of this run is alive: every temporary left is a dead one's
+            removed = remove_stale_temporaries(path, older_than_s=0.0)
             writer = RunWriter(
                 path,
                 flush_rows=config.flush_rows,
@@ -96,4 +101,6 @@ def open_writer(
     if not flags[0]:
         raise RankError(f"rank 0 could not create the run directory {run_dir}")
     writer = writer if writer is not None else NullWriter(run_dir)
-    return OpenedRun(writer, lock, created, resumed=config.resume is not False)
+    return OpenedRun(
+        writer, lock, created, resumed=config.resume is not False, temporaries_removed=len(removed)
+    )
