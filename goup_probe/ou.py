@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -215,24 +215,16 @@ def validate_ou(
     >>> table[["param", "k_pooled", "k_over_lr", "verdict"]]  # doctest: +SKIP
     """
     loaded: Run | None = None
+    wanted = None if params is None else list(params)
     if isinstance(run, pd.DataFrame):
-        traj = run
+        groups = _frame_groups(run, wanted, min_step)
     else:
         loaded = run if isinstance(run, Run) else load_run(run)
-        traj = loaded.trajectories
-    if min_step > 0 and not traj.empty:
-        traj = traj[traj["step"] >= min_step]
-    wanted = None if params is None else list(params)
-    rows = []
-    if not traj.empty:
-        order = list(dict.fromkeys(traj["param"]))
-        if wanted is not None:
-            missing = sorted(set(wanted) - set(order))
-            if missing:
-                raise ValueError(f"no trajectories for {missing}")
-            order = [p for p in order if p in wanted]
-        groups = dict(tuple(traj.groupby("param", sort=False)))
-        rows = [_validate_param(name, groups[name], thresholds) for name in order]
+        if loaded.is_read("trajectories"):  # already in memory: use it
+            groups = _frame_groups(loaded.trajectories, wanted, min_step)
+        else:
+            groups = _read_groups(loaded, wanted, min_step)
+    rows = [_validate_param(name, frame, thresholds) for name, frame in groups]
     table = pd.DataFrame(rows, columns=list(OU_COLUMNS))
     table.attrs["axes"] = dict(OU_AXES)
     if write:
@@ -240,6 +232,82 @@ def validate_ou(
             raise ValueError("write=True needs a run directory, not a DataFrame")
         store.replace_table(loaded.path, OU_TABLE, table)
     return table
+
+
+# ----------------------------------------------------------------------------- reading trajectories
+
+READ_BATCH_BYTES = 128 * 2**20
+"""Tracer values (as float64) read from disk per pass: tensors are read in batches of about this size."""
+
+_TRAJECTORY_COLUMNS = ["step", "param", "lr", "theta", "grad", "theta_next"]
+
+
+def _analysed_order(present: Iterable[str], wanted: list[str] | None) -> list[str]:
+    """Tensors in order of first appearance, restricted to ``wanted`` (all of which must be present)."""
+    order = list(dict.fromkeys(present))
+    if wanted is None:
+        return order
+    missing = sorted(set(wanted) - set(order))
+    if missing:
+        raise ValueError(f"no trajectories for {missing}")
+    return [p for p in order if p in wanted]
+
+
+def _frame_groups(
+    traj: pd.DataFrame, wanted: list[str] | None, min_step: int
+) -> Iterator[tuple[str, pd.DataFrame]]:
+    """Per tensor, its rows of a trajectories table already in memory."""
+    if min_step > 0 and not traj.empty:
+        traj = traj[traj["step"] >= min_step]
+    if traj.empty:
+        return iter(())
+    order = _analysed_order(traj["param"], wanted)
+    groups = dict(tuple(traj.groupby("param", sort=False)))
+    return ((name, groups[name]) for name in order)
+
+
+def _tracer_count(meta: dict) -> int:
+    """Tracers per tensor recorded in run.json (256, the probe's default, when it does not say)."""
+    tracers = (meta.get("capture") or {}).get("tracers")
+    return tracers if isinstance(tracers, int) and not isinstance(tracers, bool) and tracers > 0 else 256
+
+
+def _read_groups(run: Run, wanted: list[str] | None, min_step: int) -> Iterator[tuple[str, pd.DataFrame]]:
+    """Per tensor, its trajectory rows read from disk, a batch of tensors per pass.
+
+    The ``step`` and ``param`` columns are read first (the order of the tensors
+    and their row counts); the tracer values are then read with a filter on
+    the tensors of each batch pushed into the Parquet reader, so at most about
+    :data:`READ_BATCH_BYTES` of them are held at once, whatever the run's length.
+    """
+    steps = [("step", ">=", int(min_step))] if min_step > 0 else []
+    index = run.table("trajectories", columns=["step", "param"], filters=steps or None)
+    if index.empty:
+        return iter(())
+    order = _analysed_order(index["param"], wanted)
+    counts = index["param"].value_counts(sort=False)
+    width = _tracer_count(run.meta)
+    per_tensor = {name: 3 * 8 * width * int(counts[name]) for name in order}  # the float64 stacks
+    del index
+
+    def read(names: list[str]) -> pd.DataFrame:
+        filters = [*steps, ("param", "in", names)]
+        return run.table("trajectories", columns=_TRAJECTORY_COLUMNS, filters=filters)
+
+    def batches() -> Iterator[tuple[str, pd.DataFrame]]:
+        batch: list[str] = []
+        size = 0
+        for name in [*order, None]:
+            if batch and (name is None or size + per_tensor[name] > READ_BATCH_BYTES):
+                groups = dict(tuple(read(batch).groupby("param", sort=False)))
+                for member in batch:
+                    yield member, groups.pop(member)
+                batch, size = [], 0
+            if name is not None:
+                batch.append(name)
+                size += per_tensor[name]
+
+    return batches()
 
 
 def verdict_kind(verdict: str) -> str:

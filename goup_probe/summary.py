@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -13,7 +13,7 @@ from goup_probe import schema
 from goup_probe.formatting import format_cell
 from goup_probe.order import model_order
 from goup_probe.stats.multiplicity import Q_VALUE, add_q_values
-from goup_probe.store import Run, read_table
+from goup_probe.store import Run
 
 SUMMARY_COLUMNS = (
     "param",
@@ -68,7 +68,7 @@ def layer_summary(
         when its values were fine (the quantity was not in ``tested=``), else the
         status that prevented testing (``too_few``, ``constant``, ...).
     """
-    stats = run.stats if isinstance(run, Run) else run
+    stats = _stats_of(run, SUMMARY_STATS_COLUMNS, quantity) if isinstance(run, Run) else run
     meta = run.meta if isinstance(run, Run) else meta
     alpha = recorded_alpha(meta)
     if "shapiro_p" in stats.columns:
@@ -107,6 +107,35 @@ def layer_summary(
     return pd.DataFrame(out, columns=list(SUMMARY_COLUMNS))
 
 
+SUMMARY_STATS_COLUMNS = (
+    "step",
+    "param",
+    "quantity",
+    "axis",
+    "micro_batch",
+    "status",
+    "verdict",
+    "numel",
+    "skew",
+    "excess_kurtosis",
+    "w1_sigma",
+    "grad_to_param",
+    "shapiro_p",
+)
+"""Columns of ``stats`` that :func:`layer_summary` reads from a run directory (the q-values' included)."""
+
+
+def _stats_of(run: Run, columns: Sequence[str], quantity: str) -> pd.DataFrame:
+    """The ``stats`` rows of one quantity, only ``columns``: from memory when read whole, else from disk.
+
+    A quantity's rows are whole families of the q-values (step, quantity, axis,
+    micro-batch), so filtering on it changes none of them.
+    """
+    if run.is_read("stats"):
+        return run.stats
+    return run.table("stats", columns=list(columns), filters=[("quantity", "==", quantity)])
+
+
 def recorded_alpha(meta: Mapping[str, Any] | None) -> float:
     """The verdict's level α recorded in run.json (``capture.thresholds.alpha``), else 0.05."""
     from goup_probe.stats.normality import DEFAULT_THRESHOLDS
@@ -126,7 +155,7 @@ def _verdict_or_status(row: pd.Series) -> str:
 
 def was_tested(run: Run | pd.DataFrame, quantity: str) -> bool:
     """Whether any pooled row of ``quantity`` carries a Gaussianity verdict (it was in ``tested=``)."""
-    stats = run.stats if isinstance(run, Run) else run
+    stats = _stats_of(run, ("quantity", "verdict"), quantity) if isinstance(run, Run) else run
     rows = stats[stats["quantity"] == quantity]
     return bool((rows["verdict"].notna() & (rows["verdict"] != schema.VERDICT_NOT_TESTED)).any())
 
@@ -207,15 +236,13 @@ def run_progress(run: Run) -> RunProgress:
     -------
     RunProgress
     """
-    stats = run.stats
-    steps_seen = {int(s) for s in stats["step"]} if "step" in stats.columns else set()
+    stats = run.stats if run.is_read("stats") else run.table("stats", columns=["step"])
+    steps_seen = set(stats["step"].unique().tolist()) if "step" in stats.columns else set()
     last = max(steps_seen) if steps_seen else None
     last_any = last
     if "trajectories" in run.tables:
         traj = (
-            run.trajectories
-            if "trajectories" in run.__dict__
-            else read_table(run.path, "trajectories", columns=["step"], on_error=run.on_error)
+            run.trajectories if run.is_read("trajectories") else run.table("trajectories", columns=["step"])
         )
         if len(traj):
             last_any = max(int(traj["step"].max()), -1 if last_any is None else last_any)

@@ -20,6 +20,7 @@ import pandas as pd
 from goup_probe import schema
 from goup_probe.order import in_model_order
 from goup_probe.report import html as h
+from goup_probe.report.data import load_stats
 from goup_probe.report.figures import FigureFile, FigureWriter
 from goup_probe.report.findings import Findings, compute_findings
 from goup_probe.report.folder import INDEX, REPORT_DIR, prepare_report_dir, write_index
@@ -33,7 +34,7 @@ from goup_probe.report.sections.tensors import TensorsSection
 from goup_probe.report.sections.training import TrainingSection
 from goup_probe.report.select import LayerSelection, choose_layers, choose_steps
 from goup_probe.store import Run, load_run, utc_now
-from goup_probe.summary import run_progress
+from goup_probe.summary import RunProgress, run_progress
 
 __all__ = [
     "INDEX",
@@ -154,17 +155,19 @@ def build_report(
     start = time.perf_counter()
     run = run if isinstance(run, Run) else load_run(run)
     chosen = _check_names([*SECTIONS, *sections])
-    stats = in_model_order(run.stats, run.meta)
+    stats = in_model_order(load_stats(run), run.meta)  # only the columns the report draws
     selection, detail_steps = _choices(stats, per_side, layers, steps, n_steps)  # before touching disk
     out_dir = prepare_report_dir(Path(out) if out is not None else run.path / REPORT_DIR)
+    progress = run_progress(run)
     ctx = ReportContext(
         run=run,
         writer=FigureWriter(out_dir, dpi=dpi),
         selection=selection,
         steps=detail_steps,
-        findings=compute_findings(stats, run_progress(run).counted_meta(run.meta)),
+        findings=compute_findings(stats, progress.counted_meta(run.meta)),
         include_ou=ou,
     )
+    ctx.__dict__["stats"] = stats  # ReportContext.stats is a cached property: the sections share this read
     figures: list[FigureFile] = []
     notes: dict[str, str] = {}
     rendered = []
@@ -179,7 +182,7 @@ def build_report(
 
     page = h.page(
         title=title or _default_title(run),
-        subtitle=_subtitle(run),
+        subtitle=_subtitle(run, progress),
         sections=rendered,
         version=__version__,
         built_at=utc_now(),
@@ -266,8 +269,7 @@ def _default_title(run: Run) -> str:
     return f"goup_probe {kind}: {model or 'run'} — {run.path.name}"
 
 
-def _subtitle(run: Run) -> str:
-    progress = run_progress(run)
+def _subtitle(run: Run, progress: RunProgress) -> str:
     steps = "?" if progress.steps is None else progress.steps
     so_far = " on disk so far" if progress.on_disk else ""
     return f"Run folder {run.path} · status {run.status} · {steps} optimizer steps{so_far}"

@@ -10,7 +10,7 @@ import pandas as pd
 from goup_probe import schema
 from goup_probe.order import in_model_order
 from goup_probe.ou import validate_ou
-from goup_probe.store import Run, read_table
+from goup_probe.store import Run, read_table, table_columns
 
 SAMPLE_QUANTITIES = (schema.THETA_MINUS_GRAD, schema.THETA, schema.GRAD)
 """Quantities whose stored subsamples the per-layer figures draw."""
@@ -20,10 +20,12 @@ def load_samples(run: Run, params: Sequence[str], steps: Sequence[int]) -> pd.Da
     """Stored subsamples of X, θ and g for some tensors and steps, without reading the whole table.
 
     Reads ``samples`` through :func:`goup_probe.store.read_table` with a row
-    filter pushed into the Parquet reader, so a run with hundreds of tensors ×
-    hundreds of steps costs only the rows drawn. Uses the
-    already-loaded ``run.samples`` when it is in memory. Damaged parts follow
-    ``run.on_error`` as in :meth:`Run.table`.
+    filter on the ``(step, param, quantity)`` drawn pushed into the Parquet
+    reader (the row groups of other steps, which the parts hold in step order,
+    are skipped on their statistics), so a run with hundreds of tensors ×
+    thousands of steps costs only the rows drawn. Uses
+    the already-loaded ``run.samples`` when it is in memory. Damaged parts
+    follow ``run.on_error`` as in :meth:`Run.table`.
 
     Parameters
     ----------
@@ -38,13 +40,60 @@ def load_samples(run: Run, params: Sequence[str], steps: Sequence[int]) -> pd.Da
         Columns of :data:`goup_probe.schema.SAMPLES_SCHEMA`.
     """
     params, steps = [str(p) for p in params], [int(s) for s in steps]
-    if "samples" in run.__dict__:  # cached_property already evaluated
+    if run.is_read("samples"):
         s = run.samples
         return s[s["param"].isin(params) & s["step"].isin(steps) & s["quantity"].isin(SAMPLE_QUANTITIES)]
     if not params or not steps:
         return schema.SAMPLES_SCHEMA.empty_table().to_pandas()
     filters = [("param", "in", params), ("step", "in", steps), ("quantity", "in", list(SAMPLE_QUANTITIES))]
-    return read_table(run.path, "samples", filters=filters, on_error=run.on_error)
+    return read_table(run.path, "samples", filters=filters, on_error=run.on_error, skipped=run.skipped_files)
+
+
+UNDRAWN_STATS_COLUMNS = (
+    "global_step",
+    "nonfinite",
+    "min",
+    "max",
+    "param_norm",
+    "grad_norm",
+    "skew_se_null",
+    "kurtosis_se_null",
+    "lilliefors_p_floor",
+    "shapiro_w",
+    "anderson_a2",
+    "anderson_p",
+    "dagostino_p",
+    "jarque_bera_p",
+    "shapiro_francia_p",
+)
+"""Columns of ``stats`` that no built-in section reads: the report leaves them on disk.
+
+Every other column is read, a user statistic's included (a custom section may draw it).
+"""
+
+
+def load_stats(run: Run) -> pd.DataFrame:
+    """The ``stats`` table as the report reads it: every column but :data:`UNDRAWN_STATS_COLUMNS`.
+
+    The projection is pushed into the Parquet reader (the columns are listed
+    from the parts' footers). Uses the already-loaded ``run.stats`` when it is
+    in memory.
+
+    Parameters
+    ----------
+    run : Run
+        The loaded run.
+
+    Returns
+    -------
+    DataFrame
+        Rows as in ``run.stats``, in the order on disk.
+    """
+    if run.is_read("stats"):
+        return run.stats
+    undrawn = set(UNDRAWN_STATS_COLUMNS)
+    columns = [c for c in table_columns(run.path, "stats") if c not in undrawn]
+    return run.table("stats", columns=columns) if columns else run.table("stats")  # absent: typed, empty
 
 
 @dataclass(frozen=True)

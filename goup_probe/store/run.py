@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import os
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -15,7 +16,10 @@ import pandas as pd
 from goup_probe import schema
 from goup_probe.store.meta import read_meta
 from goup_probe.store.paths import RunDirectoryError
-from goup_probe.store.tables import list_tables, read_table
+from goup_probe.store.tables import Filters, list_tables, read_table
+
+_CACHED = frozenset({"stats", "samples", "trajectories"})
+"""Tables a :class:`Run` keeps in memory once read through their property."""
 
 
 @dataclass
@@ -36,9 +40,37 @@ class Run:
         """Names of the tables present on disk."""
         return list_tables(self.path)
 
-    def table(self, name: str) -> pd.DataFrame:
-        """Read one table (all its parts, in order) as a DataFrame; empty if absent."""
-        return read_table(self.path, name, on_error=self.on_error, skipped=self.skipped_files)
+    def table(
+        self, name: str, columns: Sequence[str] | None = None, filters: Filters | None = None
+    ) -> pd.DataFrame:
+        """Read one table (all its parts, in order) as a DataFrame; empty if absent.
+
+        Parameters
+        ----------
+        name : str
+            The table.
+        columns : sequence of str, optional
+            Read only these columns (projection pushed into the Parquet reader).
+        filters : list of tuples or pyarrow.compute.Expression, optional
+            Read only the rows that pass (see :func:`~goup_probe.store.tables.read_table`).
+
+        Returns
+        -------
+        DataFrame
+            Read from disk at every call (the cached ``stats``, ``samples`` and
+            ``trajectories`` properties are not consulted); damaged parts follow
+            ``on_error`` and are listed in ``skipped_files``.
+        """
+        return read_table(
+            self.path, name, columns, filters, on_error=self.on_error, skipped=self.skipped_files
+        )
+
+    def is_read(self, name: str) -> bool:
+        """Whether table ``name`` is in memory whole (read by its property: stats, samples, trajectories).
+
+        A selection of such a table costs no disk read; of any other, read it with :meth:`table`.
+        """
+        return name in _CACHED and name in self.__dict__
 
     @cached_property
     def stats(self) -> pd.DataFrame:
@@ -61,11 +93,19 @@ class Run:
         return str(self.meta.get("status", "unknown"))
 
     def sample(self, step: int, param: str, quantity: str = schema.THETA_MINUS_GRAD):
-        """The stored subsample of one quantity as a float64 array."""
+        """The stored subsample of one quantity as a float64 array (only its row is read from disk)."""
         import numpy as np
 
-        s = self.samples
-        hit = s[(s["step"] == step) & (s["param"] == param) & (s["quantity"] == quantity)]
+        if self.is_read("samples"):
+            s = self.samples
+            hit = s[(s["step"] == step) & (s["param"] == param) & (s["quantity"] == quantity)]
+        else:  # one row: read it alone, not the whole table
+            wanted = [
+                ("step", "==", int(step)),
+                ("param", "==", str(param)),
+                ("quantity", "==", str(quantity)),
+            ]
+            hit = self.table("samples", columns=["values"], filters=wanted)
         if hit.empty:
             raise KeyError(f"no sample for step={step}, param={param!r}, quantity={quantity!r}")
         return np.asarray(hit.iloc[0]["values"], dtype=np.float64)

@@ -18,6 +18,7 @@ from typing import Any, Literal
 
 import pandas as pd
 import pyarrow as pa
+import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
 from goup_probe import schema
@@ -144,8 +145,28 @@ def _read_part(
         elif not _filter_columns(filters) <= names:
             return None
         else:
-            data = pq.read_table(part, columns=present, filters=filters)
+            data = _read_filtered(part, present, filters)
     return data if declared is None else _cast_declared(part, data, declared)
+
+
+def _read_filtered(part: Path, columns: list[str] | None, filters: Filters) -> pa.Table:
+    """The rows of one part that pass ``filters``, decoded one row group at a time.
+
+    Row groups whose statistics rule the filter out are skipped unread; the
+    others are filtered as each is decoded, so a part of 100 000 rows of
+    tracer values is never held whole (``pq.read_table(filters=...)`` decodes
+    several row groups ahead and peaked at 2.5× the part's size).
+    """
+    expression = pq.filters_to_expression(filters) if isinstance(filters, list) else filters
+    (fragment,) = ds.dataset(part, format="parquet").get_fragments()
+    pieces = [
+        group.to_table(columns=columns, filter=expression)
+        for group in fragment.split_by_row_group(filter=expression)
+    ]
+    if pieces:
+        return pa.concat_tables(pieces)
+    empty = fragment.physical_schema.empty_table()
+    return empty if columns is None else empty.select(columns)
 
 
 def _check_part_schema(part: Path, name: str, found: pa.Schema, declared: pa.Schema) -> None:
