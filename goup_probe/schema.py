@@ -25,6 +25,8 @@ THETA = "theta"
 GRAD = "grad"
 UPDATE = "update"
 QUANTITIES = (THETA_MINUS_GRAD, THETA, GRAD, UPDATE)
+GRAD_NOISE = "grad_noise"
+"""Opt-in quantity: ξ_i = g_i − mean_j g_j of each micro-batch i of a step with gradient accumulation."""
 
 # Axes along which a distribution is tested.
 AXIS_POOLED = "pooled"
@@ -218,6 +220,52 @@ TRACER_FIELDS: tuple[tuple[str, pa.DataType, str], ...] = (
 )
 TRACER_SCHEMA = pa.schema([pa.field(name, dtype) for name, dtype, _ in TRACER_FIELDS])
 
+NOISE = "noise"
+NOISE_FIELDS: tuple[tuple[str, pa.DataType, str], ...] = (
+    ("step", pa.int64(), "optimizer step index"),
+    ("global_step", pa.int64(), "the training framework's own step, else null"),
+    ("param", pa.string(), "qualified parameter name"),
+    ("n_micro", pa.int64(), "micro-batches accumulated into the step (k >= 2)"),
+    ("numel", pa.int64(), "elements in the tensor"),
+    (
+        "noise_var",
+        pa.float64(),
+        "across-micro-batch variance of g_i = k * (micro-batch i's contribution), mean over coordinates: "
+        "sum_i |g_i - mean g|^2 / ((k - 1) numel)",
+    ),
+    (
+        "trace_sigma",
+        pa.float64(),
+        "tr of the covariance of one micro-batch's gradient (unbiased; = per-sample tr Σ / B_micro)",
+    ),
+    (
+        "grad_sq_norm",
+        pa.float64(),
+        "|G|^2, the true gradient's squared norm (unbiased, McCandlish et al. App. A)",
+    ),
+    (
+        "b_simple",
+        pa.float64(),
+        "trace_sigma / grad_sq_norm: the noise scale in micro-batches (x B_micro for samples)",
+    ),
+    (
+        "b_simple_low",
+        pa.float64(),
+        "jackknife interval of b_simple over the micro-batches (k >= 3), else null",
+    ),
+    ("b_simple_high", pa.float64(), "upper end of that interval"),
+    (
+        "tail_alpha",
+        pa.float64(),
+        "Mohammadi tail index of the pooled subsample of ξ over the k micro-batches",
+    ),
+    ("tail_low", pa.float64(), "lower end of its 95% interval"),
+    ("tail_high", pa.float64(), "upper end of its 95% interval"),
+    ("tail_n", pa.int64(), "values the tail index used"),
+)
+"""Per (step, param) summary of the in-run micro-batch gradient noise (quantity ``grad_noise``)."""
+NOISE_SCHEMA = pa.schema([pa.field(name, dtype) for name, dtype, _ in NOISE_FIELDS])
+
 # Twin-run comparison (goup_probe.fidelity): base optimizer vs GO-UP arms.
 COMPARE_CURVES = "compare_curves"
 COMPARE_LAYERS = "compare_layers"
@@ -281,6 +329,7 @@ _OTHER_TABLES = {
     "samples": SAMPLES_SCHEMA,
     "trajectories": TRAJECTORY_SCHEMA,
     "tracers": TRACER_SCHEMA,
+    NOISE: NOISE_SCHEMA,
     COMPARE_CURVES: COMPARE_CURVES_SCHEMA,
     COMPARE_LAYERS: COMPARE_LAYERS_SCHEMA,
     COMPARE_SUMMARY: COMPARE_SUMMARY_SCHEMA,

@@ -118,8 +118,8 @@ class Quantity:
 
     @property
     def builtin(self) -> bool:
-        """Whether this is one of the four built-ins (reduced by fused kernels)."""
-        return BUILTINS.get(self.name) is self
+        """Whether this is one of the built-ins (the fused four, or an opt-in one such as ``grad_noise``)."""
+        return BUILTINS.get(self.name) is self or OPT_IN.get(self.name) is self
 
     def compute(self, inputs: QuantityInputs) -> torch.Tensor:
         """``fn(inputs)`` as a flat tensor with one value per element of θ.
@@ -164,6 +164,25 @@ UPDATE = Quantity(
 )
 BUILTINS: dict[str, Quantity] = {q.name: q for q in (THETA_MINUS_GRAD, THETA, GRAD, UPDATE)}
 """The built-in quantities by name, in the order of :data:`goup_probe.schema.QUANTITIES`."""
+GRAD_NOISE = Quantity(
+    schema.GRAD_NOISE,
+    lambda i: i.grad,
+    phase=PHASE_BACKWARD,
+    tested=True,
+    description=(
+        "ξ_i = g_i − mean_j g_j, micro-batch i's gradient noise (g_i = k × its contribution), "
+        "at steps that accumulate k >= 2 micro-batches"
+    ),
+)
+"""The opt-in built-in ``quantities=[..., "grad_noise"]``: the in-run mini-batch gradient noise.
+
+Its ``fn`` is never called: :class:`goup_probe.capture.backward.MicroBatchCapture` keeps each
+micro-batch's contribution c_i of a captured step and, when the step ends, records one row per
+micro-batch of ξ_i = k·c_i − Σ_j c_j (plus a ``noise`` table row per tensor). Memory: k
+gradient-sized buffers per tensor during a captured step (k − 1 more than other backward-phase
+quantities); off unless named."""
+OPT_IN: dict[str, Quantity] = {GRAD_NOISE.name: GRAD_NOISE}
+"""Built-in quantities recorded only when named in ``quantities=`` (never by default)."""
 COMPONENTS = (schema.THETA_MINUS_GRAD, schema.THETA, schema.GRAD)
 """The built-ins reduced together before the step."""
 FUSED = frozenset((*COMPONENTS, schema.UPDATE))
@@ -174,7 +193,8 @@ or a built-in added to :data:`BUILTINS`) takes the generic path: ``fn``, then on
 def resolve_quantities(items: Iterable[str | Quantity]) -> tuple[Quantity, ...]:
     """Turn ``quantities=`` (built-in names and :class:`Quantity` objects) into Quantity objects.
 
-    Built-ins come first, in their fixed order, then user quantities in the order given.
+    Built-ins come first, in their fixed order, then the opt-in built-ins named
+    (:data:`OPT_IN`), then user quantities in the order given.
 
     Raises
     ------
@@ -185,19 +205,20 @@ def resolve_quantities(items: Iterable[str | Quantity]) -> tuple[Quantity, ...]:
     items = list(items) if not isinstance(items, str | Quantity) else [items]
     builtin, custom, seen = set(), [], set()
     for item in items:
+        known = {**BUILTINS, **OPT_IN}
         if isinstance(item, str):
-            if item not in BUILTINS:
+            if item not in known:
                 raise ValueError(
-                    f"quantities: unknown quantity {item!r}; built-ins are {schema.QUANTITIES}, "
+                    f"quantities: unknown quantity {item!r}; built-ins are {(*schema.QUANTITIES, *OPT_IN)}, "
                     "or pass a goup_probe.Quantity"
                 )
             name = item
             builtin.add(name)
         elif isinstance(item, Quantity):
             name = item.name
-            if name in BUILTINS and item is not BUILTINS[name]:
+            if name in known and item is not known[name]:
                 raise ValueError(f"quantities: {name!r} is a built-in quantity; give yours another name")
-            (builtin.add(name) if name in BUILTINS else custom.append(item))
+            (builtin.add(name) if name in known else custom.append(item))
         else:
             raise TypeError(f"quantities: expected names or goup_probe.Quantity, got {type(item).__name__}")
         if name in seen:
@@ -205,7 +226,8 @@ def resolve_quantities(items: Iterable[str | Quantity]) -> tuple[Quantity, ...]:
         seen.add(name)
     if not seen:
         raise ValueError(f"quantities must be a non-empty subset of {schema.QUANTITIES} or Quantity objects")
-    return tuple(BUILTINS[n] for n in schema.QUANTITIES if n in builtin) + tuple(custom)
+    fixed = tuple(BUILTINS[n] for n in schema.QUANTITIES if n in builtin)
+    return fixed + tuple(q for n, q in OPT_IN.items() if n in builtin) + tuple(custom)
 
 
 def describe(quantities: Iterable[Quantity]) -> list[dict[str, Any]]:
