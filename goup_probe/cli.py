@@ -236,6 +236,28 @@ def _cmd_ou(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_noise(args: argparse.Namespace) -> int:
+    from goup_probe.noise.inrun import b_simple_over_training, noise_layers, why_no_noise
+    from goup_probe.report.sections.noise import layer_table
+    from goup_probe.store import load_run
+    from goup_probe.summary import format_table
+
+    run = load_run(args.run_dir)
+    reason = why_no_noise(run)
+    if reason is not None:
+        print(f"{args.run_dir}: {reason}", file=sys.stderr)
+        return 1
+    print(format_table(layer_table(noise_layers(run))))
+    curve = b_simple_over_training(run)
+    trace, g2 = float(curve["trace_sigma"].sum()), float(curve["grad_sq_norm"].sum())
+    ratio = trace / g2 if g2 else float("inf")
+    print(
+        f"B_simple over the {len(curve)} steps with noise, all tensors: {ratio:.4g} micro-batches "
+        "(times the micro-batch size for samples)"
+    )
+    return 0
+
+
 def _cmd_compact(args: argparse.Namespace) -> int:
     from goup_probe.store.compact import compact_run
     from goup_probe.store.usage import format_bytes
@@ -420,6 +442,14 @@ def _add_ou(sub: argparse._SubParsersAction) -> None:
     ou.set_defaults(func=_cmd_ou)
 
 
+def _add_noise(sub: argparse._SubParsersAction) -> None:
+    noise = sub.add_parser(
+        "noise", help="print the per-layer in-run gradient noise (runs recorded with quantity grad_noise)"
+    )
+    noise.add_argument("run_dir", type=_existing_dir)
+    noise.set_defaults(func=_cmd_noise)
+
+
 def _add_compact(sub: argparse._SubParsersAction) -> None:
     compact = sub.add_parser(
         "compact",
@@ -440,6 +470,7 @@ SUBCOMMANDS = (
     _add_watch,
     _add_compare_runs,
     _add_ou,
+    _add_noise,
     _add_compact,
 )
 """One function per subcommand, each adding its parser; the command's own imports wait for its run."""
