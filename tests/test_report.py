@@ -456,3 +456,22 @@ def test_fidelity_section_states_the_comparisons_own_settings_beside_the_probed_
     assert "3 steps at lr 0.05, batch size 16, 2 seed(s) (0, 1)" in fidelity
     assert f"{len(data.train_x)} training, 20 held-out examples" in fidelity
     assert "not the probed run (5 steps at lr 0.1)" in fidelity
+
+
+def test_detail_steps_are_steps_whose_samples_were_kept(tmp_path):
+    """With samples thinned by the retention rule, the per-layer detail draws steps that have them."""
+    from goup_probe.store import load_run
+    from tests.helpers import TinyNet, batches, train
+
+    model = TinyNet()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    with attach(model, opt, run_dir=tmp_path / "r", every=1, keep_sample_steps=2, tracers=0):
+        train(model, opt, batches(60))
+    run = load_run(tmp_path / "r")
+    kept = set(run.samples["step"].unique())
+    assert 30 not in kept and len(kept) < 20  # the middle captured step lost its samples
+    result = report(run, out=tmp_path / "report")
+    html = result.index.read_text(encoding="utf-8")
+    shown = [int(s) for s in re.search(r"at steps ([\d, ]+)\.", html).group(1).split(", ")]
+    assert len(shown) == 3 and set(shown) <= kept and shown[0] == 0 and shown[-1] == 59
+    assert "no stored values" not in html

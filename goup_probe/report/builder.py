@@ -156,7 +156,9 @@ def build_report(
     run = run if isinstance(run, Run) else load_run(run)
     chosen = _check_names([*SECTIONS, *sections])
     stats = in_model_order(load_stats(run), run.meta)  # only the columns the report draws
-    selection, detail_steps = _choices(stats, per_side, layers, steps, n_steps)  # before touching disk
+    selection, detail_steps = _choices(  # before touching disk
+        stats, per_side, layers, steps, n_steps, _steps_with_samples(run)
+    )
     out_dir = prepare_report_dir(Path(out) if out is not None else run.path / REPORT_DIR)
     progress = run_progress(run)
     ctx = ReportContext(
@@ -200,6 +202,13 @@ def build_report(
     )
 
 
+def _steps_with_samples(run: Run) -> set[int]:
+    """Steps at which the run stored samples (only the ``step`` column is read)."""
+    if "samples" not in run.tables:
+        return set()
+    return {int(s) for s in run.table("samples", columns=["step"])["step"].unique()}
+
+
 def _check_names(sections: list[Section]) -> list[Section]:
     seen: set[str] = set()
     for section in sections:
@@ -217,14 +226,21 @@ def _choices(
     layers: Sequence[str] | None,
     steps: Sequence[int] | None,
     n_steps: int,
+    sampled: set[int],
 ) -> tuple[LayerSelection, list[int]]:
-    """The tensors and captured steps that get per-layer detail (checked against the run's ``stats``)."""
+    """The tensors and captured steps that get per-layer detail (checked against the run's ``stats``).
+
+    Unless ``steps`` names them, the first, middle and last of the captured steps
+    whose samples were kept (``sampled``: the retention policy thins them), so
+    every detail figure has values to draw.
+    """
     x_rows = stats[stats["quantity"] == schema.THETA_MINUS_GRAD]
     captured = sorted({int(s) for s in x_rows["step"]})
     if steps is not None:
         detail_steps = _requested_steps(steps, sorted({int(s) for s in stats["step"]}))
     else:
-        detail_steps = choose_steps(captured or [0], n_steps)
+        drawable = [s for s in captured if s in sampled] or captured
+        detail_steps = choose_steps(drawable or [0], n_steps)
     return choose_layers(stats, per_side=per_side, layers=layers), detail_steps
 
 

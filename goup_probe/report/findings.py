@@ -222,6 +222,8 @@ def _multiplicity_sentences(stats: pd.DataFrame, meta: dict[str, Any], step: int
     from goup_probe.stats.multiplicity import step_rejections
     from goup_probe.summary import recorded_alpha
 
+    if "shapiro_p" not in stats.columns:  # a table without the verdict's p-value: nothing to count
+        return []
     alpha = recorded_alpha(meta)
     counts = step_rejections(stats, alpha)
     at = counts[counts["step"] == step]
