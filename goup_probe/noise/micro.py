@@ -81,8 +81,10 @@ def noise_summary(
     k = len(xis)
     g64 = mean.to(torch.float64)
     msq = float(g64 @ g64)
-    noise_sq = np.array([float(x.to(torch.float64) @ x.to(torch.float64)) for x in xis])
-    cross = np.array([float(x.to(torch.float64) @ g64) for x in xis])
+    noise_sq, cross = np.empty(k), np.empty(k)
+    for i, x in enumerate(xis):
+        x64 = x.to(torch.float64)
+        noise_sq[i], cross[i] = float(x64 @ x64), float(x64 @ g64)
     trace = float(noise_sq.sum()) / (k - 1)
     g2 = msq - trace / k
     b_simple = trace / g2 if g2 != 0 else math.inf
