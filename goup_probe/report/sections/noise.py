@@ -101,8 +101,13 @@ class NoiseSection(Section):
             parts.append(
                 h.paragraph(
                     f"B_simple at step {int(last['step'])} (window): {h.fmt_value(last['b_simple_window'])} "
-                    "micro-batches. A negative value means |G|² is estimated below zero: the noise dominates "
-                    "the gradient at these batch sizes."
+                    "micro-batches."
+                    + (
+                        " A negative value means |G|² is estimated below zero: the noise dominates the "
+                        "gradient at these batch sizes."
+                        if (curve["b_simple"] < 0).any()
+                        else ""
+                    )
                 )
             )
         if "curvature" in ctx.tables:
