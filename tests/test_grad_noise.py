@@ -12,7 +12,6 @@ import goup_probe as gp
 from goup_probe import schema
 from goup_probe.cli import main
 from goup_probe.noise.inrun import noise_layers
-from goup_probe.report.sections.noise import NoiseSection
 
 K = 4
 MICRO = 16
@@ -124,6 +123,7 @@ def test_no_noise_rows_with_a_single_micro_batch(tmp_path, capsys):
     assert (run.stats.quantity != schema.GRAD_NOISE).all()
     assert schema.NOISE not in run.tables
     assert note is not None and "1 micro-batch" in note
+    assert run.meta["capture"]["grad_noise"] == note  # the reason reaches run.json
     assert main(["noise", str(tmp_path / "one")]) == 1
     err = capsys.readouterr().err
     assert "no captured step accumulated >= 2 micro-batches" in err and len(err.strip().splitlines()) == 1
@@ -168,11 +168,9 @@ def test_cli_and_report_section(tmp_path, capsys):
     noise = run.table(schema.NOISE)
     w = noise[noise.param == "0.weight"]
     assert np.isclose(table.loc[0, "b_simple"], w["trace_sigma"].sum() / w["grad_sq_norm"].sum())
-    result = gp.report(tmp_path / "r", tmp_path / "rep", ou=False, sections=[NoiseSection()])
+    result = gp.report(tmp_path / "r", tmp_path / "rep", ou=False)
     html = result.index.read_text()
     assert "Gradient noise" in html and "B_simple over training" in html and "α 95% CI (last)" in html
     _train(tmp_path / "none", [schema.THETA_MINUS_GRAD])
-    html = gp.report(
-        tmp_path / "none", tmp_path / "rep2", ou=False, sections=[NoiseSection()]
-    ).index.read_text()
+    html = gp.report(tmp_path / "none", tmp_path / "rep2", ou=False).index.read_text()
     assert "quantities=[..., &#x27;grad_noise&#x27;]" in html or "quantities=[..., 'grad_noise']" in html

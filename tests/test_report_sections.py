@@ -15,7 +15,7 @@ from goup_probe.report.sections import Requirement, SectionOutput, SectionSkippe
 from tests.helpers import TinyNet, batches, train
 from tests.report_synth import synthetic_run
 
-BUILTIN_IDS = ["summary", "layers", "training", "tensors", "ou", "fidelity", "glossary"]
+BUILTIN_IDS = ["summary", "layers", "training", "tensors", "ou", "fidelity", "noise", "glossary"]
 
 
 def _ids(page: str) -> list[str]:

@@ -528,6 +528,9 @@ class Probe:
             progress["last_global_step"] = last[-1]
         if self._guard.capture_stopped is not None:
             progress["capture_stopped"] = self._guard.capture_stopped
+        notes = [d.micro.noise_note for d in self._dispatchers if d.micro is not None and d.micro.noise_note]
+        if notes and self._record is not None:
+            self._record.meta["capture"]["grad_noise"] = notes[0]
         return progress
 
     def _write_meta(self) -> None:

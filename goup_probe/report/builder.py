@@ -28,6 +28,7 @@ from goup_probe.report.sections.base import ReportContext, Section, SectionOutpu
 from goup_probe.report.sections.fidelity import FidelitySection
 from goup_probe.report.sections.glossary import GlossarySection
 from goup_probe.report.sections.layers import LayersSection
+from goup_probe.report.sections.noise import NoiseSection
 from goup_probe.report.sections.ou import OUSection
 from goup_probe.report.sections.summary import SummarySection, analysis_sentences, run_description
 from goup_probe.report.sections.tensors import TensorsSection
@@ -53,6 +54,7 @@ SECTIONS: tuple[Section, ...] = (
     TensorsSection(),
     OUSection(),
     FidelitySection(),
+    NoiseSection(),
     GlossarySection(),
 )
 """The built-in sections, in page order."""
