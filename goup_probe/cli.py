@@ -372,12 +372,14 @@ def _add_report(sub: argparse._SubParsersAction) -> None:
     rep.set_defaults(func=_cmd_report)
 
 
+_QUANTITY_CHOICES = ("theta_minus_grad", "theta", "grad", "update")
+"""The built-in quantities ``summary`` and ``watch`` tabulate (``--quantity``)."""
+
+
 def _add_summary(sub: argparse._SubParsersAction) -> None:
     summary = sub.add_parser("summary", help="print the per-layer summary of a run directory")
     summary.add_argument("run_dir", type=_existing_dir)
-    summary.add_argument(
-        "--quantity", default="theta_minus_grad", choices=("theta_minus_grad", "theta", "grad", "update")
-    )
+    summary.add_argument("--quantity", default="theta_minus_grad", choices=_QUANTITY_CHOICES)
     summary.set_defaults(func=_cmd_summary)
 
 
@@ -413,9 +415,7 @@ def _add_compare_runs(sub: argparse._SubParsersAction) -> None:
 def _add_watch(sub: argparse._SubParsersAction) -> None:
     watch = sub.add_parser("watch", help="show a run's summary again every few seconds while it trains")
     watch.add_argument("run_dir", type=_existing_dir)
-    watch.add_argument(
-        "--quantity", default="theta_minus_grad", choices=("theta_minus_grad", "theta", "grad", "update")
-    )
+    watch.add_argument("--quantity", default="theta_minus_grad", choices=_QUANTITY_CHOICES)
     watch.add_argument(
         "--interval", type=_positive_float, default=5.0, help="seconds between updates (default 5)"
     )

@@ -77,16 +77,12 @@ def read_table(
     for part in _part_entries(folder) if folder.is_dir() else []:
         try:
             piece = _read_part(part, name, arrow_schema, wanted, filters)
-        except _BadPart as exc:
-            message = str(exc)
-            if on_error == "raise":
-                raise RunDirectoryError(message) from exc
-            warnings.warn(message + "; skipped", RuntimeWarning, stacklevel=3)
-            if skipped is not None:
-                skipped.append(str(part))
-            continue
-        except (pa.ArrowException, OSError, ValueError) as exc:
-            message = f"cannot read {part}: the Parquet part is damaged or truncated ({exc})"
+        except (_BadPart, pa.ArrowException, OSError, ValueError) as exc:
+            message = (
+                str(exc)
+                if isinstance(exc, _BadPart)
+                else f"cannot read {part}: the Parquet part is damaged or truncated ({exc})"
+            )
             if on_error == "raise":
                 raise RunDirectoryError(message) from exc
             warnings.warn(message + "; skipped", RuntimeWarning, stacklevel=3)
