@@ -27,8 +27,11 @@ _RACER = textwrap.dedent(
     import goup_probe as gp
     from goup_probe.store import RunDirectoryError, RunLockedError
     from tests.helpers import TinyNet, batches, train
-    base, start, trials, tag = sys.argv[1], float(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
+    base, trials, tag = sys.argv[1], int(sys.argv[2]), sys.argv[3]
     model = TinyNet(); opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    train(model, opt, batches(1))  # warm up, then say so and wait for the common start time
+    print("ready", flush=True)
+    start = float(sys.stdin.readline())
     for k in range(trials):
         while time.time() < start + 0.6 * k:  # both processes attach to directory k at the same moment
             time.sleep(0.0005)
@@ -57,16 +60,22 @@ def test_two_processes_racing_for_a_fresh_directory_one_wins(tmp_path):
     """12 trials, two real processes attaching to the same fresh directory at the same instant."""
     trials = 12
     script = _RACER.format(root=os.getcwd())
-    start = time.time() + 8.0  # both interpreters have imported torch by then
     procs = [
         subprocess.Popen(
-            [sys.executable, "-c", script, str(tmp_path), str(start), str(trials), tag],
+            [sys.executable, "-c", script, str(tmp_path), str(trials), tag],
+            stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
         )
         for tag in ("a", "b")
     ]
+    for proc in procs:  # both interpreters are up and warm before the common start is set
+        assert proc.stdout.readline().strip() == "ready", proc.stderr.read()
+    start = time.time() + 0.5
+    for proc in procs:
+        proc.stdin.write(f"{start}\n")
+        proc.stdin.flush()
     outs = [p.communicate(timeout=180) for p in procs]
     for proc, (_, err) in zip(procs, outs, strict=True):
         assert proc.returncode == 0, err
@@ -82,7 +91,9 @@ def test_two_processes_racing_for_a_fresh_directory_one_wins(tmp_path):
         assert not run.stats.duplicated(["step", "param", "quantity", "micro_batch"]).any()
         assert not (tmp_path / f"run-{k}" / LOCK_NAME).exists()
     # the lock, not luck, decided: most trials met while the winner was still writing
-    assert sum("locked" in (a[k], b[k]) for k in range(trials)) >= trials // 2
+    locked = sum("locked" in (a[k], b[k]) for k in range(trials))
+    print(f"lock race: {locked} of {trials} trials met while the winner was writing")
+    assert locked >= trials // 2
 
 
 def test_second_writer_in_another_process_is_refused_even_with_overwrite(tmp_path):
