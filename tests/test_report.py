@@ -20,7 +20,7 @@ from goup_probe.store import RunWriter, load_run, prepare_run_dir
 from tests.helpers import TinyNet, batches
 from tests.report_synth import synthetic_run
 
-SECTION_IDS = ["summary", "layers", "training", "tensors", "ou", "fidelity", "glossary"]
+SECTION_IDS = ["summary", "layers", "training", "tensors", "ou", "fidelity", "noise", "glossary"]
 
 
 def _img_sources(page: str) -> list[str]:
@@ -158,6 +158,7 @@ def test_report_writes_offline_html_and_a_png_for_every_figure(tmp_path):
         "All tensors",
         "Ornstein–Uhlenbeck model",
         "GO-UP fidelity",
+        "Gradient noise",
         "Glossary",
     ]
     sources = _img_sources(page)

@@ -145,6 +145,7 @@ EXPECTED_H2 = [
     "All tensors",
     "Ornstein–Uhlenbeck model",
     "GO-UP fidelity",
+    "Gradient noise",
     "Glossary",
 ]
 
