@@ -95,6 +95,7 @@ def test_resume_option_errors(tmp_path):
     model, opt = _fresh()
     with pytest.raises(RunDirectoryError, match=r"no run\.json: there is no run to resume"):
         gp.attach(model, opt, run_dir=tmp_path / "none", resume=True)
+    assert not (tmp_path / "none").exists()  # nothing created
     with pytest.raises(ValueError, match="resume and overwrite"):
         gp.attach(model, opt, run_dir=tmp_path / "x", resume=3, overwrite=True)
     with pytest.raises(ValueError, match="resume must be >= 0"):

@@ -86,6 +86,8 @@ def prepare_run_dir(
     path = Path(run_dir)
     if path.exists() and not path.is_dir():
         raise RunDirectoryError(f"run_dir {str(path)!r} exists and is not a directory")
+    if resume and not (path / RUN_JSON).is_file():  # checked again under the lock; creates nothing
+        raise RunDirectoryError(f"run_dir {str(path)!r} holds no {RUN_JSON}: there is no run to resume")
     try:
         path.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
