@@ -36,8 +36,8 @@ import pyarrow.parquet as pq
 
 from goup_probe.store.lock import RunLock
 from goup_probe.store.meta import read_meta
-from goup_probe.store.paths import RunDirectoryError, _part_files
-from goup_probe.store.tables import _settle, _staging, list_tables
+from goup_probe.store.paths import RunDirectoryError
+from goup_probe.store.tables import _settle, _staging, list_tables, part_files
 from goup_probe.store.usage import disk_usage
 from goup_probe.store.writer import _dictionary_columns
 
@@ -146,7 +146,7 @@ def _compact_table(run_dir: Path, name: str, target_rows: int) -> tuple[int, int
     """Rewrite table ``name`` in few parts; ``(parts before, after)``, or None when already compact."""
     _settle(run_dir, name)  # finish (or clean up after) an interrupted replace or compaction
     folder = run_dir / name
-    parts = _part_files(folder)
+    parts = part_files(folder)
     foreign = sorted(p.name for p in folder.iterdir() if p not in parts and not p.name.startswith("."))
     if foreign:
         raise RunDirectoryError(
@@ -187,7 +187,7 @@ def _compact_table(run_dir: Path, name: str, target_rows: int) -> tuple[int, int
         raise
     _fsync_dir(run_dir)
     shutil.rmtree(staging)
-    return len(parts), len(_part_files(folder))
+    return len(parts), len(part_files(folder))
 
 
 def _footer(part: Path) -> pq.FileMetaData:

@@ -187,10 +187,6 @@ def _looks_like_table(folder: Path) -> bool:
     return all(_PART_RE.match(p.name) or p.name.startswith(".") for p in folder.iterdir())
 
 
-def _part_files(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.iterdir() if _PART_RE.match(p.name))
-
-
 def discard_new_run(path: Path) -> None:
     """Remove what a run that could not be started wrote (its directory held nothing else); the lock stays."""
     for child in path.iterdir():

@@ -9,8 +9,8 @@ from pathlib import Path
 from typing import Any
 
 from goup_probe.store.lock import LOCK_NAME
-from goup_probe.store.paths import RunDirectoryError, _part_files
-from goup_probe.store.tables import _table_dir, list_tables
+from goup_probe.store.paths import RunDirectoryError
+from goup_probe.store.tables import _table_dir, list_tables, part_files
 
 
 @dataclass(frozen=True)
@@ -56,7 +56,7 @@ def disk_usage(run_dir: str | os.PathLike[str]) -> DiskUsage:
     by_bytes: dict[str, int] = {}
     by_files: dict[str, int] = {}
     for name in list_tables(path):
-        parts = _part_files(_table_dir(path, name))
+        parts = part_files(_table_dir(path, name))
         by_bytes[name] = sum(_size(p) for p in parts)
         by_files[name] = len(parts)
     return DiskUsage(total, files, by_bytes, by_files)
