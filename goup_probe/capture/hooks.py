@@ -1,8 +1,26 @@
-"""Bookkeeping of hook handles, so that every hook the probe adds is removed."""
+"""Bookkeeping of hook handles, so that every hook the probe adds is removed; callbacks held weakly."""
 
 from __future__ import annotations
 
+import weakref
+from collections.abc import Callable
+from typing import Any
+
 from torch.utils.hooks import RemovableHandle
+
+
+def weak_callback(method: Callable[..., Any]) -> Callable[..., Any]:
+    """``method`` through a weak reference to its object: a callback that keeps no probe alive.
+
+    Calls after the object is gone do nothing and return None.
+    """
+    ref = weakref.WeakMethod(method)
+
+    def call(*args: Any, **kwargs: Any) -> Any:
+        bound = ref()
+        return bound(*args, **kwargs) if bound is not None else None
+
+    return call
 
 
 class HookSet:

@@ -26,8 +26,7 @@ import os
 import sys
 import time
 import warnings
-import weakref
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from types import TracebackType
 from typing import Any
 
@@ -39,7 +38,7 @@ from goup_probe.capture.backward import MicroBatchCapture
 from goup_probe.capture.config import LayerSelector, ProbeConfig, check_run_dir
 from goup_probe.capture.dispatch import StepDispatcher
 from goup_probe.capture.guard import ErrorGuard, StepState
-from goup_probe.capture.hooks import HookSet
+from goup_probe.capture.hooks import HookSet, weak_callback
 from goup_probe.capture.lrs import LearningRates, optimizer_lrs, resolve_lrs
 from goup_probe.capture.meta import probe_meta
 from goup_probe.capture.plan import (
@@ -179,8 +178,8 @@ class Probe:
         self._attached = False
         self._guard = ErrorGuard(
             strict=self.config.strict,
-            on_error=_weakly(self._write_meta),
-            describe_target=_weakly(self._target),
+            on_error=weak_callback(self._write_meta),
+            describe_target=weak_callback(self._target),
         )
         self._sigterm = SigtermGuard()
         self._dist = DistInfo()
@@ -322,7 +321,12 @@ class Probe:
 
     def _context(self) -> CaptureContext:
         return build_context(
-            self.config, self._writer, self._guard, self._dist, self.optimizers, _weakly(self._count_bytes)
+            self.config,
+            self._writer,
+            self._guard,
+            self._dist,
+            self.optimizers,
+            weak_callback(self._count_bytes),
         )
 
     def detach(self, status: str = "completed", reason: str = "") -> None:
@@ -561,17 +565,6 @@ class Probe:
             self._close_listeners()
             self.time.close_seconds += time.perf_counter() - started
             self._record.close(status, reason, self._progress())
-
-
-def _weakly(method: Callable[..., Any]) -> Callable[..., Any]:
-    """``method`` through a weak reference to its object: a callback that keeps no probe alive."""
-    ref = weakref.WeakMethod(method)
-
-    def call(*args: Any, **kwargs: Any) -> Any:
-        bound = ref()
-        return bound(*args, **kwargs) if bound is not None else None
-
-    return call
 
 
 def attach(
