@@ -30,6 +30,7 @@ if TYPE_CHECKING:
     from goup_probe.noise import (
         CurvatureResult,
         GradientNoiseResult,
+        NoiseProbe,
         NoiseScale,
         TailIndexResult,
         curvature,
@@ -78,6 +79,7 @@ _LAZY: dict[str, str] = {
     "layer_summary": "goup_probe.summary",
     "CurvatureResult": "goup_probe.noise",
     "GradientNoiseResult": "goup_probe.noise",
+    "NoiseProbe": "goup_probe.noise",
     "NoiseScale": "goup_probe.noise",
     "TailIndexResult": "goup_probe.noise",
     "curvature": "goup_probe.noise",
@@ -105,6 +107,7 @@ __all__ = [
     "CompareResult",
     "CurvatureResult",
     "GradientNoiseResult",
+    "NoiseProbe",
     "NoiseScale",
     "NormalityResult",
     "OUFit",

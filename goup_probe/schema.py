@@ -266,6 +266,48 @@ NOISE_FIELDS: tuple[tuple[str, pa.DataType, str], ...] = (
 """Per (step, param) summary of the in-run micro-batch gradient noise (quantity ``grad_noise``)."""
 NOISE_SCHEMA = pa.schema([pa.field(name, dtype) for name, dtype, _ in NOISE_FIELDS])
 
+NOISE_PROBE = "noise_probe"
+MODEL_ROW = "<model>"
+"""``param`` of the rows about all the selected tensors together (noise scale, whole-model curvature)."""
+NOISE_PROBE_FIELDS: tuple[tuple[str, pa.DataType, str], ...] = (
+    ("step", pa.int64(), "optimizer step index (the noise is measured at θ_step, before the update)"),
+    ("global_step", pa.int64(), "the training framework's own step, else null"),
+    ("param", pa.string(), "qualified parameter name, or '<model>' for the selected tensors together"),
+    ("status", pa.string(), "ok | error (the measurement raised; the error column says why)"),
+    ("error", pa.string(), "the exception of a failed measurement, else null"),
+    ("per_sample", pa.bool_(), "units are single samples (torch.func) rather than mini-batches"),
+    ("method", pa.string(), "vmap | loop (per-sample fallback) | micro-batch"),
+    ("unit_size", pa.int64(), "samples per unit (B_small of the noise scale)"),
+    ("n_units", pa.int64(), "units (batches or samples) the noise is measured over"),
+    ("numel", pa.int64(), "elements in the tensor (all selected tensors on '<model>' rows)"),
+    ("pooled_verdict", pa.string(), "verdict of the noise ξ = g_unit − ḡ pooled over coordinates and units"),
+    ("pooled_excess_kurtosis", pa.float64(), "excess kurtosis of that pooled noise"),
+    ("coordinates_tested", pa.int64(), "coordinates tested one at a time across units"),
+    ("coordinate_reject_rate", pa.float64(), "share of them whose Shapiro-Wilk test rejects at 0.05"),
+    ("tail_alpha", pa.float64(), "tail index of the pooled noise (Mohammadi, or Hill)"),
+    ("tail_low", pa.float64(), "lower end of its 95% interval"),
+    ("tail_high", pa.float64(), "upper end of its 95% interval"),
+    ("tail_n", pa.int64(), "values the tail index used"),
+    ("b_simple", pa.float64(), "tr Σ / |G|² in samples (McCandlish et al. App. A, B_small = unit_size)"),
+    ("b_simple_low", pa.float64(), "lower end of its jackknife interval"),
+    ("b_simple_high", pa.float64(), "upper end of its jackknife interval"),
+    ("trace_sigma", pa.float64(), "tr Σ, the per-sample gradient covariance's trace (unbiased)"),
+    ("grad_sq_norm", pa.float64(), "|G|², the squared norm of the gradient of all the data (unbiased)"),
+    (
+        "curv_top",
+        pa.float64(),
+        "largest Hessian eigenvalue of the tensor's diagonal block (whole Hessian on '<model>')",
+    ),
+    ("curv_top_residual", pa.float64(), "Lanczos residual bound of curv_top"),
+    ("curv_trace", pa.float64(), "Hutchinson trace of that Hessian block"),
+    ("curv_trace_se", pa.float64(), "standard error of curv_trace"),
+    ("curv_hvps", pa.int64(), "Hessian-vector products the step's curvature used ('<model>' rows)"),
+    ("weight_decay", pa.float64(), "weight_decay of the tensor's optimizer param group (0 without one)"),
+    ("seconds", pa.float64(), "wall seconds of the step's whole measurement (the same on each of its rows)"),
+)
+"""Per (step, param, unit_size) rows of :class:`goup_probe.NoiseProbe`: gradient noise and curvature at θ."""
+NOISE_PROBE_SCHEMA = pa.schema([pa.field(name, dtype) for name, dtype, _ in NOISE_PROBE_FIELDS])
+
 # Twin-run comparison (goup_probe.fidelity): base optimizer vs GO-UP arms.
 COMPARE_CURVES = "compare_curves"
 COMPARE_LAYERS = "compare_layers"
@@ -330,6 +372,7 @@ _OTHER_TABLES = {
     "trajectories": TRAJECTORY_SCHEMA,
     "tracers": TRACER_SCHEMA,
     NOISE: NOISE_SCHEMA,
+    NOISE_PROBE: NOISE_PROBE_SCHEMA,
     COMPARE_CURVES: COMPARE_CURVES_SCHEMA,
     COMPARE_LAYERS: COMPARE_LAYERS_SCHEMA,
     COMPARE_SUMMARY: COMPARE_SUMMARY_SCHEMA,

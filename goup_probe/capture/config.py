@@ -271,6 +271,8 @@ class ProbeConfig:
     metadata: Mapping[str, Any] = field(default_factory=dict)
     hooks: bool = True
     tensorboard: Any = None
+    noise: Any = None
+    """A :class:`~goup_probe.NoiseProbe` measuring the gradient noise at θ_t on its own schedule, or None."""
 
     @classmethod
     def from_options(
@@ -299,6 +301,7 @@ class ProbeConfig:
         metadata: Mapping[str, Any] | None = None,
         hooks: bool = True,
         tensorboard: Any = None,
+        noise: Any = None,
     ) -> ProbeConfig:
         """Validate the keyword options of :func:`~goup_probe.attach`.
 
@@ -355,6 +358,11 @@ class ProbeConfig:
             raise TypeError(
                 f"tensorboard must be a log directory or a SummaryWriter, got {type(tensorboard).__name__}"
             )
+        if noise is not None:
+            from goup_probe.noise.probe import NoiseProbe
+
+            if not isinstance(noise, NoiseProbe):
+                raise TypeError(f"noise must be a goup_probe.NoiseProbe or None, got {type(noise).__name__}")
         metadata = check_metadata(metadata)
         layers = check_layers(layers)
         seed = _int_option("seed", seed, -(2**63))
@@ -383,6 +391,7 @@ class ProbeConfig:
             metadata=metadata,
             hooks=hooks,
             tensorboard=tensorboard,
+            noise=noise,
         )
 
     @property
@@ -453,4 +462,5 @@ class ProbeConfig:
             "resample": self.resample,
             "precision": self.precision,
             "thresholds": vars(self.thresholds),
+            "noise_probe": self.noise.describe() if self.noise is not None else None,
         }

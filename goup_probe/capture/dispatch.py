@@ -10,7 +10,7 @@ tracers, and counts steps and the probe's own time.
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from goup_probe import schema
@@ -84,6 +84,8 @@ class StepDispatcher:
         self.tracers = tracers
         self.time = time
         self.micro: MicroBatchCapture | None = None
+        self.at_open: list[Callable[[int, int | None], None]] = []
+        """Called with ``(step, global_step)`` at each capture point, before any strategy (a NoiseProbe)."""
         self.step = 0
         self.captured_steps = 0
         self.state: StepState | None = None
@@ -103,6 +105,8 @@ class StepDispatcher:
         ``grad_scale`` is the factor the gradients are still scaled by (GradScaler
         with a fused optimizer); every quantity sees them divided by it.
         """
+        for listener in self.at_open:  # its own time, not the capture's
+            listener(self.step, global_step)
         started = time.perf_counter()
         state = self._open(lrs, global_step, grad_scale)
         self._charge(state.captured, started, count=False)

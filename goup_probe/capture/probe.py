@@ -149,6 +149,8 @@ class Probe:
         With an optimizer, capture in its step hooks (default). ``False`` leaves
         the optimizer alone: a trainer callback calls :meth:`begin_step` and
         :meth:`end_step`, and learning rates are read from its param groups.
+    noise : NoiseProbe, optional
+        Gradient noise (and curvature) at θ_t on its own schedule, into the ``noise_probe`` table.
     """
 
     def __init__(
@@ -282,6 +284,9 @@ class Probe:
             for part in self._partition()
         ]
         self._groups = [g for d in self._dispatchers for g in d.groups]
+        if self.config.noise is not None:  # once per step: on the first optimizer's capture point
+            noise = self.config.noise.bind(self.model, self.optimizers, self._writer, self._guard)
+            self._dispatchers[0].at_open.append(noise)
         self._record.start(self._initial_meta(), self._tracked, self._dispatchers, self.config.resume)
         if self._uses_hooks:  # never traced: under torch.compile(optimizer.step) the hooks run eagerly
             for index, optimizer in enumerate(self.optimizers):

@@ -2,18 +2,21 @@
 
 A measurement at a fixed θ must not change training: the model's mode, its
 buffers (BatchNorm running statistics are updated by a train-mode forward),
-every ``.grad`` and the global RNG streams (dropout masks, data order) are the
-same afterwards as before. Gradients are taken with ``torch.autograd.grad`` or
-``torch.func``, which never write ``.grad``; the rest is restored by
-:func:`preserved`.
+every ``.grad`` and the global RNG streams (torch's CPU and CUDA generators:
+dropout masks, data order; numpy's and Python's global generators, which a
+user's ``loss_fn`` or data may draw from) are the same afterwards as before.
+Gradients are taken with ``torch.autograd.grad`` or ``torch.func``, which never
+write ``.grad``; the rest is restored by :func:`preserved`.
 """
 
 from __future__ import annotations
 
 import contextlib
+import random
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -67,7 +70,7 @@ def _cuda_devices(model: nn.Module) -> list[int]:
 
 @contextlib.contextmanager
 def preserved(model: nn.Module, train: bool | None = None) -> Iterator[nn.Module]:
-    """Run a measurement and restore the model's mode, buffers and the RNG state afterwards.
+    """Run a measurement and restore the model's mode, buffers, ``.grad`` and the RNG states afterwards.
 
     Parameters
     ----------
@@ -80,6 +83,7 @@ def preserved(model: nn.Module, train: bool | None = None) -> Iterator[nn.Module
     modes = [(m, m.training) for m in module.modules()]
     buffers = [(b, b.detach().clone()) for b in module.buffers()]
     grads = [(p, p.grad) for p in module.parameters()]
+    host_rngs = (random.getstate(), np.random.get_state())  # noqa: NPY002 (the legacy global stream users draw from)
     with torch.random.fork_rng(devices=_cuda_devices(module)):
         try:
             if train is not None:
@@ -93,3 +97,5 @@ def preserved(model: nn.Module, train: bool | None = None) -> Iterator[nn.Module
                 m.training = mode
             for p, g in grads:
                 p.grad = g
+            random.setstate(host_rngs[0])
+            np.random.set_state(host_rngs[1])  # noqa: NPY002

@@ -31,13 +31,14 @@ import pandas as pd
 import torch
 from torch import nn
 
+from goup_probe import schema
 from goup_probe.noise._state import Batch, LossFn, preserved, selected_parameters, split_batch
 
 __all__ = ["CurvatureBlock", "CurvatureResult", "curvature"]
 
 _Spectrum = tuple[tuple[float, ...], tuple[float, ...], int]
 """Eigenvalues, residual bounds, Lanczos steps."""
-MODEL = "<model>"
+MODEL = schema.MODEL_ROW
 """Name of the whole-model block in :attr:`CurvatureResult.blocks` and ``to_frame()``."""
 
 

@@ -20,7 +20,7 @@ from goup_probe.store.errors import RunDirectoryError
 from goup_probe.store.meta import read_meta
 from goup_probe.store.tables import list_tables, read_table, replace_table
 
-CAPTURED_TABLES = ("stats", "samples", "trajectories", "noise")
+CAPTURED_TABLES = ("stats", "samples", "trajectories", "noise", "noise_probe")
 """The tables a probe appends to at each step (keyed by ``step``)."""
 
 
