@@ -1,7 +1,9 @@
-"""Calibration of the battery's uncertainty: skew/kurtosis SEs, Lilliefors size, BH FDR, step dependence.
+"""Calibration of the battery's uncertainty: skew/kurtosis SEs, Lilliefors size, BH FDR, step dependence,
+and the share of each verdict and shape per distribution and n.
 
 Prints tables with replication counts and binomial (or Monte Carlo) standard errors.
-Run: ``python benchmarks/calibration.py [--quick]``. Seeded: the same numbers every run.
+Run: ``python benchmarks/calibration.py [--quick] [--verdicts]`` (``--verdicts``: only the verdict
+and shape tables). Seeded: the same numbers every run.
 """
 
 from __future__ import annotations
@@ -12,9 +14,11 @@ import math
 import numpy as np
 from scipy import stats
 
+from goup_probe import schema
 from goup_probe.stats import normal_tests
 from goup_probe.stats.moments import moment_standard_errors
 from goup_probe.stats.multiplicity import bh_q_values
+from goup_probe.stats.normality import assess_samples, moments
 
 
 def _table(title: str, header: list[str], rows: list[list[str]]) -> None:
@@ -186,11 +190,93 @@ def step_dependence(steps: int = 20, n_tensor: int = 100_000, sample: int = 5000
     )
 
 
+def _rounded(rng: np.random.Generator, s: tuple[int, ...]) -> np.ndarray:
+    return np.round(rng.standard_normal(s) * 10.0) / 10.0
+
+
+def _truncated(rng: np.random.Generator, s: tuple[int, ...]) -> np.ndarray:
+    return stats.truncnorm.rvs(-2.5, 2.5, size=s, random_state=rng)
+
+
+def _contaminated(rng: np.random.Generator, s: tuple[int, ...]) -> np.ndarray:
+    wide = rng.uniform(size=s) < 0.05
+    return rng.standard_normal(s) * np.where(wide, 2.0, 1.0)
+
+
+VERDICT_DISTRIBUTIONS = {
+    "normal": lambda rng, s: rng.standard_normal(s),
+    "t5": lambda rng, s: rng.standard_t(5, size=s),
+    "t10": lambda rng, s: rng.standard_t(10, size=s),
+    "t12": lambda rng, s: rng.standard_t(12, size=s),
+    "t20": lambda rng, s: rng.standard_t(20, size=s),
+    "laplace": lambda rng, s: rng.laplace(size=s),
+    "logistic": lambda rng, s: rng.logistic(size=s),
+    "uniform": lambda rng, s: rng.uniform(size=s),
+    "triangular": lambda rng, s: rng.triangular(0.0, 0.5, 1.0, size=s),
+    "contam 5% 2σ": _contaminated,
+    "trunc ±2.5σ": _truncated,
+    "rounded 0.1σ": _rounded,
+}
+"""The distributions of the verdict table (each standardised by the battery)."""
+
+VERDICTS = (
+    schema.VERDICT_GAUSSIAN,
+    schema.VERDICT_CLOSE,
+    schema.VERDICT_NON_GAUSSIAN,
+    schema.VERDICT_INCONCLUSIVE,
+)
+SHAPES = (schema.SHAPE_HEAVY_TAILED, schema.SHAPE_LIGHT_TAILED, schema.SHAPE_SKEWED, schema.SHAPE_DISCRETE)
+
+
+def verdict_shares(name: str, n: int, reps: int) -> dict[str, float]:
+    """Share of each verdict and of each named shape over ``reps`` seeded samples of size ``n``."""
+    rng = np.random.default_rng([17, n, list(VERDICT_DISTRIBUTIONS).index(name)])
+    x = VERDICT_DISTRIBUTIONS[name](rng, (reps, n))
+    results = assess_samples([moments(row) for row in x], x)
+    verdicts = [r.verdict for r in results]
+    shares = {v: verdicts.count(v) / reps for v in VERDICTS}
+    for shape in SHAPES:
+        shares[shape] = sum(shape in r.shape.split(", ") for r in results) / reps
+    return shares
+
+
+def verdict_table(reps: int, sizes: tuple[int, ...] = (50, 200, 500, 1000, 5000)) -> None:
+    """Share of each verdict and shape per distribution and n, with the largest binomial SE of the row."""
+    rows = []
+    for name in VERDICT_DISTRIBUTIONS:
+        for n in sizes:
+            shares = verdict_shares(name, n, reps)
+            worst = max(math.sqrt(p * (1 - p) / reps) for p in shares.values())
+            rows.append([name, str(n), *(f"{shares[k]:.3f}" for k in (*VERDICTS, *SHAPES)), f"{worst:.3f}"])
+    _table(
+        f"Verdict and shape shares (default VerdictThresholds; {reps} replications per row; "
+        "SE = largest binomial SE in the row)",
+        [
+            "dist",
+            "n",
+            "Gaussian",
+            "close",
+            "non-Gauss",
+            "inconcl.",
+            "heavy",
+            "light",
+            "skewed",
+            "discrete",
+            "SE",
+        ],
+        rows,
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--quick", action="store_true", help="fewer replications")
+    parser.add_argument("--verdicts", action="store_true", help="only the verdict and shape tables")
     args = parser.parse_args()
     quick = args.quick
+    verdict_table(reps=200 if quick else 1000)
+    if args.verdicts:
+        return
     standard_errors(reps=400 if quick else 2000, n=2000)
     standard_errors(reps=200 if quick else 1000, n=5000)
     lilliefors_size(reps=20_000 if quick else 100_000)

@@ -50,11 +50,24 @@ TESTED_STATUSES = (STATUS_OK, STATUS_NONFINITE_EXCLUDED)
 
 # Verdicts.
 VERDICT_GAUSSIAN = "Gaussian"
-VERDICT_NEGLIGIBLE = "negligible deviation"
+"""Not rejected, and closeness shown (upper bounds of the distances within their margins)."""
+VERDICT_CLOSE = "close to Gaussian"
+"""Rejected, but the upper bounds of the distances are within their margins."""
 VERDICT_NON_GAUSSIAN = "non-Gaussian"
 VERDICT_INCONCLUSIVE = "inconclusive"
-"""Not rejected, but on too few values for 'Gaussian' to mean anything."""
+"""Not rejected, but closeness not shown (too few values or too uncertain for 'Gaussian')."""
 VERDICT_NOT_TESTED = "not tested"
+
+# Shapes of a tested row that is not Gaussian (comma-joined when several apply; "" otherwise).
+SHAPE_HEAVY_TAILED = "heavy-tailed"
+SHAPE_LIGHT_TAILED = "light-tailed"
+SHAPE_SKEWED = "skewed"
+SHAPE_DISCRETE = "discrete"
+"""At most max_distinct_share x n distinct values among the tested ones (a coarse lattice)."""
+SHAPE_OTHER = "other"
+"""Rejected, but no tail, asymmetry or lattice is significant."""
+SHAPE_NONE = "none detected"
+"""Not rejected and no deviation significant (an inconclusive row)."""
 
 Field = tuple[str, pa.DataType, str]
 """A column: name, Arrow type, one-line description (the glossary's)."""
@@ -105,7 +118,13 @@ STATS_BASE_FIELDS: tuple[Field, ...] = (
 )
 """Columns of a stats row before its statistics: identity, status, moments, norms."""
 STATS_VERDICT_FIELDS: tuple[Field, ...] = (
-    ("verdict", pa.string(), "Gaussian | negligible deviation | non-Gaussian | inconclusive | not tested"),
+    ("verdict", pa.string(), "Gaussian | close to Gaussian | non-Gaussian | inconclusive | not tested"),
+    (
+        "shape",
+        pa.string(),
+        "of a tested row that is not Gaussian: heavy-tailed, light-tailed, skewed, discrete (comma-joined), "
+        "other or none detected; empty otherwise",
+    ),
 )
 STATS_DERIVED_FIELDS: tuple[Field, ...] = (
     (

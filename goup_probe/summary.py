@@ -59,7 +59,7 @@ def layer_summary(
         ``numel``, ``verdict_first``/``kurt_first`` (first captured step),
         ``verdict_last``/``kurt_last``/``skew_last``/``w1_last``
         (last captured step), ``gaussian_share`` (fraction of tested steps judged
-        Gaussian or negligible deviation), ``rejected_fdr_share`` (fraction of
+        Gaussian or close to Gaussian), ``rejected_fdr_share`` (fraction of
         tested steps whose Shapiro-Wilk rejection holds at false discovery
         rate α across the tensors of that step: ``q_value < α``, see
         :func:`goup_probe.stats.multiplicity.add_q_values`; α from run.json's
@@ -85,7 +85,7 @@ def layer_summary(
         first, last = sub.iloc[0], sub.iloc[-1]
         decided = ~sub["verdict"].isin([schema.VERDICT_NOT_TESTED, schema.VERDICT_INCONCLUSIVE])
         tested = sub[sub["status"].isin(schema.TESTED_STATUSES) & decided]
-        good = tested["verdict"].isin([schema.VERDICT_GAUSSIAN, schema.VERDICT_NEGLIGIBLE])
+        good = tested["verdict"].isin([schema.VERDICT_GAUSSIAN, schema.VERDICT_CLOSE])
         with_q = sub[sub[Q_VALUE].notna()] if Q_VALUE in sub.columns else sub.iloc[:0]
         out.append(
             {

@@ -49,7 +49,7 @@ def _cheap_row(values: np.ndarray, numel: int) -> dict:
     if p >= DEFAULT_THRESHOLDS.alpha:
         verdict = schema.VERDICT_GAUSSIAN
     elif small:
-        verdict = schema.VERDICT_NEGLIGIBLE
+        verdict = schema.VERDICT_CLOSE
     else:
         verdict = schema.VERDICT_NON_GAUSSIAN
     return {

@@ -315,7 +315,7 @@ def test_a_masked_array_is_tested_on_its_unmasked_values_only():
         ({"alpha": "0.05"}, TypeError, "alpha"),
         ({"max_w1_sigma": float("nan")}, ValueError, "max_w1_sigma"),
         ({"max_abs_skew": None}, TypeError, "max_abs_skew"),
-        ({"min_n_gaussian": True}, TypeError, "min_n_gaussian"),
+        ({"shape_z": True}, TypeError, "shape_z"),
     ],
 )
 def test_verdict_thresholds_refuse_non_numbers_and_nan(kw, error, name):

@@ -39,7 +39,7 @@ def test_every_stats_column_has_a_glossary_entry():
 
 def test_thresholds_of_the_run_are_in_the_glossary():
     text = dict(glossary_items({"capture": {"thresholds": {"alpha": 0.01, "max_w1_sigma": 0.07}}}))
-    assert "α = 0.01" in text["shapiro_p"] and "W1 ≤ 0.07 σ" in text["verdict: negligible deviation"]
+    assert "α = 0.01" in text["shapiro_p"] and "0.07 σ" in text["verdict: close to Gaussian"]
 
 
 def test_a_user_statistic_of_the_run_gets_an_entry(tmp_path):

@@ -159,7 +159,7 @@ def test_cli_and_report_section(tmp_path, capsys):
     verdicts = table[
         [
             schema.VERDICT_GAUSSIAN,
-            schema.VERDICT_NEGLIGIBLE,
+            schema.VERDICT_CLOSE,
             schema.VERDICT_NON_GAUSSIAN,
             schema.VERDICT_INCONCLUSIVE,
         ]

@@ -56,10 +56,10 @@ def test_uniform_is_non_gaussian_with_uniform_moments():
     assert r.n_tested == 5000 and r.numel == 20000
 
 
-def test_small_deviation_at_large_n_is_negligible():
+def test_small_deviation_at_large_n_is_close_to_gaussian():
     r = gp.normality(np.random.default_rng(3).standard_t(20, size=200_000))
-    assert r.shapiro_p < ALPHA
-    assert r.verdict == schema.VERDICT_NEGLIGIBLE
+    assert r.verdict == schema.VERDICT_CLOSE
+    assert r.shape == schema.SHAPE_HEAVY_TAILED  # the whole tensor's kurtosis 0.375 is significant
 
 
 def test_gaussian_verdict():
@@ -216,8 +216,18 @@ def test_not_rejected_on_few_values_is_inconclusive_not_gaussian():
     verdicts = [gp.normality(rng.uniform(size=16)).verdict for _ in range(50)]
     assert set(verdicts) <= {schema.VERDICT_INCONCLUSIVE, schema.VERDICT_NON_GAUSSIAN}
     assert verdicts.count(schema.VERDICT_INCONCLUSIVE) > 25  # the test has little power at n = 16
-    assert gp.normality(rng.normal(size=60)).verdict in (schema.VERDICT_GAUSSIAN, schema.VERDICT_NON_GAUSSIAN)
-    lenient = gp.VerdictThresholds(min_n_gaussian=10)
+    # no cliff at 50 values: closeness cannot be shown on 60 either (W1's bound alone is about 0.1 σ)
+    assert gp.normality(rng.normal(size=60)).verdict in (
+        schema.VERDICT_INCONCLUSIVE,
+        schema.VERDICT_NON_GAUSSIAN,
+    )
+    lenient = gp.VerdictThresholds(
+        max_w1_sigma=1.0,
+        max_abs_l_skew=1.0,
+        max_l_kurt_dev=1.0,
+        max_abs_skew=10.0,
+        max_abs_excess_kurtosis=10.0,
+    )
     assert gp.normality(rng.normal(size=16), thresholds=lenient).verdict != schema.VERDICT_INCONCLUSIVE
 
 

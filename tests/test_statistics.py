@@ -50,7 +50,14 @@ TODAY_STATS_COLUMNS = (
     "qq_r_crit05",
     "shapiro_francia_p",
     "w1_sigma",
+    "w1_se",  # issue 14: the verdict's equivalence bounds and the shape (tests/test_equivalence.py)
+    "l_skew",
+    "l_skew_se",
+    "l_kurt",
+    "l_kurt_se",
+    "distinct_share",
     "verdict",
+    "shape",
     "noise_to_signal",
     "goup_cosine",
     "goup_w2_rel",
@@ -178,7 +185,7 @@ def test_invalid_declarations_raise():
 
 
 def test_builtin_statistics_declare_every_battery_column_and_their_fn_matches():
-    assert TODAY_STATS_COLUMNS[25:38] == battery.BUILTIN_COLUMNS
+    assert TODAY_STATS_COLUMNS[25:44] == battery.BUILTIN_COLUMNS
     samples = _samples(m=3, n=250, seed=7)
     together = battery.run_battery(battery.standardise(samples))
     for statistic in battery.BUILTIN_STATISTICS:

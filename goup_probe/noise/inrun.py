@@ -17,7 +17,7 @@ __all__ = ["NO_NOISE", "b_simple_over_training", "noise_layers", "why_no_noise"]
 
 VERDICTS = (
     schema.VERDICT_GAUSSIAN,
-    schema.VERDICT_NEGLIGIBLE,
+    schema.VERDICT_CLOSE,
     schema.VERDICT_NON_GAUSSIAN,
     schema.VERDICT_INCONCLUSIVE,
 )

@@ -37,7 +37,7 @@ __all__ = [
 
 VERDICT_ORDER = (
     schema.VERDICT_GAUSSIAN,
-    schema.VERDICT_NEGLIGIBLE,
+    schema.VERDICT_CLOSE,
     schema.VERDICT_NON_GAUSSIAN,
     schema.VERDICT_INCONCLUSIVE,
     schema.VERDICT_NOT_TESTED,

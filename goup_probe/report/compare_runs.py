@@ -61,7 +61,7 @@ LINE_METRICS: tuple[tuple[str, str, str], ...] = (
         "w1_sigma",
         "Effect size W1/σ of X over training",
         "Wasserstein-1 distance between X = θ − g and its fitted normal, in units of its standard "
-        "deviation (0 for a normal; the verdict calls ≤ 0.05 a negligible deviation).",
+        "deviation (0 for a normal; the verdict's margin for 'close' is 0.05, on an upper bound).",
     ),
     (
         "excess_kurtosis",
@@ -80,7 +80,7 @@ LINE_METRICS: tuple[tuple[str, str, str], ...] = (
 
 SUMMARY_NOTE = (
     "Per run, on X = θ − g: tensors and captured steps; gaussian_share, the share of (tensor, step) rows "
-    "with a decided verdict judged Gaussian or a negligible deviation (gaussian_share_last: at the last "
+    "with a decided verdict judged Gaussian or close to Gaussian (gaussian_share_last: at the last "
     "captured step); medians over tensors of W1/σ and excess kurtosis at the last captured step, and of "
     "‖g‖/‖θ‖ over all rows."
 )
@@ -379,11 +379,11 @@ def _run_summary(stats: pd.DataFrame, runs: Sequence[str]) -> pd.DataFrame:
     return pd.DataFrame(out).reindex(columns=columns)
 
 
-_DECIDED = (schema.VERDICT_GAUSSIAN, schema.VERDICT_NEGLIGIBLE, schema.VERDICT_NON_GAUSSIAN)
+_DECIDED = (schema.VERDICT_GAUSSIAN, schema.VERDICT_CLOSE, schema.VERDICT_NON_GAUSSIAN)
 
 
 def _gaussian_share(rows: pd.DataFrame) -> float:
-    """Share of rows with a decided verdict that are Gaussian or a negligible deviation (as the summary)."""
+    """Share of rows with a decided verdict that are Gaussian or close to Gaussian (as the summary)."""
     decided = rows[rows["verdict"].isin(_DECIDED)]
     if decided.empty:
         return np.nan

@@ -26,7 +26,7 @@ class StepVerdicts:
     step: int
     label: str
     gaussian: int
-    negligible: int
+    close: int
     non_gaussian: int
     not_tested: int
     inconclusive: int
@@ -34,12 +34,12 @@ class StepVerdicts:
     median_excess_kurtosis: float
     median_grad_to_param: float
     large_total: int = 0
-    large_gaussian_or_negligible: int = 0
+    large_gaussian_or_close: int = 0
 
     @property
     def total(self) -> int:
         """All tensors with a row at this step."""
-        return self.gaussian + self.negligible + self.non_gaussian + self.inconclusive + self.not_tested
+        return self.gaussian + self.close + self.non_gaussian + self.inconclusive + self.not_tested
 
 
 @dataclass(frozen=True)
@@ -67,7 +67,7 @@ class Findings:
                     "step": s.step,
                     "when": s.label,
                     schema.VERDICT_GAUSSIAN: s.gaussian,
-                    schema.VERDICT_NEGLIGIBLE: s.negligible,
+                    schema.VERDICT_CLOSE: s.close,
                     schema.VERDICT_NON_GAUSSIAN: s.non_gaussian,
                     schema.VERDICT_INCONCLUSIVE: s.inconclusive,
                     schema.VERDICT_NOT_TESTED: s.not_tested,
@@ -110,7 +110,7 @@ def _step_verdicts(x_rows: pd.DataFrame, step: int, label: str) -> StepVerdicts:
         step=int(step),
         label=label,
         gaussian=int((verdicts == schema.VERDICT_GAUSSIAN).sum()),
-        negligible=int((verdicts == schema.VERDICT_NEGLIGIBLE).sum()),
+        close=int((verdicts == schema.VERDICT_CLOSE).sum()),
         non_gaussian=int((verdicts == schema.VERDICT_NON_GAUSSIAN).sum()),
         not_tested=int((verdicts == schema.VERDICT_NOT_TESTED).sum()),
         inconclusive=int((verdicts == schema.VERDICT_INCONCLUSIVE).sum()),
@@ -118,8 +118,8 @@ def _step_verdicts(x_rows: pd.DataFrame, step: int, label: str) -> StepVerdicts:
         median_excess_kurtosis=_median((big if len(big) else at)["excess_kurtosis"]),
         median_grad_to_param=_median(at["grad_to_param"]),
         large_total=len(big),
-        large_gaussian_or_negligible=int(
-            big["verdict"].isin([schema.VERDICT_GAUSSIAN, schema.VERDICT_NEGLIGIBLE]).sum()
+        large_gaussian_or_close=int(
+            big["verdict"].isin([schema.VERDICT_GAUSSIAN, schema.VERDICT_CLOSE]).sum()
         ),
     )
 
@@ -177,14 +177,14 @@ def _agreement(stats: pd.DataFrame, captured: list[int]) -> _Agreement:
 
 def _step_sentence(s: StepVerdicts) -> str:
     return (
-        f"At the {s.label} captured step ({s.step}): {s.gaussian} Gaussian, {s.negligible} with a "
-        f"negligible deviation, {s.non_gaussian} non-Gaussian"
-        + (f", {s.inconclusive} inconclusive (too few values)" if s.inconclusive else "")
+        f"At the {s.label} captured step ({s.step}): {s.gaussian} Gaussian, {s.close} close to "
+        f"Gaussian, {s.non_gaussian} non-Gaussian"
+        + (f", {s.inconclusive} inconclusive (closeness not shown)" if s.inconclusive else "")
         + (f", {s.not_tested} not tested" if s.not_tested else "")
         + f" (of {s.total}); median effect size 1 − qq_r = {_fmt(s.median_one_minus_qq_r)}"
         + (
             f"; of the {s.large_total} tensors tested on at least {MIN_RANKED_N} values, "
-            f"{s.large_gaussian_or_negligible} are Gaussian or negligibly non-Gaussian."
+            f"{s.large_gaussian_or_close} are Gaussian or close to Gaussian."
             if s.large_total and s.large_total < s.total
             else "."
         )
@@ -201,8 +201,8 @@ def _verdict_sentences(per_step: tuple[StepVerdicts, ...], captured: list[int], 
     if len(per_step) > 1:
         a, b = per_step[0], per_step[-1]
         out.append(
-            f"Tensors judged Gaussian or negligibly non-Gaussian: {a.gaussian + a.negligible} of {a.total} "
-            f"at step {a.step}, {b.gaussian + b.negligible} of {b.total} at step {b.step}."
+            f"Tensors judged Gaussian or close to Gaussian: {a.gaussian + a.close} of {a.total} "
+            f"at step {a.step}, {b.gaussian + b.close} of {b.total} at step {b.step}."
         )
     return out
 

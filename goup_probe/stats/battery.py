@@ -20,6 +20,8 @@ from types import MappingProxyType
 import numpy as np
 
 from goup_probe import schema
+from goup_probe.stats.equivalence import distinct_share, w1_standard_error
+from goup_probe.stats.lmoments import l_moment_ratios
 from goup_probe.stats.normal_tests import (
     LILLIEFORS_MAX_NULL_DRAWS,
     LILLIEFORS_NULL_DRAWS,
@@ -270,7 +272,16 @@ def _shapiro_francia(p: _Prepared) -> dict[str, np.ndarray]:
 
 
 def _wasserstein1(p: _Prepared) -> dict[str, np.ndarray]:
-    return {"w1_sigma": wasserstein1_to_normal(p.ordered)}
+    return {"w1_sigma": wasserstein1_to_normal(p.ordered), "w1_se": w1_standard_error(p.ordered)}
+
+
+def _l_moments(p: _Prepared) -> dict[str, np.ndarray]:
+    r = l_moment_ratios(p.ordered)
+    return {"l_skew": r.l_skew, "l_skew_se": r.l_skew_se, "l_kurt": r.l_kurt, "l_kurt_se": r.l_kurt_se}
+
+
+def _lattice(p: _Prepared) -> dict[str, np.ndarray]:
+    return {"distinct_share": distinct_share(p.ordered)}
 
 
 BUILTIN_STATISTICS: tuple[Statistic, ...] = (
@@ -311,8 +322,27 @@ BUILTIN_STATISTICS: tuple[Statistic, ...] = (
     _builtin("shapiro_francia", {"shapiro_francia_p": "p-value of qq_r^2 (Royston 1993)"}, _shapiro_francia),
     _builtin(
         "wasserstein1",
-        {"w1_sigma": "Wasserstein-1 distance to the fitted normal, in std units"},
+        {
+            "w1_sigma": "Wasserstein-1 distance to the fitted normal, in std units",
+            "w1_se": "standard error of w1_sigma: influence function on the data, combined with the "
+            "normal-sample spread 0.19/sqrt(n)",
+        },
         _wasserstein1,
+    ),
+    _builtin(
+        "l_moments",
+        {
+            "l_skew": "L-skewness tau3 = lambda3/lambda2 (0 for a normal; robust to heavy tails)",
+            "l_skew_se": "standard error of l_skew valid for the data (influence function)",
+            "l_kurt": "L-kurtosis tau4 = lambda4/lambda2 (0.1226 for a normal, 0 uniform, 0.236 Laplace)",
+            "l_kurt_se": "standard error of l_kurt valid for the data (influence function)",
+        },
+        _l_moments,
+    ),
+    _builtin(
+        "lattice",
+        {"distinct_share": "distinct values among the tested ones, over n_tested (1 for continuous data)"},
+        _lattice,
     ),
 )
 """The built-in statistics of the battery, in the order of their columns in the stats table."""

@@ -10,8 +10,11 @@ Pitfalls respected (see DESIGN.md §2):
   statistic is tested with Lilliefors' null distribution instead;
 * Shapiro-Wilk (and every other test, for comparability) runs on a seeded
   subsample of at most 5000 values, the range where its p-values are valid;
-* effect sizes are reported beside p-values, and the verdict is driven by
-  them, because with large n every test rejects;
+* effect sizes are reported beside p-values, and "not rejected" is no
+  evidence: "Gaussian" needs upper confidence bounds of the distances within
+  margins (an equivalence argument, :mod:`goup_probe.stats.equivalence`),
+  and with large n every test rejects, so a rejected sample whose bounds are
+  within the margins is "close to Gaussian";
 * the standard errors of skewness and kurtosis (``skew_se``, ``kurtosis_se``)
   are delta-method SEs from the tested subsample's own moments up to order 6
   and 8 (:func:`goup_probe.stats.moments.moment_standard_errors`), valid for
@@ -46,6 +49,7 @@ from goup_probe.stats.battery import (
     qq_r_critical,
     subsample_indices,
 )
+from goup_probe.stats.equivalence import DEFAULT_THRESHOLDS, VerdictThresholds, verdict_and_shape
 from goup_probe.stats.moments import moment_standard_errors
 from goup_probe.stats.one_sample import (
     anderson_darling,
@@ -86,51 +90,6 @@ __all__ = [
 MIN_TESTED = 8
 """Fewest values on which the tests are run at all."""
 _RELATIVE_CONSTANT = 1e-12
-
-
-@dataclass(frozen=True)
-class VerdictThresholds:
-    """Thresholds that turn test results and effect sizes into a verdict.
-
-    A sample is called
-
-    * **Gaussian** when Shapiro-Wilk does not reject normality at ``alpha`` on at
-      least ``min_n_gaussian`` values;
-    * **inconclusive** when it does not reject on fewer values: with n = 16 the
-      test misses a uniform distribution 87% of the time, so "not rejected"
-      says nothing about the shape;
-    * **negligible deviation** when it rejects, but every effect size is small:
-      ``w1_sigma <= max_w1_sigma``, ``|skew| <= max_abs_skew`` and
-      ``|excess_kurtosis| <= max_abs_excess_kurtosis`` (with n in the thousands a
-      test detects deviations far too small to matter);
-    * **non-Gaussian** otherwise.
-
-    The defaults put a uniform distribution (W1 = 0.15 sigma, excess kurtosis -1.2),
-    a Laplace (W1 = 0.15 sigma, excess kurtosis 3) and a Student-t(3) clearly in
-    the non-Gaussian class.
-    """
-
-    alpha: float = 0.05
-    max_w1_sigma: float = 0.05
-    max_abs_skew: float = 0.5
-    max_abs_excess_kurtosis: float = 1.0
-    min_n_gaussian: int = 50
-
-    def __post_init__(self) -> None:
-        for f in fields(self):
-            value = getattr(self, f.name)
-            if isinstance(value, bool) or not isinstance(value, int | float | np.integer | np.floating):
-                raise TypeError(f"{f.name} must be a number, got {type(value).__name__}: {value!r:.60}")
-            if math.isnan(value):
-                raise ValueError(f"{f.name} must not be NaN")
-        if not 0 < self.alpha < 1:
-            raise ValueError(f"alpha must lie in (0, 1), got {self.alpha}")
-        for name in ("max_w1_sigma", "max_abs_skew", "max_abs_excess_kurtosis", "min_n_gaussian"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"{name} must be >= 0")
-
-
-DEFAULT_THRESHOLDS = VerdictThresholds()
 
 
 @dataclass(frozen=True)
@@ -261,10 +220,17 @@ class NormalityResult:
     qq_r_crit05: float
     shapiro_francia_p: float
     w1_sigma: float
+    w1_se: float
+    l_skew: float
+    l_skew_se: float
+    l_kurt: float
+    l_kurt_se: float
+    distinct_share: float
     axis: str
     status: str
     reason: str
     verdict: str
+    shape: str
     extra: InitVar[Mapping[str, float] | None] = None
     statistic_errors: InitVar[Mapping[str, str] | None] = None
 
@@ -496,7 +462,13 @@ def assess_samples(
         base = _base_fields(full, samples.shape[1], axis, ses.get(i))
         results.append(
             NormalityResult(
-                **base, **nan_tests, status=status, reason=reason, verdict=_NOT_TESTED, extra=nan_extra
+                **base,
+                **nan_tests,
+                status=status,
+                reason=reason,
+                verdict=_NOT_TESTED,
+                shape="",
+                extra=nan_extra,
             )
         )
     if to_test:
@@ -515,9 +487,11 @@ def assess_samples(
                 "status": status,
                 "reason": reason,
             }
+            verdict_, shape = verdict_and_shape(fields_, thresholds)
             results[i] = NormalityResult(
                 **fields_,
-                verdict=_verdict_of(fields_, thresholds),
+                verdict=verdict_,
+                shape=shape,
                 extra={name: float(column[row]) for name, column in extra.items()},
                 statistic_errors=errors[row] if errors else None,
             )
@@ -588,20 +562,8 @@ def _degenerate_status(full: Moments, sample: np.ndarray) -> tuple[str | None, s
 
 
 def verdict(result: NormalityResult, thresholds: VerdictThresholds = DEFAULT_THRESHOLDS) -> str:
-    """Verdict of a tested result: Gaussian, negligible deviation, non-Gaussian or inconclusive."""
-    return _verdict_of(result.to_dict(), thresholds)
+    """Verdict of a result under ``thresholds``: Gaussian, close to Gaussian, non-Gaussian, inconclusive.
 
-
-def _verdict_of(values: dict[str, object], thresholds: VerdictThresholds) -> str:
-    if values["status"] not in schema.TESTED_STATUSES or not math.isfinite(values["shapiro_p"]):
-        return schema.VERDICT_NOT_TESTED
-    if values["shapiro_p"] >= thresholds.alpha:
-        if values["n_tested"] < thresholds.min_n_gaussian:
-            return schema.VERDICT_INCONCLUSIVE
-        return schema.VERDICT_GAUSSIAN
-    small = (
-        values["w1_sigma"] <= thresholds.max_w1_sigma
-        and abs(values["skew"]) <= thresholds.max_abs_skew
-        and abs(values["excess_kurtosis"]) <= thresholds.max_abs_excess_kurtosis
-    )
-    return schema.VERDICT_NEGLIGIBLE if small else schema.VERDICT_NON_GAUSSIAN
+    The rule is :func:`goup_probe.stats.equivalence.verdict_and_shape` (which also names the shape).
+    """
+    return verdict_and_shape(result.to_dict(), thresholds)[0]

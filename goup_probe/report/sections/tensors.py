@@ -24,6 +24,6 @@ class TensorsSection(Section):
         intro = h.paragraph(
             "One row per parameter tensor: verdict and excess kurtosis of X at the first and last captured "
             "step, skewness and W1 (in σ) at the last, the share of captured steps judged Gaussian or "
-            "negligibly non-Gaussian, and the median ‖g‖/‖θ‖."
+            "close to Gaussian, and the median ‖g‖/‖θ‖."
         )
         return SectionOutput(intro + h.table(table, scroll=len(table) > 25))
