@@ -43,7 +43,9 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
-from scipy import special, stats
+from scipy import stats
+
+from goup_probe.stats.tail_effects import hill_from_top
 
 __all__ = [
     "MIN_HILL",
@@ -278,14 +280,11 @@ def hill(x: np.ndarray, *, level: float = 0.95, seed: int = 0, k: int | None = N
         if not 2 <= k <= n - 1:
             raise ValueError(f"k must lie in [2, {n - 1}], got {k}")
         how = "given"
-    h = float(desc_logs[:k].mean() - desc_logs[k])
-    if h <= 0:
+    alpha, ci_low, ci_high = (float(v) for v in hill_from_top(desc_logs, k, level))
+    if not math.isfinite(alpha):
         raise ValueError("the k largest |x| are all equal: Hill's estimator is undefined")
-    tail = (1.0 - level) / 2
-    ci_low = float(special.gammaincinv(k, tail)) / (k * h)
-    ci_high = float(special.gammaincinv(k, 1.0 - tail)) / (k * h)
     note = f"Hill on |x|: k = {k} of {n} ({how}); Gamma(k) interval, exact for a Pareto tail"
-    return TailIndexResult(1.0 / h, ci_low, ci_high, "hill", n, None, k, level, note)
+    return TailIndexResult(alpha, ci_low, ci_high, "hill", n, None, k, level, note)
 
 
 def sample_sas(alpha: float, size: int, rng: np.random.Generator, scale: float = 1.0) -> np.ndarray:
