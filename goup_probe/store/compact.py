@@ -20,7 +20,10 @@ reads completely and without duplicates:
 Compacted parts are written with zstd and the byte-stream-split encoding of
 float columns (float lists included): read many times, written once, they are
 smaller than the writer's lz4 parts (tracer trajectories in float32: 25 MB
-instead of 35 MB for the demo run).
+instead of 35 MB for the demo run). Their row groups are bounded in rows and
+bytes, and ``trajectories`` is written clustered by tensor
+(:mod:`goup_probe.store.layout`): the rows of each part grouped by ``param``,
+so a read of some tensors decodes only their row groups.
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from goup_probe.store.layout import ClusterOrder, cluster_column, is_clustered, row_group_rows
 from goup_probe.store.lock import RunLock
 from goup_probe.store.meta import read_meta
 from goup_probe.store.paths import RunDirectoryError
@@ -43,8 +47,6 @@ from goup_probe.store.writer import _dictionary_columns
 
 DEFAULT_TARGET_ROWS = 100_000
 """Rows per compacted part (the demo's tables fit one part each)."""
-ROW_GROUP_ROWS = 8192
-"""Rows per row group of a compacted part, so filtered reads can still skip groups."""
 COMPACT_COMPRESSION = "zstd"
 """Codec of compacted parts."""
 
@@ -75,8 +77,13 @@ def compact_run(
 ) -> CompactionResult:
     """Merge each table's parts into parts of up to ``target_rows`` rows, atomically per table.
 
-    Rows, their order and their values are unchanged; only the files are.
-    A table already in ``ceil(rows / target_rows)`` parts or fewer is left as it is.
+    Rows and their values are unchanged; only the files are. So is the rows'
+    order, except in the tables :mod:`goup_probe.store.layout` clusters
+    (``trajectories``): each new part (``target_rows`` consecutive rows) holds
+    its rows grouped by tensor, the tensors in order of first appearance, each
+    tensor's rows in the order written. A table
+    already in ``ceil(rows / target_rows)`` parts or fewer is left as it is,
+    unless it should be clustered, is not, and holds more rows than one row group.
 
     Parameters
     ----------
@@ -156,7 +163,12 @@ def _compact_table(run_dir: Path, name: str, target_rows: int) -> tuple[int, int
     footers = [_footer(p) for p in parts]
     rows = sum(f.num_rows for f in footers)
     n_out = max(1, math.ceil(rows / target_rows))
-    if len(parts) <= n_out:
+    cluster = cluster_column(name)
+    if cluster is not None and not any(cluster in f.schema.names for f in footers):
+        cluster = None  # a table of that name without the column: compacted as any other
+    unclustered = cluster is not None and not is_clustered(footers, cluster)
+    one_group = row_group_rows(sum(g.total_byte_size for f in footers for g in _groups(f)), rows)
+    if len(parts) <= n_out and not (unclustered and rows > one_group):
         return None
     try:
         unified = pa.unify_schemas(
@@ -169,7 +181,7 @@ def _compact_table(run_dir: Path, name: str, target_rows: int) -> tuple[int, int
     fresh = staging / name
     try:
         fresh.mkdir()
-        written = _write_parts(parts, unified, fresh, target_rows)
+        written = _write_parts(parts, unified, fresh, target_rows, cluster)
         if written != rows:
             raise RunDirectoryError(f"compacting {folder}: wrote {written} rows of {rows}; left it as it was")
         _fsync_dir(fresh)
@@ -200,8 +212,19 @@ def _footer(part: Path) -> pq.FileMetaData:
         ) from exc
 
 
-def _write_parts(parts: list[Path], unified: pa.Schema, folder: Path, target_rows: int) -> int:
-    """Stream ``parts`` into new parts of ``target_rows`` rows in ``folder``; returns the rows written."""
+def _groups(footer: pq.FileMetaData) -> list[pq.RowGroupMetaData]:
+    return [footer.row_group(i) for i in range(footer.num_row_groups)]
+
+
+def _write_parts(
+    parts: list[Path], unified: pa.Schema, folder: Path, target_rows: int, cluster: str | None = None
+) -> int:
+    """Stream ``parts`` into new parts of ``target_rows`` rows in ``folder``; returns the rows written.
+
+    With ``cluster``, each new part holds its rows grouped by that column (see
+    :mod:`goup_probe.store.layout`).
+    """
+    order = ClusterOrder() if cluster is not None else None
     pending: list[pa.Table] = []
     buffered = written = index = 0
     for part in parts:
@@ -213,12 +236,12 @@ def _write_parts(parts: list[Path], unified: pa.Schema, folder: Path, target_row
         buffered += table.num_rows
         while buffered >= target_rows:
             merged = pa.concat_tables(pending)
-            _write_part(merged.slice(0, target_rows), folder, index)
+            _write_part(merged.slice(0, target_rows), folder, index, cluster, order)
             index, written = index + 1, written + target_rows
             rest = merged.slice(target_rows)
             pending, buffered = [rest], rest.num_rows
     if buffered:
-        _write_part(pa.concat_tables(pending), folder, index)
+        _write_part(pa.concat_tables(pending), folder, index, cluster, order)
         written += buffered
     return written
 
@@ -250,17 +273,32 @@ def _float_leaves(data: pa.Table) -> list[str]:
     return out
 
 
-def _write_part(data: pa.Table, folder: Path, index: int) -> None:
-    """One compacted part: written to a hidden name, fsynced, renamed to ``part-<index>.parquet``."""
+def _write_part(
+    data: pa.Table,
+    folder: Path,
+    index: int,
+    cluster: str | None = None,
+    order: ClusterOrder | None = None,
+) -> None:
+    """One compacted part: written to a hidden name, fsynced, renamed to ``part-<index>.parquet``.
+
+    With ``cluster`` (and the table's ``order``), the rows of each value of that
+    column are written together, in row groups of their own.
+    """
     tmp = folder / f".part-{index:06d}.compact.tmp"
-    pq.write_table(
-        data,
+    group_rows = row_group_rows(data.nbytes, data.num_rows)
+    with pq.ParquetWriter(
         tmp,
+        data.schema,
         compression=COMPACT_COMPRESSION,
         use_dictionary=_dictionary_columns(data),
         use_byte_stream_split=_float_leaves(data) or False,
-        row_group_size=ROW_GROUP_ROWS,
-    )
+    ) as writer:
+        if cluster is None or order is None:
+            writer.write_table(data, row_group_size=group_rows)
+        else:
+            for group in order.groups(data, cluster):
+                writer.write_table(group, row_group_size=group_rows)
     fd = os.open(tmp, os.O_RDONLY)
     try:
         os.fsync(fd)
