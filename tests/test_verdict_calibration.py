@@ -35,7 +35,7 @@ def _is_gaussian(r):
 
 
 def test_normal_samples_of_5000_are_gaussian_at_least_90_percent():
-    reps = 300
+    reps = 500
     results = _results(lambda g, s: g.standard_normal(s), 5000, reps, seed=1)
     share = _share(results, _is_gaussian)
     assert share >= 0.90 - _slack(0.90, reps), f"Gaussian share {share:.3f} of N(0, 1) at n = 5000"
@@ -67,7 +67,7 @@ def _rounded(g, s):
     ids=["t12", "truncated_2.5sigma", "rounded_0.1sigma"],
 )
 def test_near_normal_alternatives_at_5000_are_never_gaussian_and_named(draw, shape):
-    reps = 150
+    reps = 250
     results = _results(draw, 5000, reps, seed=3)
     assert not any(map(_is_gaussian, results)), "a near-normal alternative was called Gaussian"
     named = _share(results, lambda r: shape in r.shape.split(", "))
