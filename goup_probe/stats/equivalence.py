@@ -70,10 +70,11 @@ class VerdictThresholds:
     * **close to Gaussian**: rejected, but close;
     * **non-Gaussian**: rejected and not close.
 
-    Minimum n: a sample that looks exactly normal shows closeness from about
-    n ≈ 250 (each margin's z·SE reaches it there: the null SEs of τ₄ and τ₃ are
-    0.30/√n and 0.45/√n, W1's bound is 0.78/√n); normal samples show it in 26%
-    at n = 500, 79% at 1000 and 95% at 5000 (1000 replications each,
+    Minimum n follows from the margins: a sample whose estimates sit at their
+    normal values shows closeness once each z·SE fits its margin — τ₄ and τ₃
+    (null SEs 0.30/√n and 0.45/√n) from n ≈ 270 and 220, W1 (its bound there is
+    about 1.1/√n) from n ≈ 500. Normal samples show it in 0% at n = 200, 26% at
+    n = 500, 79% at 1000 and 95% at 5000 (1000 replications each,
     benchmarks/README.md). There is no cliff in n: the bounds shrink as 1/√n.
 
     Margins: W1 0.05 σ (a uniform is at 0.15, a logistic 0.06, t₁₂ 0.036);
@@ -132,8 +133,8 @@ def w1_null_mean(n: int | np.ndarray) -> float | np.ndarray:
     """E[Ŵ1/σ] for n normal values: (0.833 − 0.13/√n)/√n.
 
     Fitted to seeded simulations (40000 replications for n ≤ 200, 8·10⁶/n above,
-    8 ≤ n ≤ 10000; the fit is within 0.5% of each simulated mean, whose Monte
-    Carlo SE is ≤ 0.9%): 0.058 at n = 200, 0.0117 at n = 5000.
+    8 ≤ n ≤ 10000; the fit is within 0.6% of each simulated mean and within
+    1.1 of its Monte Carlo SEs): 0.058 at n = 200, 0.0117 at n = 5000.
     """
     root = np.sqrt(np.asarray(n, dtype=np.float64))
     value = (0.833 - 0.13 / root) / root
@@ -158,9 +159,11 @@ def w1_standard_error(ordered: np.ndarray) -> np.ndarray:
     is IF_L(z) − z ∫ s − (z² − 1)/2 ∫ s Q (an L-statistic with weight s, and the
     estimated mean and σ), evaluated at the sample. Under normality s is noise
     and this IF misstates the spread, so the SE is √(SE_IF² + (0.19/√n)²)
-    (:data:`W1_NULL_SD`), conservative there (measured 1.5× the Monte Carlo SD
-    at n = 5000) and within 10% of it for t₅, t₁₂, t₂₀, logistic, Laplace,
-    uniform and triangular samples at n ≥ 1000.
+    (:data:`W1_NULL_SD`), never below the null spread. It is conservative: its
+    RMS over the Monte Carlo SD (1000 replications, 400 at n = 5000) is 1.7–1.9
+    for normal samples at n = 200…5000 and 1.04–1.6 for t₅, t₁₂, t₂₀, Laplace,
+    uniform, logistic and triangular samples (nearest 1 for the larger distances
+    and n), so the bound errs towards "not shown".
 
     Parameters
     ----------

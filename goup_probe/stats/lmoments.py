@@ -38,9 +38,9 @@ TAU4_NORMAL = 30.0 / math.pi * math.atan(math.sqrt(2.0)) - 9.0
 """L-kurtosis τ₄ of every normal distribution (≈ 0.12260)."""
 
 SMALL_SAMPLE_LAG = 7.0
-"""The influence-function SEs of τ₃ and τ₄ are scaled by √(n/(n − 7)): measured on normal samples
-(4000 replications), the plain SE is 14% low at n = 50 and within 2% from n = 200; the factor gives
-1.16 at n = 50 and 1.02 at n = 200."""
+"""The influence-function SEs of τ₃ and τ₄ are scaled by √(n/(n − 7)): on normal samples (400
+replications) the plain SE was 14% low at n = 50 and within 2% from n = 200; with the factor the
+RMS SE over the Monte Carlo SD is 0.98–1.05 at n = 20…5000 (2000 replications below 5000)."""
 
 
 def _read_only(array: np.ndarray) -> np.ndarray:
@@ -135,9 +135,10 @@ def l_moment_ratios(ordered: np.ndarray) -> LMomentRatios:
     LMomentRatios
         Arrays of shape (m,). The SE of a ratio τ = λ_r/λ₂ is the spread of
         (IF_r − τ IF₂)/λ₂ over the row divided by √n, times √(n/(n − 7))
-        (:data:`SMALL_SAMPLE_LAG`). Measured (400 replications each): within 6%
-        of the Monte Carlo SD for normal, uniform, logistic, Laplace, t₅ and
-        t₁₂ samples at n = 200 and 5000 (t₃ at n = 200: 18% low).
+        (:data:`SMALL_SAMPLE_LAG`). Measured RMS SE over Monte Carlo SD (2000
+        replications; 400 at n = 5000): 0.94–1.06 for normal, uniform, logistic,
+        Laplace, t₅ and t₁₂ samples at n = 200 and 5000; 0.86–1.08 at n = 50
+        (t₅ lowest); t₃ 0.90–0.98 from n = 200, 0.72–0.81 at n = 50.
     """
     ordered = np.asarray(ordered, dtype=np.float64)
     n = ordered.shape[1]
