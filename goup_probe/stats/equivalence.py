@@ -78,8 +78,8 @@ class VerdictThresholds:
     benchmarks/README.md). There is no cliff in n: the bounds shrink as 1/√n.
 
     Margins: W1 0.05 σ (a uniform is at 0.15, a logistic 0.06, t₁₂ 0.036);
-    τ₄ deviation 0.03 (t₁₀ ≈ 0.030, t₁₂ 0.026, logistic 0.044, Laplace 0.113,
-    uniform 0.123, normal truncated at ±2.5σ 0.016); τ₃ 0.05 (about a skewness of 0.3).
+    τ₄ deviation 0.03 (t₁₀ 0.031, t₁₂ 0.026, logistic 0.044, Laplace 0.113,
+    uniform 0.123, normal truncated at ±2.5σ 0.016); τ₃ 0.05 (a gamma law of skewness 0.3).
 
     Shapes (every tested row that is not Gaussian): **heavy-tailed** /
     **light-tailed** when τ₄ − τ₄(normal) is significant (its sign), else when
