@@ -205,7 +205,8 @@ def _cmd_ou(args: argparse.Namespace) -> int:
 
     start = time.perf_counter()
     run = load_run(args.run_dir)
-    steps = run.trajectories["step"] if "step" in run.trajectories.columns else []
+    index = run.table("trajectories", columns=["step"])  # validate_ou reads the rest tensor by tensor
+    steps = index["step"] if "step" in index.columns else []
     if len(steps) == 0:
         print(f"{args.run_dir}: no tracer trajectories in this run (was the probe attached with tracers=0?).")
         return 1
