@@ -7,6 +7,7 @@ from goup_probe.report import html as h
 from goup_probe.report.data import OU_TABLES
 from goup_probe.report.figures import ou_figures
 from goup_probe.report.sections.base import ReportContext, Requirement, Section, SectionOutput, SectionSkipped
+from goup_probe.report.sections.ou_curvature import curvature_parts
 
 NO_TRAJECTORIES = "This run recorded no tracer trajectories (tracers=0), so the OU model cannot be checked."
 TURNED_OFF = "The OU section was turned off for this report."
@@ -50,6 +51,7 @@ class OUSection(Section):
         parts.extend(h.figure(f) for f in new)
         columns = [c for c in TABLE_COLUMNS if c in frame.columns]
         parts.append(h.table(frame[columns], scroll=True))
+        parts.extend(curvature_parts(ctx, frame))  # nothing unless a NoiseProbe measured the curvature
         if "reason" in frame.columns:
             reasons = [f"{p}: {r}" for p, r in zip(frame["param"], frame["reason"], strict=True) if r]
             if reasons:
