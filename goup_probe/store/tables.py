@@ -109,14 +109,22 @@ def _to_pandas(data: pa.Table) -> pd.DataFrame:
     strided copy that took 0.9–1.3 s of the 1.5–2 s of reading 10⁶ stats rows;
     one block per column (``split_blocks``) is converted in 0.1 s, and copying
     its numeric columns, which would otherwise be read-only views of Arrow
-    memory, costs 0.2 s more.
+    memory, costs 0.2 s more. Only a column Arrow can hand over without a copy
+    (one chunk, no nulls, a fixed-width numeric or temporal type) is copied;
+    the others come out of the conversion as new arrays.
     """
+    views = [i for i, column in enumerate(data.columns) if _zero_copy(column)]
     frame = data.to_pandas(split_blocks=True, self_destruct=True)
-    for index in range(frame.shape[1]):
-        column = frame.iloc[:, index]
-        if column.dtype.kind in "biufcmM":
-            frame.isetitem(index, np.array(column.to_numpy(), copy=True))
+    for index in views:
+        frame.isetitem(index, np.array(frame.iloc[:, index].to_numpy(), copy=True))
     return frame
+
+
+def _zero_copy(column: pa.ChunkedArray) -> bool:
+    """Whether pandas would get ``column`` as a read-only view of Arrow memory."""
+    kind = column.type
+    fixed = pa.types.is_integer(kind) or pa.types.is_floating(kind) or pa.types.is_temporal(kind)
+    return fixed and column.num_chunks == 1 and column.null_count == 0
 
 
 def _filter_columns(filters: Filters | None) -> set[str]:
@@ -152,7 +160,7 @@ def _read_part(
     with pq.ParquetFile(part) as handle:  # one open: footer for the check, then the rows
         found = handle.schema_arrow
         if declared is not None:
-            _check_part_schema(part, name, found, declared)
+            _check_part_schema(part, name, found, declared, schema.ADDED_COLUMNS.get(name, frozenset()))
         names = set(found.names)
         present = None if columns is None else [c for c in columns if c in names]
         if filters is None:
@@ -161,7 +169,19 @@ def _read_part(
             return None
         else:
             data = _read_filtered(part, present, filters)
-    return data if declared is None else _cast_declared(part, data, declared)
+    if declared is None:
+        return data
+    return _add_missing(_cast_declared(part, data, declared), declared, schema.ADDED_COLUMNS.get(name), columns)
+
+
+def _add_missing(
+    data: pa.Table, declared: pa.Schema, added: frozenset[str] | None, columns: list[str] | None
+) -> pa.Table:
+    """``data`` with the declared columns an older part lacks (:data:`schema.ADDED_COLUMNS`) as nulls."""
+    for column in sorted(added or ()):
+        if column not in data.column_names and (columns is None or column in columns):
+            data = data.append_column(declared.field(column), pa.nulls(data.num_rows, declared.field(column).type))
+    return data
 
 
 def _read_filtered(part: Path, columns: list[str] | None, filters: Filters) -> pa.Table:
@@ -184,10 +204,12 @@ def _read_filtered(part: Path, columns: list[str] | None, filters: Filters) -> p
     return empty if columns is None else empty.select(columns)
 
 
-def _check_part_schema(part: Path, name: str, found: pa.Schema, declared: pa.Schema) -> None:
-    """Raise :class:`_BadPart` when ``found`` lacks a declared column or types one incompatibly."""
+def _check_part_schema(
+    part: Path, name: str, found: pa.Schema, declared: pa.Schema, added: frozenset[str] = frozenset()
+) -> None:
+    """Raise :class:`_BadPart` when ``found`` lacks a declared column (beyond ``added``) or types one incompatibly."""
     types = dict(zip(found.names, found.types, strict=True))
-    missing = [f.name for f in declared if f.name not in types]
+    missing = [f.name for f in declared if f.name not in types and f.name not in added]
     wrong = [
         f"{f.name} is {types[f.name]}, declared {f.type}"
         for f in declared
