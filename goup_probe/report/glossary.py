@@ -234,6 +234,22 @@ def _ou_and_fidelity_items() -> list[Item]:
     ]
 
 
+def _noise_probe_items() -> list[Item]:
+    """The OU-rate-against-curvature comparison and the ``noise_probe`` table's columns (from the schema)."""
+    columns = "; ".join(f"{name}: {doc}" for name, _, doc in schema.NOISE_PROBE_FIELDS)
+    return [
+        (
+            "h = tr H / N, h_top, α(h + λ)",
+            "Curvature measured by gp.NoiseProbe(curvature=...): h is the Hutchinson trace of the tensor's "
+            "diagonal Hessian block over its size (its mean diagonal curvature), h_top the block's top "
+            "eigenvalue, both medians over the measured steps; λ is the tensor's weight decay. Near a "
+            "minimum SGD reverts at k ≈ α(h + λ); k̂ / α(h + λ) near 1 agrees, and k̂ above α(h_top + λ) "
+            "is faster than any direction of the block allows.",
+        ),
+        ("noise_probe table", f"One row per step, tensor and unit size of gp.NoiseProbe. {columns}."),
+    ]
+
+
 def glossary_items(meta: dict[str, Any], columns: Sequence[str] | None = None) -> list[Item]:
     """Terms and definitions: concepts, every stats column, the verdicts (this run's thresholds), OU, GO-UP.
 
@@ -252,4 +268,5 @@ def glossary_items(meta: dict[str, Any], columns: Sequence[str] | None = None) -
         *column_items(meta, columns),
         *_verdict_items(meta),
         *_ou_and_fidelity_items(),
+        *_noise_probe_items(),
     ]
