@@ -164,7 +164,11 @@ def stats_fields(statistics: Sequence[Statistic] = ()) -> tuple[Field, ...]:
     )  # here, not at import: keeps `import goup_probe.schema` free of scipy
 
     def declared(items: Sequence[Statistic]) -> tuple[Field, ...]:
-        return tuple((c, pa.float64(), doc) for s in items for c, doc in s.columns.items())
+        return tuple(
+            (c, pa.string() if c in battery.TEXT_COLUMNS else pa.float64(), doc)
+            for s in items
+            for c, doc in s.columns.items()
+        )
 
     fields = (
         *STATS_BASE_FIELDS,

@@ -56,6 +56,19 @@ TODAY_STATS_COLUMNS = (
     "l_kurt",
     "l_kurt_se",
     "distinct_share",
+    "exceed3_ratio",
+    "exceed3_lo",
+    "exceed3_hi",
+    "exceed4_ratio",
+    "exceed4_lo",
+    "exceed4_hi",
+    "hill_alpha",
+    "hill_lo",
+    "hill_hi",
+    "t_nu",
+    "gennorm_beta",
+    "best_fit",
+    "aic_gain",
     "verdict",
     "shape",
     "noise_to_signal",
@@ -185,7 +198,7 @@ def test_invalid_declarations_raise():
 
 
 def test_builtin_statistics_declare_every_battery_column_and_their_fn_matches():
-    assert TODAY_STATS_COLUMNS[25:44] == battery.BUILTIN_COLUMNS
+    assert TODAY_STATS_COLUMNS[25:57] == battery.BUILTIN_COLUMNS
     samples = _samples(m=3, n=250, seed=7)
     together = battery.run_battery(battery.standardise(samples))
     for statistic in battery.BUILTIN_STATISTICS:

@@ -226,6 +226,19 @@ class NormalityResult:
     l_kurt: float
     l_kurt_se: float
     distinct_share: float
+    exceed3_ratio: float
+    exceed3_lo: float
+    exceed3_hi: float
+    exceed4_ratio: float
+    exceed4_lo: float
+    exceed4_hi: float
+    hill_alpha: float
+    hill_lo: float
+    hill_hi: float
+    t_nu: float
+    gennorm_beta: float
+    best_fit: str
+    aic_gain: float
     axis: str
     status: str
     reason: str
@@ -250,6 +263,11 @@ class NormalityResult:
 
 _RESULT_FIELDS = tuple(f.name for f in fields(NormalityResult))
 _TEST_FIELDS = battery.BUILTIN_COLUMNS
+
+
+def _cell(name: str, value: object) -> float | str:
+    """One battery value as its field holds it: text for :data:`battery.TEXT_COLUMNS`, else a float."""
+    return str(value) if name in battery.TEXT_COLUMNS else float(value)  # type: ignore[arg-type]
 
 
 def _as_sample(x: Any) -> np.ndarray:
@@ -440,7 +458,7 @@ def assess_samples(
         raise ValueError(f"samples must have one row per Moments, got shape {samples.shape}")
     if not np.isfinite(samples).all():
         raise ValueError("assess_samples needs finite subsamples; use assess_sample for the others")
-    nan_tests = dict.fromkeys(_TEST_FIELDS, float("nan"))
+    nan_tests = {name: "" if name in battery.TEXT_COLUMNS else float("nan") for name in _TEST_FIELDS}
     nan_extra = dict.fromkeys((c for s in statistics for c in s.columns), float("nan"))
     statuses = [_degenerate_status(full, samples[i]) for i, full in enumerate(fulls)]
     usable = [i for i, (status, _) in enumerate(statuses) if status is None]
@@ -478,7 +496,7 @@ def assess_samples(
         extra, errors = battery.evaluate(statistics, tested_rows) if statistics else ({}, None)
         for row, i in enumerate(to_test):
             full = fulls[i]
-            values = {name: float(tests[name][row]) for name in _TEST_FIELDS}
+            values = {name: _cell(name, tests[name][row]) for name in _TEST_FIELDS}
             status = schema.STATUS_NONFINITE_EXCLUDED if full.nonfinite else schema.STATUS_OK
             reason = f"{full.nonfinite} non-finite values excluded" if full.nonfinite else ""
             fields_ = {
