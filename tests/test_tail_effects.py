@@ -185,3 +185,24 @@ def test_aic_choice_is_the_least_aic():
     aic = 2 * np.array([2, 3, 2, 3]) - 2 * logliks
     assert list(got.best_fit) == [te.FIT_FAMILIES[j] for j in np.argmin(aic, axis=1)]
     assert got.aic_gain == pytest.approx(aic[:, 0] - aic.min(axis=1))
+
+
+def test_the_battery_reports_the_tail_effects_of_a_sample():
+    """Through gp.normality: the declared columns, best_fit a string column of the stats schema."""
+    import goup_probe as gp
+    from goup_probe import schema
+    from goup_probe.stats import battery
+
+    x = np.random.default_rng(50).standard_t(3, N)
+    result = gp.normality(x)
+    z = standardise(x[None, :])
+    fits = te.compare_fits(z)
+    assert result.best_fit == "t" == fits.best_fit[0]
+    assert result.t_nu == pytest.approx(fits.t.nu[0], rel=1e-12)
+    assert result.exceed3_ratio == pytest.approx(te.exceedance_ratio(z, 3.0).ratio[0])
+    assert result.hill_alpha == pytest.approx(te.hill_rows(np.sort(z, axis=1)).alpha[0])
+    assert str(schema.stats_schema().field("best_fit").type) == "string"
+    assert str(schema.stats_schema().field("t_nu").type) == "double"
+    assert set(battery.TEXT_COLUMNS) == {"best_fit"}
+    untested = gp.normality(np.arange(5.0))
+    assert untested.best_fit == "" and math.isnan(untested.t_nu)

@@ -217,7 +217,7 @@ def _h(nu: np.ndarray) -> np.ndarray:
 
 
 def _h_prime(nu: np.ndarray) -> np.ndarray:
-    return 0.5 * (special.polygamma(1, 0.5 * (nu + 1.0)) - special.polygamma(1, 0.5 * nu))
+    return 0.5 * (special.zeta(2.0, 0.5 * (nu + 1.0)) - special.zeta(2.0, 0.5 * nu))
 
 
 def _nu_for(q: np.ndarray, start: np.ndarray | None = None, steps: int = 6) -> np.ndarray:
@@ -368,7 +368,7 @@ def _gennorm_step(x: np.ndarray, log_abs: np.ndarray, top: np.ndarray, e: np.nda
     a2 = np.sum(e, axis=1, dtype=np.float64) / t0 - a1 * a1  # (ln T)''
     big_b = special.digamma(1.0 / b) + np.log(b) + b * top + np.log(t0) - math.log(n)
     d1 = 1.0 / b + big_b / b**2 - a1 / b  # (dℓ/dβ)/n
-    db = -special.polygamma(1, 1.0 / b) / b**2 + 1.0 / b + a1
+    db = -special.zeta(2.0, 1.0 / b) / b**2 + 1.0 / b + a1
     d2 = -1.0 / b**2 + db / b**2 - 2.0 * big_b / b**3 - a2 / b + a1 / b**2
     gx, hx = d1 * b, d2 * b * b + d1 * b  # derivatives in x = ln β
     step = np.where(hx < 0, -gx / np.where(hx < 0, hx, -1.0), np.sign(gx) * 0.5)
