@@ -138,8 +138,18 @@ STATS_DERIVED_FIELDS: tuple[Field, ...] = (
 STATS_SHADOW_FIELDS: tuple[Field, ...] = (
     ("noise_to_signal", pa.float64(), "GO-UP shadow: sigma*sqrt(N)/||g||"),
     ("goup_cosine", pa.float64(), "GO-UP shadow: cos(actual update, GO-UP mean update)"),
-    ("goup_w2_rel", pa.float64(), "GO-UP shadow: W2(actual, GO-UP) / ||GO-UP mean update||"),
+    (
+        "goup_fit_p",
+        pa.float64(),
+        "GO-UP shadow: p of the update being a draw from GO-UP's N(-alpha g, alpha^2 sigma^2 I) "
+        "(two-sided chi2 of the scaled norm and Shapiro-Wilk of the scaled coordinates, Bonferroni)",
+    ),
 )
+ADDED_COLUMNS: dict[str, frozenset[str]] = {"stats": frozenset({"goup_fit_p"})}
+"""Declared columns that parts written by an older version may lack: read as null (NaN).
+
+``goup_fit_p`` replaced ``goup_w2_rel`` (still read from old parts, as any extra column).
+"""
 
 
 def stats_fields(statistics: Sequence[Statistic] = ()) -> tuple[Field, ...]:

@@ -38,7 +38,7 @@ BATCH = 16
 OPTS = {"sample_size": 300, "keep_samples": 50, "tracers": 16, "seed": 3}
 KEY = ["step", "param", "quantity"]
 MOMENT_COLS = ["std", "skew", "excess_kurtosis", "min", "max", "param_norm", "grad_norm", "grad_to_param"]
-SHADOW_COLS = ["noise_to_signal", "goup_cosine", "goup_w2_rel"]
+SHADOW_COLS = ["noise_to_signal", "goup_cosine", "goup_fit_p"]
 TEST_COLS = [
     "ks_d",
     "lilliefors_p",

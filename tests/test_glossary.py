@@ -28,10 +28,10 @@ def test_every_stats_column_has_a_glossary_entry():
     missing = [name for name in schema.stats_schema().names if name not in terms]
     assert missing == []
     assert len(set(terms)) == len(terms), "a term listed twice"
-    for term in ("gaussian_share", "goup_w2_rel", "goup_cosine", "– and nan"):
+    for term in ("gaussian_share", "goup_fit_p", "goup_cosine", "– and nan"):
         assert term in terms, term
     text = dict(items)
-    assert "Wasserstein-2" in text["goup_w2_rel"] and "cos(Δ, −αg)" in text["goup_cosine"]
+    assert "χ²" in text["goup_fit_p"] and "cos(Δ, −αg)" in text["goup_cosine"]
     assert "nan" in text["– and nan"] and "not computed" in text["– and nan"]
     # The declared one-line description comes first, the longer prose after it.
     assert text["qq_r"].startswith("normal probability-plot correlation") and "heatmap" in text["qq_r"]

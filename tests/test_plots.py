@@ -330,17 +330,15 @@ def test_ou_diagnostics_write_na_in_cells_whose_test_could_not_run():
         plots.plot_ou_diagnostics(ou, columns=["nope"], ax=_ax())
 
 
-def _update_rows(noise, w2, cosine):
-    return pd.DataFrame({"noise_to_signal": noise, "goup_w2_rel": w2, "goup_cosine": cosine})
+def _update_rows(noise, fit_p, cosine):
+    return pd.DataFrame({"noise_to_signal": noise, "goup_fit_p": fit_p, "goup_cosine": cosine})
 
 
-def test_shadow_figures_draw_the_cosine_and_not_w2_when_it_repeats_noise_to_signal():
-    sgd = _update_rows([1.0, 10.0, 100.0], [1.001, 10.02, 100.0], [1.0, 0.99, 0.98])
-    metrics = [m for m, _ in shadow_metrics(sgd)]
-    assert metrics == ["noise_to_signal", "goup_cosine"]
-    assert "not drawn separately" in dict(shadow_metrics(sgd))["noise_to_signal"]
-    adamw = _update_rows([1.0, 10.0, 100.0], [3.0, 12.0, 100.0], [0.5, 0.55, 0.6])
-    assert [m for m, _ in shadow_metrics(adamw)] == ["noise_to_signal", "goup_cosine", "goup_w2_rel"]
+def test_shadow_figures_draw_noise_to_signal_and_the_cosine_and_skip_empty_columns():
+    adamw = _update_rows([1.0, 10.0, 100.0], [0.0, 1e-9, 0.2], [0.5, 0.55, 0.6])
+    assert [m for m, _ in shadow_metrics(adamw)] == ["noise_to_signal", "goup_cosine"]
+    no_cosine = _update_rows([1.0, 10.0, 100.0], [0.3, 0.5, 0.9], [np.nan] * 3)
+    assert [m for m, _ in shadow_metrics(no_cosine)] == ["noise_to_signal"]
 
 
 class _RecordingWriter(figures.FigureWriter):
@@ -366,7 +364,7 @@ def _all_report_figures(tmp_path):
         }
     )
     update = stats.assign(
-        quantity=schema.UPDATE, noise_to_signal=3.0, goup_w2_rel=3.0, goup_cosine=0.55, n_tested=np.nan
+        quantity=schema.UPDATE, noise_to_signal=3.0, goup_fit_p=0.0, goup_cosine=0.55, n_tested=np.nan
     )
     ou = pd.DataFrame(
         {

@@ -196,8 +196,8 @@ def test_update_row_is_the_applied_update_and_shadow_fidelity_for_sgd(tmp_path):
     n = x["numel"]
     expected_nsr = x["std"] * math.sqrt(n / (n - 1)) * math.sqrt(n) / grad["grad_norm"]
     assert upd["noise_to_signal"] == pytest.approx(expected_nsr, rel=1e-6)
-    # plain SGD: the update equals GO-UP's mean, so W2 reduces to the noise norm
-    assert upd["goup_w2_rel"] == pytest.approx(expected_nsr, rel=1e-4)
+    # plain SGD: the update is GO-UP's mean with no noise at all, which GO-UP's fit test rejects
+    assert upd["goup_fit_p"] < 1e-6
 
 
 def test_frozen_unused_and_tied_parameters(tmp_path):

@@ -73,7 +73,7 @@ TODAY_STATS_COLUMNS = (
     "shape",
     "noise_to_signal",
     "goup_cosine",
-    "goup_w2_rel",
+    "goup_fit_p",
 )
 """The stats columns before statistics were declared (the independent reference)."""
 

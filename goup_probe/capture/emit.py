@@ -79,6 +79,7 @@ def keep_snapshot(
         x_std=parts.x.moments.std,
         numel=numel,
         theta_sample=theta_sample,
+        grad_sample=parts.grad.sample,
     )
 
 
@@ -94,7 +95,7 @@ def update(
     """The update row of a captured step; with Σ Δ·g (``dot``), its shadow-fidelity columns."""
     if schema.UPDATE not in state.due:
         return
-    shadow = shadow_from_dot(dot, snap, reduction.norm) if dot is not None else {}
+    shadow = shadow_from_dot(dot, snap, reduction.norm, reduction.sample) if dot is not None else {}
     ctx.rows.stats(
         state.step,
         tracked,

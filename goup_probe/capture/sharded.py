@@ -94,6 +94,7 @@ class ShardedTensor(Strategy):
                 param_norm=res.theta.norm,
                 x_std=res.x.moments.std,
                 numel=shard.numel,
+                grad_sample=res.grad.sample,
             )
         if ctx.dist.writes:
             emit.components(ctx, state, tracked, res.theta, res.grad, res.x, emit.NO_GRAD_SHARDED)

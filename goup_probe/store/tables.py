@@ -171,7 +171,8 @@ def _read_part(
             data = _read_filtered(part, present, filters)
     if declared is None:
         return data
-    return _add_missing(_cast_declared(part, data, declared), declared, schema.ADDED_COLUMNS.get(name), columns)
+    data = _cast_declared(part, data, declared)
+    return _add_missing(data, declared, schema.ADDED_COLUMNS.get(name), columns)
 
 
 def _add_missing(
@@ -180,7 +181,8 @@ def _add_missing(
     """``data`` with the declared columns an older part lacks (:data:`schema.ADDED_COLUMNS`) as nulls."""
     for column in sorted(added or ()):
         if column not in data.column_names and (columns is None or column in columns):
-            data = data.append_column(declared.field(column), pa.nulls(data.num_rows, declared.field(column).type))
+            field = declared.field(column)
+            data = data.append_column(field, pa.nulls(data.num_rows, field.type))
     return data
 
 
@@ -207,7 +209,7 @@ def _read_filtered(part: Path, columns: list[str] | None, filters: Filters) -> p
 def _check_part_schema(
     part: Path, name: str, found: pa.Schema, declared: pa.Schema, added: frozenset[str] = frozenset()
 ) -> None:
-    """Raise :class:`_BadPart` when ``found`` lacks a declared column (beyond ``added``) or types one incompatibly."""
+    """Raise :class:`_BadPart` when ``found`` lacks a declared column (not in ``added``) or mistypes one."""
     types = dict(zip(found.names, found.types, strict=True))
     missing = [f.name for f in declared if f.name not in types and f.name not in added]
     wrong = [

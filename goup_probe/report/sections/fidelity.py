@@ -12,6 +12,7 @@ from goup_probe.formatting import format_lr
 from goup_probe.report import html as h
 from goup_probe.report.figures import FigureFile, fidelity_figures, lines_figure
 from goup_probe.report.sections.base import ReportContext, Section, SectionOutput, SectionSkipped
+from goup_probe.update_rule import UpdateRule, update_rule
 
 NO_COMPARISON = (
     "This run holds no GO-UP comparison (no compare tables, no shadow columns); run a "
@@ -30,25 +31,15 @@ SHADOW_METRICS = (
         "mean update −αg. 1 for plain SGD (dashed line); momentum, weight decay or an adaptive optimizer "
         "(Adam, AdamW) turn the update away from −αg.",
     ),
-    (
-        "goup_w2_rel",
-        "W2 between the actual update and GO-UP's update distribution, relative to "
-        "the size of GO-UP's mean update.",
-    ),
 )
 """Shadow columns of the stats table drawn over training, with their captions."""
 
-SAME_AS_NOISE_RTOL = 0.05
-"""goup_w2_rel is not drawn when every row is within this relative distance of noise_to_signal."""
+FIT_LEVEL = 0.05
+"""Level at which the section counts rejections of ``goup_fit_p``."""
 
 
 def shadow_metrics(rows: pd.DataFrame) -> list[tuple[str, str]]:
-    """The shadow columns worth a figure, with their captions.
-
-    ``goup_w2_rel`` equals ``noise_to_signal`` for plain SGD (W2² = ‖Δ + αg‖² + Nα²σ²
-    and Δ = −αg), so when every row of ``rows`` has the two within
-    :data:`SAME_AS_NOISE_RTOL` it would repeat that figure: it is left out and
-    the noise-to-signal caption says so. Columns without a finite value are left out.
+    """The shadow columns worth a figure (those with a finite value), with their captions.
 
     Parameters
     ----------
@@ -59,23 +50,39 @@ def shadow_metrics(rows: pd.DataFrame) -> list[tuple[str, str]]:
     -------
     list of (column, caption)
     """
-    present = {
-        m: c
+    return [
+        (m, c)
         for m, c in SHADOW_METRICS
         if m in rows.columns and np.isfinite(rows[m].to_numpy(dtype=np.float64)).any()
-    }
-    if {"noise_to_signal", "goup_w2_rel"} <= set(present):
-        noise = rows["noise_to_signal"].to_numpy(dtype=np.float64)
-        w2 = rows["goup_w2_rel"].to_numpy(dtype=np.float64)
-        both = np.isfinite(noise) & np.isfinite(w2) & (noise > 0)
-        gap = float(np.max(np.abs(w2[both] / noise[both] - 1.0))) if both.any() else np.inf
-        if gap <= SAME_AS_NOISE_RTOL:
-            del present["goup_w2_rel"]
-            present["noise_to_signal"] += (
-                f" W2(actual, GO-UP)/‖αg‖ (goup_w2_rel) is within {max(gap, 1e-4):.1%} of this on every "
-                "row of this run (as for plain SGD), so it is not drawn separately."
-            )
-    return list(present.items())
+    ]
+
+
+def fit_sentence(rows: pd.DataFrame) -> str:
+    """How often the updates fail the goodness-of-fit test to GO-UP's update distribution (``goup_fit_p``).
+
+    Parameters
+    ----------
+    rows : DataFrame
+        The ``update`` rows of ``run.stats``.
+
+    Returns
+    -------
+    str
+        Empty when no row has a finite ``goup_fit_p`` (a run written before the column existed).
+    """
+    if "goup_fit_p" not in rows.columns:
+        return ""
+    p = rows["goup_fit_p"].to_numpy(dtype=np.float64)
+    p = p[np.isfinite(p)]
+    if not p.size:
+        return ""
+    rejected = int((p < FIT_LEVEL).sum())
+    return (
+        f"Is each update a draw from GO-UP's update distribution N(−αg, α²σ²I)? goup_fit_p (a two-sided χ² "
+        "test of ‖Δ + αg‖²/(α²σ²) against χ²_N with a Shapiro–Wilk test of the scaled coordinates on the "
+        f"subsample, Bonferroni-combined) is below {FIT_LEVEL:g} on {rejected} of {p.size} update rows "
+        f"({rejected / p.size:.1%}); if the optimizer were GO-UP that share would be about {FIT_LEVEL:.0%}."
+    )
 
 
 class FidelitySection(Section):
@@ -175,10 +182,16 @@ def _shadow_parts(ctx: ReportContext) -> tuple[list[str], list[FigureFile]]:
     parts.append(
         h.paragraph(
             "At each captured step the probe compares the actual update with GO-UP's update "
-            "θ − αg + α·std(θ − g)·z: the noise it adds relative to the gradient step, and how far the "
-            "two updates are apart."
+            "θ − αg + α·std(θ − g)·z: the noise it adds relative to the gradient step, the direction of "
+            "the two, and whether the actual update could be a draw of GO-UP's."
         )
     )
+    cosine = shadow_rows["goup_cosine"] if "goup_cosine" in shadow_rows.columns else pd.Series(dtype=float)
+    rule = update_rule(ctx.run.meta, cosine=float(cosine.median()) if cosine.notna().any() else float("nan"))
+    parts.append(h.paragraph(rule.alpha_meaning() if not rule.adaptive else _adaptive_shadow_note(rule)))
+    fit = fit_sentence(shadow_rows)
+    if fit:
+        parts.append(h.paragraph(fit))
     figures = []
     for metric, caption in shadow_metrics(shadow_rows):
         label = plots.METRIC_LABELS.get(metric, metric)
@@ -196,6 +209,15 @@ def _shadow_parts(ctx: ReportContext) -> tuple[list[str], list[FigureFile]]:
         figures.append(fig)
         parts.append(h.figure(fig))
     return parts, figures
+
+
+def _adaptive_shadow_note(rule: UpdateRule) -> str:
+    return (
+        f"{rule.optimizer or 'This optimizer'}'s update is not −αg ({rule.evidence}): α here is the param "
+        "group's nominal learning rate at each step, GO-UP's mean update −αg is not what this optimizer "
+        "would do with that rate, and the comparison measures how far apart the two update rules are, "
+        "not how well GO-UP approximates this optimizer's noise."
+    )
 
 
 def _summary_display(summary: pd.DataFrame) -> pd.DataFrame:
