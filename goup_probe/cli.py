@@ -259,6 +259,17 @@ def _cmd_noise(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_reproduce(args: argparse.Namespace) -> int:
+    from goup_probe.reproduce import reproduce
+
+    result = reproduce(args.name, quick=args.quick, out=args.out, overwrite=args.overwrite)
+    print(f"{args.name} ({'quick' if args.quick else 'full'}): computed in {result.wall_seconds:.1f} s")
+    print(f"Our verdict: {result.verdict}")
+    print(result.sentence)
+    print(f"Report: {result.index}")
+    return 0
+
+
 def _cmd_compact(args: argparse.Namespace) -> int:
     from goup_probe.store.compact import compact_run
     from goup_probe.store.usage import format_bytes
@@ -451,6 +462,21 @@ def _add_noise(sub: argparse._SubParsersAction) -> None:
     noise.set_defaults(func=_cmd_noise)
 
 
+def _add_reproduce(sub: argparse._SubParsersAction) -> None:
+    from goup_probe.reproduce.registry import RECIPES  # a dict of names: imports nothing heavy
+
+    rep = sub.add_parser(
+        "reproduce",
+        help="reproduce a gradient-noise paper's figure on the bundled digits (report page with our verdict)",
+        description="Recipes: " + "; ".join(f"{name}: {what}" for name, what in RECIPES.items()),
+    )
+    rep.add_argument("name", choices=list(RECIPES))
+    rep.add_argument("--quick", action="store_true", help="small settings (under 2 minutes on 2 CPU cores)")
+    rep.add_argument("--out", type=Path, default=None, help="output directory (default: runs/reproduce/NAME)")
+    rep.add_argument("--overwrite", action="store_true", help="replace an earlier output there")
+    rep.set_defaults(func=_cmd_reproduce)
+
+
 def _add_compact(sub: argparse._SubParsersAction) -> None:
     compact = sub.add_parser(
         "compact",
@@ -472,6 +498,7 @@ SUBCOMMANDS = (
     _add_compare_runs,
     _add_ou,
     _add_noise,
+    _add_reproduce,
     _add_compact,
 )
 """One function per subcommand, each adding its parser; the command's own imports wait for its run."""
