@@ -16,8 +16,8 @@ records, per micro-batch i, the row of ξ_i = g_i − ḡ (g_i = k·c_i, see
 :mod:`goup_probe.noise.micro`) and per tensor one ``noise`` table row (variance
 across micro-batches, tr Σ, |G|², B_simple, tail index). A step with a single
 micro-batch records nothing for it (:attr:`MicroBatchCapture.noise_note` says
-so). DDP gradient communication is not seen: under DDP the contributions are
-the local ones (``no_sync`` micro-batches) and the last pass's all-reduced one.
+so). Under DDP the micro-batches are the ranks: a communication hook hands
+each rank's gradient before the all-reduce (:mod:`goup_probe.noise.ddp`).
 """
 
 from __future__ import annotations
@@ -35,6 +35,7 @@ from goup_probe.capture.plan import TrackedParam, stable_seed
 from goup_probe.capture.quantities import Quantity, QuantityInputs
 from goup_probe.capture.reduce import flat_view, reduce_flat
 from goup_probe.capture.strategy import CaptureContext
+from goup_probe.noise.ddp import RankGradients, cumulative_snapshots
 from goup_probe.noise.micro import micro_noise, noise_summary
 
 SINGLE_MICRO_BATCH = (
@@ -74,6 +75,8 @@ class MicroBatchCapture:
         self._noise_state: StepState | None = None
         self.noise_note: str | None = None
         """Why a captured step recorded no grad_noise rows (set once), else None."""
+        self.ranks: RankGradients | None = None
+        """Under DDP, the communication hook whose per-rank gradients are the step's micro-batches."""
 
     def install(self, ctx: CaptureContext, hooks: HookSet) -> None:
         """Register one post-accumulate-grad hook per tensor (kept in ``hooks`` for removal)."""
@@ -104,7 +107,8 @@ class MicroBatchCapture:
         if not ctx.dist.writes:
             return
         if self._noise is not None and self._noise in due:
-            self._snapshots.setdefault(tracked.name, []).append(snapshot)
+            if self.ranks is None:  # under DDP the ranks' gradients are the micro-batches
+                self._snapshots.setdefault(tracked.name, []).append(snapshot)
             self._noise_state = state
             due = [q for q in due if q is not self._noise]
             if not due:
@@ -135,6 +139,9 @@ class MicroBatchCapture:
     def end_step(self) -> None:
         """Record the step's grad_noise rows (when due), then drop the copies kept for its micro-batches."""
         try:
+            if self.ranks is not None and self._noise_state is not None:
+                gathered = self.ranks.take(self._noise_state.step)
+                self._snapshots = {name: cumulative_snapshots(g) for name, g in gathered.items()}
             if self._snapshots and self._noise_state is not None:
                 self._record_noise(self._noise_state)
         finally:

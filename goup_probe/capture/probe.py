@@ -56,6 +56,7 @@ from goup_probe.capture.timing import ProbeTime
 from goup_probe.capture.tracers import LocalTracers
 from goup_probe.capture.writer import RankError, open_writer
 from goup_probe.dist.context import DistInfo, detect
+from goup_probe.noise.ddp import install_rank_noise
 from goup_probe.store import NullWriter, RunDirectoryError, RunWriter
 
 _ATTACHED_FLAG = "_goup_probe_attached"
@@ -303,6 +304,7 @@ class Probe:
                     local, self.config.backward, functools.partial(self._backward_state, steps)
                 )
                 steps.micro.install(ctx, self._hooks)
+            install_rank_noise(self.model, self._steps, self.config)  # DDP: the ranks are the micro-batches
 
     def _thread_warning(self) -> None:
         """Claim the SIGTERM handler; from a non-main thread it cannot be: warn and record it."""
