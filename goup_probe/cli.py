@@ -202,6 +202,7 @@ def _cmd_ou(args: argparse.Namespace) -> int:
     from goup_probe.ou import SUMMARY_COLUMNS, OUThresholds, validate_ou
     from goup_probe.store import load_run
     from goup_probe.summary import format_table
+    from goup_probe.update_rule import ou_rule, rate_sentence
 
     start = time.perf_counter()
     run = load_run(args.run_dir)
@@ -228,7 +229,10 @@ def _cmd_ou(args: argparse.Namespace) -> int:
         "gp.validate_ou (goup_probe.ou.OU_FIELDS explains each)."
     )
     table = in_model_order(table, run.meta)
-    print(format_table(table[list(SUMMARY_COLUMNS)]))
+    print(format_table(table[[c for c in SUMMARY_COLUMNS if c in table.columns]]))
+    rate = rate_sentence(ou_rule(run.meta, table), table)
+    if rate:
+        print(f"\nThe rate k̂ against the learning rate: {rate}.")
     print("\nReasons:")
     for param, verdict, reason in zip(table["param"], table["verdict"], table["reason"], strict=True):
         print(f"  {param}: {verdict}: {reason}")

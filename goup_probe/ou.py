@@ -53,7 +53,26 @@ OU_FIELDS: tuple[tuple[str, str, str], ...] = (
     ("param", "", "qualified parameter name"),
     ("n_coords", "", "tracer coordinates analysed (constant or non-finite ones dropped)"),
     ("steps", "", "transitions θ_t -> θ_{t+1} recorded (T)"),
-    ("lr", "", "median learning rate α over the steps"),
+    (
+        "lr",
+        "",
+        "learning rate α as the pooled fit weighs each step's own lr: Σ_t α_t Σ_i x_ti² / Σ_t Σ_i x_ti² "
+        "(x: θ within-demeaned); α itself when constant",
+    ),
+    ("lr_min", "", "smallest per-step learning rate over the fitted steps"),
+    ("lr_max", "", "largest per-step learning rate over the fitted steps"),
+    (
+        "eff_step",
+        schema.AXIS_POOLED,
+        "effective step size: median over the fitted steps of ‖Δθ‖/‖g‖ on the tracer coordinates "
+        "(equals lr for plain SGD)",
+    ),
+    (
+        "eff_step_over_lr",
+        schema.AXIS_POOLED,
+        "median over the fitted steps of (‖Δθ‖/‖g‖) / α_t (1: plain SGD)",
+    ),
+    ("k_over_eff_step", AXIS_PANEL, "k_pooled / eff_step: the rate against the step the optimizer took"),
     (
         "k_pooled",
         AXIS_PANEL,
@@ -329,6 +348,7 @@ SUMMARY_COLUMNS: dict[str, str] = {
     "k_pooled_ci_low": "ci_low",
     "k_pooled_ci_high": "ci_high",
     "k_over_lr": "k/lr",
+    "k_over_eff_step": "k/eff_step",
     "half_life_steps": "half_life",
     "steps_x_k": "T*k",
     "innovation_acf1": "eta_acf1",
@@ -380,7 +400,7 @@ def _validate_param(param: str, rows: pd.DataFrame, th: OUThresholds) -> dict[st
     out["param"] = param
     out["steps"] = len(rows)
     finite_lr = lr_steps[np.isfinite(lr_steps)]
-    out["lr"] = float(np.median(finite_lr)) if finite_lr.size else float("nan")
+    out["lr"] = float(np.median(finite_lr)) if finite_lr.size else float("nan")  # until the fit weighs them
 
     # A coordinate is usable when it is finite throughout and moves at all.
     finite = np.isfinite(theta).all(0) & np.isfinite(theta_next).all(0) & np.isfinite(grad).all(0)
@@ -411,8 +431,11 @@ def _validate_param(param: str, rows: pd.DataFrame, th: OUThresholds) -> dict[st
     out.update(fitted)
     out.update(_seed_innovation(theta, grad, lr_col, th))
     out["sgd_identity_err"] = _sgd_identity_err(theta, grad, theta_next, lr_col)
+    out.update(step_sizes(theta, grad, theta_next, lr_steps))
     k = out["k_pooled"]
     out["k_over_lr"] = k / out["lr"] if math.isfinite(out["lr"]) and out["lr"] > 0 else float("nan")
+    eff = out["eff_step"]
+    out["k_over_eff_step"] = k / eff if math.isfinite(eff) and eff > 0 else float("nan")
     out["half_life_steps"] = math.log(2) / k if k > 0 else math.inf
     out["steps_x_k"] = n_steps * k
     out["verdict"], out["reason"] = _verdict(out, th, contiguous, pooled_verdict)
@@ -477,6 +500,51 @@ def _column_corr(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     denom = np.sqrt(np.einsum("tc,tc->c", ac, ac) * np.einsum("tc,tc->c", bc, bc))
     with np.errstate(invalid="ignore", divide="ignore"):
         return np.where(denom > 0, np.einsum("tc,tc->c", ac, bc) / denom, np.nan)
+
+
+def step_sizes(
+    theta: np.ndarray, grad: np.ndarray, theta_next: np.ndarray, lr_steps: np.ndarray
+) -> dict[str, float]:
+    """Each step's own learning rate as the pooled fit weighs it, and the effective step size.
+
+    Parameters
+    ----------
+    theta, grad, theta_next : ndarray, shape (T, C)
+        Tracer values of the fitted coordinates at each step.
+    lr_steps : ndarray, shape (T,)
+        The tensor's learning rate at each step (its param group's, schedules included).
+
+    Returns
+    -------
+    dict
+        ``lr`` = Σ_t α_t w_t / Σ_t w_t with w_t = Σ_i (θ_ti − θ̄_i)², the weight
+        step t has in the pooled within-coordinate AR(1) (so that, when
+        k_t = α_t h, k̂/lr estimates h; α itself when constant); ``lr_min`` and
+        ``lr_max``; ``eff_step``, the median over steps of ‖Δθ_t‖/‖g_t‖, and
+        ``eff_step_over_lr``, the median of (‖Δθ_t‖/‖g_t‖)/α_t. NaN where undefined.
+    """
+    nan = float("nan")
+    out = dict.fromkeys(("lr", "lr_min", "lr_max", "eff_step", "eff_step_over_lr"), nan)
+    lr_steps = np.asarray(lr_steps, dtype=np.float64)
+    ok = np.isfinite(lr_steps)
+    if ok.any():
+        out["lr_min"], out["lr_max"] = float(lr_steps[ok].min()), float(lr_steps[ok].max())
+        weights = ((theta - theta.mean(axis=0)) ** 2).sum(axis=1)
+        use = ok & np.isfinite(weights)
+        total = weights[use].sum()
+        if out["lr_min"] == out["lr_max"] or not total > 0:  # a constant lr is itself, not a rounded mean
+            out["lr"] = out["lr_min"] if out["lr_min"] == out["lr_max"] else _nanmedian(lr_steps)
+        else:
+            out["lr"] = float((lr_steps[use] * weights[use]).sum() / total)
+    g_norm = np.linalg.norm(grad, axis=1)
+    moved = np.linalg.norm(theta_next - theta, axis=1)
+    has_grad = g_norm > 0
+    if has_grad.any():
+        ratio = moved[has_grad] / g_norm[has_grad]
+        out["eff_step"] = _nanmedian(ratio)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            out["eff_step_over_lr"] = _nanmedian(ratio / lr_steps[has_grad])
+    return out
 
 
 def _sgd_identity_err(theta: np.ndarray, grad: np.ndarray, theta_next: np.ndarray, lr: np.ndarray) -> float:

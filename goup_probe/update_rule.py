@@ -16,6 +16,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
+
 PLAIN = "plain"
 """The update's mean is −αg (SGD without momentum, GO-UP): the seed's reasoning can be checked."""
 ADAPTIVE = "adaptive"
@@ -142,3 +144,61 @@ def update_rule(
     if math.isfinite(effective_over_lr) or math.isfinite(cosine):
         return UpdateRule(PLAIN, name, "the measured update is −αg")
     return UpdateRule(UNKNOWN, name, "no optimizer recorded")
+
+
+def _median(frame: Any, column: str) -> float:
+    if column not in getattr(frame, "columns", ()):
+        return math.nan
+    values = np.asarray(frame[column], dtype=np.float64)
+    values = values[np.isfinite(values)]
+    return float(np.median(values)) if values.size else math.nan
+
+
+def ou_rule(meta: Mapping[str, Any] | None, ou: Any) -> UpdateRule:
+    """:func:`update_rule` of a run, measured from its OU table (median ``eff_step_over_lr``) where needed."""
+    return update_rule(meta, effective_over_lr=_median(ou, "eff_step_over_lr"))
+
+
+def rate_sentence(rule: UpdateRule, ou: Any) -> str:
+    """The OU rate k̂ against the learning rate, in words fit for the run's optimizer.
+
+    Parameters
+    ----------
+    rule : UpdateRule
+        From :func:`ou_rule`.
+    ou : DataFrame
+        The OU validation table (:func:`goup_probe.validate_ou`): ``k_pooled``,
+        ``k_over_lr``, and where present ``lr_min``, ``lr_max``, ``eff_step``,
+        ``eff_step_over_lr`` and ``k_over_eff_step``.
+
+    Returns
+    -------
+    str
+        For plain SGD (or GO-UP), the median k̂/α with α each step's lr, beside
+        the seed's k = α. For an adaptive optimizer, what α means, that the seed's
+        derivation does not apply, and k̂ against both the nominal lr and the
+        effective step size. Empty when the table has no finite k̂/α.
+    """
+    ratio = _median(ou, "k_over_lr")
+    if not math.isfinite(ratio):
+        return ""
+    lo, hi = _median(ou, "lr_min"), _median(ou, "lr_max")
+    schedule = (
+        f" (the lr ran from {lo:.3g} to {hi:.3g} over the fitted steps)"
+        if math.isfinite(lo) and hi > lo
+        else ""
+    )
+    if not rule.adaptive:
+        return (
+            f"median k̂/α = {ratio:.3g}, with α each step's learning rate weighed as the pooled fit "
+            f"weighs the steps{schedule} (the seed's derivation assumes 1; near a minimum theory "
+            "expects h + λ)"
+        )
+    text = f"{rule.alpha_meaning()} Median k̂/α = {ratio:.3g} against the nominal lr{schedule}"
+    eff, eff_ratio, k_eff = (_median(ou, c) for c in ("eff_step", "eff_step_over_lr", "k_over_eff_step"))
+    if math.isfinite(eff):
+        text += (
+            f"; the effective step size ‖Δθ‖/‖g‖ has median {eff:.3g} ({eff_ratio:.3g} × the nominal lr), "
+            f"and k̂ / effective step = {k_eff:.3g}"
+        )
+    return text

@@ -8,6 +8,7 @@ from goup_probe.report.data import OU_TABLES
 from goup_probe.report.figures import ou_figures
 from goup_probe.report.sections.base import ReportContext, Requirement, Section, SectionOutput, SectionSkipped
 from goup_probe.report.sections.ou_curvature import curvature_parts
+from goup_probe.update_rule import ou_rule, rate_sentence
 
 NO_TRAJECTORIES = "This run recorded no tracer trajectories (tracers=0), so the OU model cannot be checked."
 TURNED_OFF = "The OU section was turned off for this report."
@@ -42,6 +43,9 @@ class OUSection(Section):
                 f"actually show. Source: {ou.source}."
             )
         ]
+        rate = rate_sentence(ou_rule(ctx.run.meta, frame), frame)
+        if rate:
+            parts.append(h.paragraph(f"The rate k̂ against the learning rate: {rate}."))
         if "verdict" in frame.columns:
             counts = frame["verdict"].map(verdict_kind).value_counts()
             parts.append(
@@ -65,10 +69,14 @@ TABLE_COLUMNS = (
     "param",
     "steps",
     "lr",
+    "lr_min",
+    "lr_max",
+    "eff_step",
     "k_pooled",
     "k_pooled_ci_low",
     "k_pooled_ci_high",
     "k_over_lr",
+    "k_over_eff_step",
     "half_life_steps",
     "steps_x_k",
     "innovation_acf1",

@@ -14,6 +14,7 @@ from goup_probe.report.data import OptionalTable
 from goup_probe.report.figures import verdict_figure
 from goup_probe.report.sections.base import ReportContext, Section, SectionOutput
 from goup_probe.summary import run_progress
+from goup_probe.update_rule import ou_rule, rate_sentence
 
 NO_STATISTICS = "The run holds no normality statistics."
 
@@ -27,7 +28,7 @@ class SummarySection(Section):
     def build(self, ctx: ReportContext) -> SectionOutput:
         """Partial-run banner, run description, findings and the verdict table and figure."""
         run, findings = ctx.run, ctx.findings
-        extra = analysis_sentences(ctx.ou, ctx.fidelity)
+        extra = analysis_sentences(ctx.ou, ctx.fidelity, run.meta)
         progress = run_progress(run)
         parts = []
         if run.status != "completed":
@@ -125,8 +126,15 @@ def _hyperparameter(name: str, value: Any) -> str:
     return format_number(value, 4)
 
 
-def analysis_sentences(ou: OptionalTable, fidelity: dict[str, OptionalTable]) -> list[str]:
-    """One plain-language line each for the OU validation and the GO-UP comparison, when present."""
+def analysis_sentences(
+    ou: OptionalTable, fidelity: dict[str, OptionalTable], meta: dict | None = None
+) -> list[str]:
+    """One plain-language line each for the OU validation and the GO-UP comparison, when present.
+
+    ``meta`` (the run's ``run.json``) names the optimizer: for one whose update is
+    not −αg the OU line says what α means and gives k̂ against the effective step
+    (:func:`goup_probe.update_rule.rate_sentence`).
+    """
     out = []
     if ou.present:
         frame = ou.frame
@@ -134,9 +142,9 @@ def analysis_sentences(ou: OptionalTable, fidelity: dict[str, OptionalTable]) ->
         if "verdict" in frame.columns:
             counts = frame["verdict"].map(verdict_kind).value_counts()
             parts.append(", ".join(f"{v} for {n} of {len(frame)} tensors" for v, n in counts.items()))
-        ratio = _median_of(frame, "k_over_lr")
-        if np.isfinite(ratio):
-            parts.append(f"median k̂/α = {ratio:.3g} (the seed's derivation assumes 1)")
+        rate = rate_sentence(ou_rule(meta, frame), frame)
+        if rate:
+            parts.append(rate)
         acf = _median_of(frame, "innovation_acf1")
         if np.isfinite(acf):
             parts.append(f"median lag-1 autocorrelation of η = α(θ − g) = {acf:.3g} (an innovation has 0)")
