@@ -230,9 +230,13 @@ def _ou_and_fidelity_items() -> list[Item]:
         (
             "k̂, α, k̂/α",
             "k̂ is the mean-reversion rate from regressing θ_{t+1} on θ_t over the tracer "
-            "coordinates (pooled, one common k per tensor); α is the learning rate. The seed's derivation "
-            "sets k = α, which for plain SGD is an identity and no evidence; near a minimum theory expects "
-            "k̂ ≈ α(h + λ) with curvature h and weight decay λ (Mandt, Hoffman & Blei 2017).",
+            "coordinates (pooled, one common k per tensor); α is each step's learning rate of the "
+            "tensor's param group (schedules included), weighed as the pooled fit weighs the steps. The "
+            "seed's derivation sets k = α, which for plain SGD is an identity and no evidence; near a "
+            "minimum theory expects k̂ ≈ α(h + λ) with curvature h and weight decay λ (Mandt, Hoffman & "
+            "Blei 2017). For an optimizer whose update is not −αg (Adam family, Adagrad, RMSprop, "
+            "momentum) α is only the nominal lr and the seed's derivation does not apply: k̂ is also "
+            "given against the effective step size ‖Δθ‖/‖g‖ (eff_step, k_over_eff_step).",
         ),
         (
             "half-life, T·k̂",
