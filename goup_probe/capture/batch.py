@@ -98,7 +98,10 @@ def _row_sums(values: torch.Tensor, shifts: np.ndarray, scales: np.ndarray) -> n
         d = d * torch.from_numpy(scales).to(values.device, values.dtype).unsqueeze(-1)
     d2 = d * d
     lo, hi = torch.aminmax(values, dim=-1)
-    table = torch.stack([d.sum(-1), d2.sum(-1), (d2 * d).sum(-1), (d2 * d2).sum(-1), lo, hi], dim=-1)
+    power = d2 * d  # d³, then d⁴ written over it: one temporary fewer (the same values)
+    s3 = power.sum(-1)
+    s4 = torch.mul(d2, d2, out=power).sum(-1)
+    table = torch.stack([d.sum(-1), d2.sum(-1), s3, s4, lo, hi], dim=-1)
     return table.to(torch.float64).cpu().numpy()  # (q, m, 6)
 
 

@@ -68,6 +68,20 @@ def gather_many(tensors: Sequence[torch.Tensor], index: torch.Tensor) -> np.ndar
     return picked.cpu().numpy()
 
 
+def _difference(numel: int, dtype: torch.dtype, device: torch.device) -> Callable[..., torch.Tensor]:
+    """``diff(a, b)``: a − b written into one buffer reused chunk after chunk (no allocation per chunk).
+
+    Each result is valid until the next call, which is how the chunk loop consumes rows.
+    """
+    size = min(numel, CHUNK_ELEMENTS if dtype == torch.float32 else CHUNK_ELEMENTS_FLOAT64)
+    buffer = torch.empty(size, dtype=dtype, device=device)
+
+    def diff(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        return torch.sub(a, b, out=buffer[: a.numel()])
+
+    return diff
+
+
 def _reduce(
     numel: int,
     rows: ChunkRows,
@@ -119,9 +133,10 @@ def reduce_update(
     else:
         new_sample = gather_many([theta_new], index)[0]
     dtype = compute_dtype(theta_new, precision)
+    diff = _difference(theta_new.numel(), dtype, theta_new.device)
 
     def rows(a: int, b: int) -> list[torch.Tensor]:
-        return [theta_new[a:b].to(dtype) - theta_old[a:b].to(dtype)]
+        return [diff(theta_new[a:b].to(dtype), theta_old[a:b].to(dtype))]
 
     dot_with = None if grad is None else (lambda a, b: grad[a:b])
     (red,), dot = _reduce(theta_new.numel(), rows, [new_sample - old_sample], dtype, dot_with)
@@ -148,10 +163,11 @@ def reduce_components(
     """
     pair = gather_many([theta, grad], index)
     dtype = compute_dtype(theta, precision)
+    diff = _difference(theta.numel(), dtype, theta.device)
 
     def rows(a: int, b: int) -> list[torch.Tensor]:
         t, g = theta[a:b].to(dtype), grad[a:b].to(dtype)
-        return [t, g, t - g]
+        return [t, g, diff(t, g)]
 
     reds, _ = _reduce(theta.numel(), rows, (pair[0], pair[1], pair[0] - pair[1]), dtype)
     return Components(*reds)

@@ -66,24 +66,57 @@ def _masked_row_sums(d: torch.Tensor) -> np.ndarray:
     return np.concatenate([[float(d.numel())], sums])
 
 
-def _chunk_sums(raw: torch.Tensor, shift: float, scale: float) -> torch.Tensor:
+class Workspace:
+    """Reusable temporaries of one chunk's sums: d = (x − shift)·scale and d², written with ``out=``.
+
+    Fresh temporaries of a chunk (1 MiB each) are new allocations at every chunk
+    and quantity, each paid in page faults; writing into two buffers allocated
+    once per call gives the same values bit for bit (the same element-wise
+    products and the same reductions over contiguous, aligned memory) in about a
+    quarter of the time (a 2¹⁸-element float32 chunk: 0.26 against 0.95 ms on one
+    thread, 0.12 against 1.1–130 ms on two threads of a loaded 2-core machine).
+    """
+
+    def __init__(self) -> None:
+        self._buffers: dict[tuple[torch.dtype, torch.device], list[torch.Tensor]] = {}
+
+    def buffers(self, like: torch.Tensor, count: int) -> list[torch.Tensor]:
+        """``count`` 1-D buffers of ``like``'s dtype and device, each sliced to ``like.numel()`` elements."""
+        key = (like.dtype, like.device)
+        held = self._buffers.setdefault(key, [])
+        n = like.numel()
+        for i in range(count):
+            if i == len(held):
+                held.append(torch.empty(n, dtype=like.dtype, device=like.device))
+            elif held[i].numel() < n:
+                held[i] = torch.empty(n, dtype=like.dtype, device=like.device)
+        return [b[:n] for b in held[:count]]
+
+
+def _chunk_sums(raw: torch.Tensor, shift: float, scale: float, work: Workspace | None = None) -> torch.Tensor:
     """[Σd, Σd², Σd³, Σd⁴, min, max] of one chunk, d = (raw − shift)·scale, in raw's dtype, on its device.
 
     Six reductions that stay on the device (one host transfer for all chunks
     and rows later). ``min`` and ``max`` are of the raw values, so they are exact.
+    ``work`` holds the temporaries (a fresh one when None); raw must be 1-D.
     """
+    work = Workspace() if work is None else work
+    d_buf, d2 = work.buffers(raw, 2)
     lo, hi = torch.aminmax(raw)
     d = raw
     if shift != 0.0:
-        d = torch.sub(d, shift)
+        d = torch.sub(raw, shift, out=d_buf)
     if scale != 1.0:
-        d = d * scale if d is raw else d.mul_(scale)
-    d2 = d * d
+        d = torch.mul(d, scale, out=d_buf)
+    torch.mul(d, d, out=d2)
+    s1, s2 = d.sum(), d2.sum()
     # Σd⁴ (all terms positive) is summed by torch's cascade sum: a float32 BLAS dot product of d²
     # with itself is 100× less accurate on heavy-tailed data (t(3): 1.2e-6 against 1.6e-8 relative).
     # Σd³ cancels, so its error is set by the rounding of the terms: the dot product is as accurate
     # there (3e-7 relative to Σ|d|³ either way) and saves a pass.
-    return torch.stack([d.sum(), d2.sum(), torch.dot(d2, d), (d2 * d2).sum(), lo, hi])
+    s3 = torch.dot(d2, d)
+    s4 = d2.mul_(d2).sum()
+    return torch.stack([s1, s2, s3, s4, lo, hi])
 
 
 ChunkRows = Callable[[int, int], Sequence[torch.Tensor]]
@@ -138,13 +171,15 @@ def chunked_power_sums(
         return empty, (0.0 if dot_with is not None else math.nan)
     tables = []
     float32 = False
+    work = Workspace()
     for start in range(0, numel, chunk_elements):
         stop = min(start + chunk_elements, numel)
         chunk = rows(start, stop)
         float32 = chunk[0].dtype != torch.float64
-        table = [_chunk_sums(r, c, s) for r, c, s in zip(chunk, shifts, scales, strict=True)]
+        table = [_chunk_sums(r, c, s, work) for r, c, s in zip(chunk, shifts, scales, strict=True)]
         if dot_with is not None:
-            dot = (chunk[0] * dot_with(start, stop).to(chunk[0].dtype)).sum()
+            (product,) = work.buffers(chunk[0], 1)
+            dot = torch.mul(chunk[0], dot_with(start, stop).to(chunk[0].dtype), out=product).sum()
             table.append(dot.expand(6))
         tables.append(torch.stack(table))
     host = torch.stack(tables).to(torch.float64).cpu().numpy()  # (chunks, k [+1], 6)
