@@ -125,3 +125,17 @@ def test_update_rule_from_the_class_or_the_measurement():
     assert update_rule(meta("MyOpt"), effective_over_lr=3.0).adaptive
     assert not update_rule(meta("MyOpt"), effective_over_lr=1.01).adaptive
     assert update_rule(None, cosine=0.3).adaptive and update_rule(None).kind == "unknown"
+
+
+def test_the_report_says_what_alpha_means_in_the_ou_and_shadow_sections(adamw_onecycle, tmp_path):
+    from goup_probe.report import report
+
+    run, _ = adamw_onecycle
+    html = report(run, tmp_path / "report", per_side=1, dpi=40).index.read_text()
+    ou_part = html[html.index("Ornstein–Uhlenbeck model") :]
+    shadow_part = html[html.index("One-step (shadow) fidelity") :]
+    assert "k = α derivation does not apply" in ou_part and "effective step size" in ou_part
+    assert "AdamW&#x27;s update is not −αg" in shadow_part or "AdamW's update is not −αg" in shadow_part
+    assert (
+        "the seed&#x27;s derivation assumes 1" not in html and "the seed's derivation assumes 1" not in html
+    )
