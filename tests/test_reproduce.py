@@ -8,6 +8,7 @@ import math
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 from matplotlib import image
 
 from goup_probe.cli import main
@@ -61,7 +62,9 @@ def test_every_recipe_has_a_smoke_size() -> None:
 
 @pytest.mark.parametrize("name", list(RECIPES))
 def test_smoke_run_writes_page_and_a_non_trivial_figure(name: str, tmp_path) -> None:
+    threads = torch.get_num_threads()
     result = reproduce(name, out=tmp_path / name, settings=SMOKE[name])
+    assert torch.get_num_threads() == threads  # set to 1 while the recipe runs, then restored
     assert result.index.is_file()
     page = result.index.read_text("utf-8")
     meta = json.loads((tmp_path / name / "run.json").read_text("utf-8"))
