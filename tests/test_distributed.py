@@ -39,6 +39,7 @@ OPTS = {"sample_size": 300, "keep_samples": 50, "tracers": 16, "seed": 3}
 KEY = ["step", "param", "quantity"]
 MOMENT_COLS = ["std", "skew", "excess_kurtosis", "min", "max", "param_norm", "grad_norm", "grad_to_param"]
 SHADOW_COLS = ["noise_to_signal", "goup_cosine", "goup_fit_p"]
+LOG_SCALE_COLS = {"goup_fit_p"}
 TEST_COLS = [
     "ks_d",
     "lilliefors_p",
@@ -136,6 +137,9 @@ def max_relative_differences(ref: pd.DataFrame, got: pd.DataFrame) -> dict[str, 
         np.testing.assert_array_equal(np.isnan(x), np.isnan(y), err_msg=col)
         ok = ~np.isnan(x)
         scale = a["std"].to_numpy(float)[ok] if col == "mean" else np.abs(x[ok])
+        if col in LOG_SCALE_COLS:  # a p-value far in the tail: compare log p (float32 sums move 1e-30 by 20%)
+            x, y = np.log(np.maximum(x, 1e-300)), np.log(np.maximum(y, 1e-300))
+            scale = np.maximum(np.abs(x[ok]), 1.0)
         with np.errstate(divide="ignore", invalid="ignore"):
             rel = np.where(scale > 0, np.abs(x[ok] - y[ok]) / scale, np.abs(x[ok] - y[ok]))
         out[col] = float(rel.max()) if rel.size else 0.0
@@ -175,7 +179,9 @@ def test_ddp_rank0_writes_once_and_matches_single_process(tmp_path: Path) -> Non
         assert len(run.trajectories) == len(ref.trajectories) == STEPS * 6
         # gradients are averaged over two half batches: equal up to float32 rounding
         diffs = max_relative_differences(ref.stats, run.stats)
-        assert max(diffs.values()) < 1e-3, diffs
+        # log p of the GO-UP fit test to 1%: a p of 1e-30 moves with the float32 rounding of ‖Δ + αg‖²
+        too_far = {k: v for k, v in diffs.items() if v >= (1e-2 if k in LOG_SCALE_COLS else 1e-3)}
+        assert not too_far, too_far
     pd.testing.assert_frame_equal(
         wrapper.stats.sort_values(KEY).reset_index(drop=True)[KEY],
         inner.stats.sort_values(KEY).reset_index(drop=True)[KEY],
