@@ -145,11 +145,35 @@ STATS_SHADOW_FIELDS: tuple[Field, ...] = (
         "(two-sided chi2 of the scaled norm and Shapiro-Wilk of the scaled coordinates, Bonferroni)",
     ),
 )
-ADDED_COLUMNS: dict[str, frozenset[str]] = {"stats": frozenset({"goup_fit_p"})}
-"""Declared columns that parts written by an older version may lack: read as null (NaN).
+REQUIRED_COLUMNS: dict[str, frozenset[str]] = {"stats": frozenset({"step", "param", "quantity", "status"})}
+"""Per table whose columns grow between versions, the columns every part must hold.
 
-``goup_fit_p`` replaced ``goup_w2_rel`` (still read from old parts, as any extra column).
+Every other declared column of such a table may be missing from a part an older
+version wrote (a statistic added later, ``shape``, ``goup_fit_p`` which replaced
+``goup_w2_rel``): it is read as null (NaN), so a run stays readable after an
+upgrade. Columns of old parts that are no longer declared are read as extra
+columns. Tables not listed here need every declared column.
 """
+
+
+def optional_columns(table: str, declared: pa.Schema) -> frozenset[str]:
+    """Declared columns of ``table`` that an older part may lack (read as null).
+
+    Parameters
+    ----------
+    table : str
+        Table name (``"stats"``, ``"samples"``, ...).
+    declared : pyarrow.Schema
+        The table's declared schema for this run (user statistics included).
+
+    Returns
+    -------
+    frozenset of str
+        ``declared``'s names except :data:`REQUIRED_COLUMNS` for tables listed
+        there; empty for the others.
+    """
+    required = REQUIRED_COLUMNS.get(table)
+    return frozenset() if required is None else frozenset(declared.names) - required
 
 
 def stats_fields(statistics: Sequence[Statistic] = ()) -> tuple[Field, ...]:

@@ -9,6 +9,7 @@ import sys
 import tempfile
 import time
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
@@ -151,6 +152,33 @@ def test_extra_columns_and_narrower_types_are_accepted(run):
     assert head["step"].tolist() == expected["step"].tolist()
     assert head["my_statistic"].tolist() == [0.5] * len(expected)
     assert stats["my_statistic"].iloc[len(expected) :].isna().all()
+
+
+def test_a_part_from_an_older_version_reads_its_missing_statistics_as_null(run):
+    """Statistics added later (L-moments, tail fits, shape, goup_fit_p) are null in old parts, not refused."""
+    part = part_files(run / "stats")[0]
+    current = pq.read_table(part)
+    later = ["l_kurt", "t_nu", "best_fit", "shape", "goup_fit_p", "skew_se_null"]
+    old = current.drop_columns(later).append_column("goup_w2_rel", pa.array([1.4] * current.num_rows))
+    pq.write_table(old, part)
+    stats = load_run(run).stats
+    assert len(stats) == _footer_rows(run / "stats")
+    head = stats.iloc[: current.num_rows]
+    assert head[["l_kurt", "t_nu", "goup_fit_p", "skew_se_null"]].isna().all().all()
+    assert head["best_fit"].isna().all() and head["shape"].isna().all()
+    assert head["goup_w2_rel"].tolist() == [1.4] * current.num_rows  # a retired column is kept as extra
+    np.testing.assert_array_equal(
+        head["shapiro_p"].to_numpy(), current["shapiro_p"].to_numpy(zero_copy_only=False)
+    )
+    assert set(schema.STATS_COLUMNS) <= set(stats.columns)
+
+
+def test_a_stats_part_without_an_identity_column_is_refused(run):
+    part = part_files(run / "stats")[0]
+    pq.write_table(pq.read_table(part).drop_columns(["status"]), part)
+    with pytest.raises(gp.RunDirectoryError, match=re.escape(str(part))) as caught:
+        _ = load_run(run).stats
+    assert "lacks columns ['status']" in str(caught.value)
 
 
 # ----------------------------------------------------------------------------- 10: odd files

@@ -160,7 +160,7 @@ def _read_part(
     with pq.ParquetFile(part) as handle:  # one open: footer for the check, then the rows
         found = handle.schema_arrow
         if declared is not None:
-            _check_part_schema(part, name, found, declared, schema.ADDED_COLUMNS.get(name, frozenset()))
+            _check_part_schema(part, name, found, declared, schema.optional_columns(name, declared))
         names = set(found.names)
         present = None if columns is None else [c for c in columns if c in names]
         if filters is None:
@@ -172,13 +172,13 @@ def _read_part(
     if declared is None:
         return data
     data = _cast_declared(part, data, declared)
-    return _add_missing(data, declared, schema.ADDED_COLUMNS.get(name), columns)
+    return _add_missing(data, declared, schema.optional_columns(name, declared), columns)
 
 
 def _add_missing(
     data: pa.Table, declared: pa.Schema, added: frozenset[str] | None, columns: list[str] | None
 ) -> pa.Table:
-    """``data`` with the declared columns an older part lacks (:data:`schema.ADDED_COLUMNS`) as nulls."""
+    """``data`` with the declared columns an older part lacks (:func:`schema.optional_columns`) as nulls."""
     for column in sorted(added or ()):
         if column not in data.column_names and (columns is None or column in columns):
             field = declared.field(column)
