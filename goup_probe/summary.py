@@ -21,6 +21,7 @@ SUMMARY_COLUMNS = (
     "verdict_first",
     "kurt_first",
     "verdict_last",
+    "shape_last",
     "kurt_last",
     "skew_last",
     "w1_last",
@@ -29,7 +30,14 @@ SUMMARY_COLUMNS = (
     "grad_to_param",
 )
 
-VERDICT_COLUMNS = ("verdict_first", "verdict_last", "w1_last", "gaussian_share", "rejected_fdr_share")
+VERDICT_COLUMNS = (
+    "verdict_first",
+    "verdict_last",
+    "shape_last",
+    "w1_last",
+    "gaussian_share",
+    "rejected_fdr_share",
+)
 """Columns of :func:`layer_summary` that only a quantity tested for Gaussianity fills."""
 
 
@@ -57,8 +65,11 @@ def layer_summary(
         One row per tensor in model order (:func:`goup_probe.order.model_order`;
         order of first appearance without ``run.json``). Columns: ``param``,
         ``numel``, ``verdict_first``/``kurt_first`` (first captured step),
-        ``verdict_last``/``kurt_last``/``skew_last``/``w1_last``
-        (last captured step), ``gaussian_share`` (fraction of tested steps judged
+        ``verdict_last``/``shape_last``/``kurt_last``/``skew_last``/``w1_last``
+        (last captured step; ``shape_last`` is the shape column of that row:
+        heavy-tailed, light-tailed, skewed, discrete, other or none detected,
+        empty for a Gaussian or untested row and for runs written before the
+        shape column), ``gaussian_share`` (fraction of tested steps judged
         Gaussian or close to Gaussian), ``rejected_fdr_share`` (fraction of
         tested steps whose Shapiro-Wilk rejection holds at false discovery
         rate α across the tensors of that step: ``q_value < α``, see
@@ -94,6 +105,7 @@ def layer_summary(
                 "verdict_first": _verdict_or_status(first),
                 "kurt_first": first["excess_kurtosis"],
                 "verdict_last": _verdict_or_status(last),
+                "shape_last": _shape_of(last),
                 "kurt_last": last["excess_kurtosis"],
                 "skew_last": last["skew"],
                 "w1_last": last["w1_sigma"],
@@ -121,6 +133,7 @@ SUMMARY_STATS_COLUMNS = (
     "w1_sigma",
     "grad_to_param",
     "shapiro_p",
+    "shape",
 )
 """Columns of ``stats`` that :func:`layer_summary` reads from a run directory (the q-values' included)."""
 
@@ -151,6 +164,12 @@ def _verdict_or_status(row: pd.Series) -> str:
     if row["verdict"] == schema.VERDICT_NOT_TESTED or pd.isna(row["verdict"]):
         return schema.VERDICT_NOT_TESTED if row["status"] in schema.TESTED_STATUSES else str(row["status"])
     return str(row["verdict"])
+
+
+def _shape_of(row: pd.Series) -> str:
+    """The row's shape, ``""`` when it has none (Gaussian, untested, or a run without the column)."""
+    shape = row.get("shape")
+    return "" if shape is None or pd.isna(shape) else str(shape)
 
 
 def was_tested(run: Run | pd.DataFrame, quantity: str) -> bool:

@@ -31,6 +31,7 @@ from goup_probe.plots.axes import METRIC_LABELS, VERDICT_COLORS, mpl_text
 from goup_probe.plots.tables import VERDICT_ORDER, ou_interval, ou_ratio
 from goup_probe.report import html as h
 from goup_probe.report.figures import FigureWriter
+from goup_probe.report.findings import shape_counts, shape_list
 from goup_probe.report.folder import _GENERATOR_MARK, INDEX, FigureFile, prepare_report_dir, write_index
 from goup_probe.runs import RUN_COLUMN, load_runs, resolve_runs
 from goup_probe.store import list_tables, read_meta, utc_now
@@ -47,6 +48,7 @@ STATS_COLUMNS = (
     "axis",
     "status",
     "verdict",
+    "shape",
     "numel",
     "w1_sigma",
     "excess_kurtosis",
@@ -81,7 +83,9 @@ LINE_METRICS: tuple[tuple[str, str, str], ...] = (
 SUMMARY_NOTE = (
     "Per run, on X = θ − g: tensors and captured steps; gaussian_share, the share of (tensor, step) rows "
     "with a decided verdict judged Gaussian or close to Gaussian (gaussian_share_last: at the last "
-    "captured step); medians over tensors of W1/σ and excess kurtosis at the last captured step, and of "
+    "captured step); non_gaussian_shapes_last, the non-Gaussian tensors at the last captured step and "
+    "how many of them show each shape (a tensor can show several); medians over tensors of W1/σ and "
+    "excess kurtosis at the last captured step, and of "
     "‖g‖/‖θ‖ over all rows."
 )
 
@@ -360,6 +364,7 @@ def _run_summary(stats: pd.DataFrame, runs: Sequence[str]) -> pd.DataFrame:
                 last_step=int(rows["step"].max()),
                 gaussian_share=_gaussian_share(rows),
                 gaussian_share_last=_gaussian_share(last),
+                non_gaussian_shapes_last=_non_gaussian_shapes(rows, int(rows["step"].max())),
                 w1_sigma_last=_median(last["w1_sigma"]),
                 kurt_last=_median(last["excess_kurtosis"]),
                 grad_to_param=_median(rows["grad_to_param"]),
@@ -372,6 +377,7 @@ def _run_summary(stats: pd.DataFrame, runs: Sequence[str]) -> pd.DataFrame:
         "last_step",
         "gaussian_share",
         "gaussian_share_last",
+        "non_gaussian_shapes_last",
         "w1_sigma_last",
         "kurt_last",
         "grad_to_param",
@@ -388,6 +394,14 @@ def _gaussian_share(rows: pd.DataFrame) -> float:
     if decided.empty:
         return np.nan
     return float(decided["verdict"].isin(_DECIDED[:2]).mean())
+
+
+def _non_gaussian_shapes(rows: pd.DataFrame, step: int) -> str:
+    """``"12: 9 heavy-tailed, 3 light-tailed"``: the non-Gaussian tensors at ``step`` and their shapes."""
+    for verdict, total, counts in shape_counts(rows, step):
+        if verdict == schema.VERDICT_NON_GAUSSIAN:
+            return f"{total}: {shape_list(counts)}" if counts else str(total)
+    return "0"
 
 
 def _median(series: pd.Series) -> float:

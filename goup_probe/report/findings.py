@@ -58,6 +58,9 @@ class Findings:
     compared_x_theta: int
     low_power_tensors: int
     sentences: tuple[str, ...] = field(default_factory=tuple)
+    shapes_last: tuple[tuple[str, int, tuple[tuple[str, int], ...]], ...] = ()
+    """At the last captured step, per verdict with a shape (non-Gaussian, close to Gaussian):
+    (verdict, tensors with it, ((shape, tensors showing it), ...)); a tensor may show several shapes."""
 
     def table(self) -> pd.DataFrame:
         """The per-step verdict counts as a DataFrame (one row per chosen step)."""
@@ -244,6 +247,57 @@ def _multiplicity_sentences(stats: pd.DataFrame, meta: dict[str, Any], step: int
     ]
 
 
+SHAPE_ORDER = (
+    schema.SHAPE_HEAVY_TAILED,
+    schema.SHAPE_LIGHT_TAILED,
+    schema.SHAPE_SKEWED,
+    schema.SHAPE_DISCRETE,
+    schema.SHAPE_OTHER,
+)
+"""The shapes a rejected row can name, in the order the findings list them."""
+
+
+def shape_counts(x_rows: pd.DataFrame, step: int) -> tuple[tuple[str, int, tuple[tuple[str, int], ...]], ...]:
+    """Tensors of each shape among the non-Gaussian and close-to-Gaussian rows of X at ``step``.
+
+    A comma-joined shape ("heavy-tailed, skewed") counts once for each shape it
+    names. A table without the ``shape`` column (a run written before it) gives ``()``.
+    """
+    if "shape" not in x_rows.columns:
+        return ()
+    at = x_rows[x_rows["step"] == step].drop_duplicates("param")
+    out = []
+    for verdict in (schema.VERDICT_NON_GAUSSIAN, schema.VERDICT_CLOSE):
+        shapes = at.loc[at["verdict"] == verdict, "shape"].fillna("").astype(str)
+        if shapes.empty:
+            continue
+        named = [set(filter(None, (part.strip() for part in s.split(",")))) for s in shapes]
+        counts = tuple((shape, sum(shape in n for n in named)) for shape in SHAPE_ORDER)
+        out.append((verdict, len(shapes), tuple((s, c) for s, c in counts if c)))
+    return tuple(out)
+
+
+_SHAPE_LABELS = {schema.SHAPE_OTHER: "other (no significant tail, asymmetry or lattice)"}
+
+
+def shape_list(counts: tuple[tuple[str, int], ...]) -> str:
+    """``"9 heavy-tailed, 3 light-tailed"``: the counts of one verdict of :func:`shape_counts`."""
+    return ", ".join(f"{c} {_SHAPE_LABELS.get(shape, shape)}" for shape, c in counts)
+
+
+def _shape_sentences(
+    shapes: tuple[tuple[str, int, tuple[tuple[str, int], ...]], ...], step: int
+) -> list[str]:
+    """Sentences like 'Of the 12 non-Gaussian tensors at step 90, 9 heavy-tailed, 3 light-tailed.'."""
+    out = []
+    for verdict, total, counts in shapes:
+        if not counts:
+            continue
+        several = " (a tensor can show more than one shape)" if sum(c for _, c in counts) > total else ""
+        out.append(f"Of the {total} {verdict} tensors at step {step}: {shape_list(counts)}{several}.")
+    return out
+
+
 def _empty_findings(status_sentence: str) -> Findings:
     sentences = ("The run holds no captured statistics of X = θ − g, so there is nothing to report yet.",)
     if status_sentence:
@@ -294,6 +348,8 @@ def compute_findings(stats: pd.DataFrame, meta: dict[str, Any]) -> Findings:
         )
     )
     sentences.extend(_low_power_sentence(agree.low_power))
+    shapes = shape_counts(x_all, captured[-1])
+    sentences.extend(_shape_sentences(shapes, captured[-1]))
     sentences.extend(_multiplicity_sentences(stats, meta, captured[-1]))
     return Findings(
         n_tensors=n_tensors,
@@ -308,6 +364,7 @@ def compute_findings(stats: pd.DataFrame, meta: dict[str, Any]) -> Findings:
         compared_x_theta=agree.compared_x_theta,
         low_power_tensors=agree.low_power,
         sentences=tuple(sentences),
+        shapes_last=shapes,
     )
 
 

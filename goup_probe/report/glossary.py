@@ -214,7 +214,8 @@ def _verdict_items(meta: dict[str, Any]) -> list[Item]:
             f"light-tailed when τ₄ − 0.1226 is more than {t['shape_z']} SE from 0 (else the whole tensor's "
             f"excess kurtosis, bias-corrected), skewed when τ₃ or the skewness is, discrete when "
             f"distinct_share ≤ {t['max_distinct_share']}; other: rejected with none of these; none "
-            "detected: not rejected and none (an inconclusive row). Discreteness alone is no rejection.",
+            "detected: not rejected and none (an inconclusive row). Discreteness alone is no rejection. "
+            "shape_last in the per-layer summary is the shape at the last captured step.",
         ),
         (
             "gaussian_share",

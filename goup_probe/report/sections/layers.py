@@ -62,6 +62,7 @@ class LayersSection(Section):
 _DETAIL_COLUMNS = (
     "step",
     "verdict",
+    "shape",
     "n_tested",
     "skew",
     "skew_se",
@@ -82,5 +83,7 @@ def _layer_table(stats: pd.DataFrame, param: str, steps: Sequence[int]) -> pd.Da
     x = rows[rows["quantity"] == schema.THETA_MINUS_GRAD].sort_values("step")
     theta = rows[rows["quantity"] == schema.THETA].set_index("step")["verdict"]
     table = x[[c for c in _DETAIL_COLUMNS if c in x.columns]].copy()
-    table.insert(2, "verdict of θ", [theta.get(s, "–") for s in table["step"]])
-    return table.rename(columns={"verdict": "verdict of X"})
+    table.insert(
+        3 if "shape" in table.columns else 2, "verdict of θ", [theta.get(s, "–") for s in table["step"]]
+    )
+    return table.rename(columns={"verdict": "verdict of X", "shape": "shape of X"})

@@ -23,7 +23,8 @@ class TensorsSection(Section):
             raise SectionSkipped(NO_TENSORS)
         intro = h.paragraph(
             "One row per parameter tensor: verdict and excess kurtosis of X at the first and last captured "
-            "step, skewness and W1 (in σ) at the last, the share of captured steps judged Gaussian or "
-            "close to Gaussian, and the median ‖g‖/‖θ‖."
+            "step; at the last, the shape of a row that is not Gaussian (heavy-tailed, light-tailed, "
+            "skewed, discrete, other; none detected when inconclusive), skewness and W1 (in σ); the share "
+            "of captured steps judged Gaussian or close to Gaussian, and the median ‖g‖/‖θ‖."
         )
         return SectionOutput(intro + h.table(table, scroll=len(table) > 25))
