@@ -224,9 +224,9 @@ def _warn_large_sample(sample_size: int) -> None:
     if sample_size > MAX_TESTED:
         warnings.warn(
             f"sample_size={sample_size} is above {MAX_TESTED}: Shapiro-Wilk, whose p-values are valid only "
-            f"up to n = {MAX_TESTED} and which drives the verdict, runs on a seeded {MAX_TESTED} of each "
-            "subsample, and qq_r's critical value is extrapolated; the other tests and effect sizes use "
-            "all values",
+            f"up to n = {MAX_TESTED} and whose rejection is one input of the verdict, runs on a seeded "
+            f"{MAX_TESTED} of each subsample, and qq_r's critical value is extrapolated; the other tests, "
+            "the effect sizes and the verdict's tail/asymmetry tests and closeness bounds use all values",
             UserWarning,
             stacklevel=4,
         )
@@ -307,9 +307,10 @@ class ProbeConfig:
 
         Counts (``sample_size``, ``keep_samples``, ``tracers``, ``flush_rows``) and
         ``seed`` must be integers (floats and bools are refused, not truncated).
-        ``sample_size`` above 5000 is accepted with a ``UserWarning``: Shapiro-Wilk,
-        which drives the verdict, still runs on a seeded 5000 of each subsample
-        (its p-values are valid only up to there). ``layers`` is checked by
+        ``sample_size`` above 5000 is accepted with a ``UserWarning``: Shapiro-Wilk
+        (whose p < α is one way a row is rejected; see
+        :class:`goup_probe.stats.equivalence.VerdictThresholds`) still runs on a
+        seeded 5000 of each subsample (its p-values are valid only up to there). ``layers`` is checked by
         :func:`check_layers` and ``metadata`` by :func:`check_metadata` (a plain
         JSON copy is kept). ``resample`` is ``"fixed"`` (default: the same
         subsample indices at every step, so per-step results of a tensor repeat

@@ -4,7 +4,8 @@ A run tests hundreds of tensors at every captured step; at level α about α of
 the tensors whose values are normal are rejected by chance. The false discovery
 rate is controlled per captured step (one family: the tensors of one step, one
 quantity and one axis) with Benjamini & Hochberg's (1995) step-up procedure on
-the p-value that drives the verdict (Shapiro-Wilk's ``shapiro_p``):
+the verdict's normality-test p-value (Shapiro-Wilk's ``shapiro_p``; the verdict
+also rejects on a significant tail or asymmetry, which the q-values do not cover):
 :func:`add_q_values` adds the ``q_value`` column when a stats table is read, so
 every row of a step is known, and a rejection "at FDR α" is ``q_value < α``.
 
@@ -36,7 +37,7 @@ Q_VALUE = "q_value"
 """The column :func:`add_q_values` adds (declared in :data:`goup_probe.schema.STATS_DERIVED_FIELDS`)."""
 
 VERDICT_P = "shapiro_p"
-"""The p-value that drives the verdict, the one corrected."""
+"""The verdict's normality-test p-value (one of its ways to reject), the one corrected."""
 
 FAMILY_COLUMNS = ("step", "quantity", "axis", "micro_batch")
 """A family of tests: the rows sharing these values (those the table has)."""
