@@ -135,12 +135,13 @@ def test_ou_analysis_loads_without_importlib(tmp_path, monkeypatch):
     with gp.attach(model, opt, run_dir=tmp_path / "run", every=10, tracers=8, keep_samples=0):
         train(model, opt, batches(40))
     assert not hasattr(report_data, "importlib")
+    run = gp.load_run(tmp_path / "run")  # the package face resolves its lazy names by importlib
 
     def no_import(*args, **kwargs):
         raise AssertionError("importlib.import_module must not be used")
 
     monkeypatch.setattr("importlib.import_module", no_import)
-    table = report_data.load_ou(gp.load_run(tmp_path / "run"))
+    table = report_data.load_ou(run)
     assert table.present and table.source == "goup_probe.ou.validate_ou(run)"
     assert list(table.frame["param"]) == [n for n, _ in model.named_parameters()]
 
