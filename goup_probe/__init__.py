@@ -79,14 +79,14 @@ _LAZY: dict[str, str] = {
     "compact_run": "goup_probe.store.compact",
     "disk_usage": "goup_probe.store.usage",
     "layer_summary": "goup_probe.summary",
-    "CurvatureResult": "goup_probe.noise",
-    "GradientNoiseResult": "goup_probe.noise",
-    "NoiseProbe": "goup_probe.noise",
-    "NoiseScale": "goup_probe.noise",
-    "TailIndexResult": "goup_probe.noise",
-    "curvature": "goup_probe.noise",
-    "gradient_noise": "goup_probe.noise",
-    "tail_index": "goup_probe.noise",
+    "CurvatureResult": "goup_probe.noise.hessian",
+    "GradientNoiseResult": "goup_probe.noise.gradient",
+    "NoiseProbe": "goup_probe.noise.probe",
+    "NoiseScale": "goup_probe.noise.scale",
+    "TailIndexResult": "goup_probe.noise.tails",
+    "curvature": "goup_probe.noise.hessian",
+    "gradient_noise": "goup_probe.noise.gradient",
+    "tail_index": "goup_probe.noise.tails",
 }
 
 

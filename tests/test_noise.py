@@ -9,7 +9,6 @@ import pytest
 import torch
 from torch import nn
 
-from goup_probe.noise.curvature import curvature
 from goup_probe.noise.gradient import (
     AXIS_COORDINATE,
     _batch_grads,
@@ -18,6 +17,7 @@ from goup_probe.noise.gradient import (
     _vmap_grads,
     gradient_noise,
 )
+from goup_probe.noise.hessian import curvature
 from goup_probe.noise.scale import noise_scale_from_sums
 from goup_probe.noise.tails import sample_sas
 from goup_probe.stats.normality import normality

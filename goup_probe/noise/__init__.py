@@ -7,11 +7,37 @@
 model, its ``.grad`` and the global RNG states as it found them.
 """
 
-from goup_probe.noise.curvature import CurvatureBlock, CurvatureResult, curvature
-from goup_probe.noise.gradient import GradientNoiseResult, gradient_noise
-from goup_probe.noise.probe import NoiseProbe
-from goup_probe.noise.scale import NoiseScale
-from goup_probe.noise.tails import TailIndexResult, sample_sas, tail_index
+import importlib
+
+_LAZY = {
+    "CurvatureBlock": "goup_probe.noise.hessian",
+    "CurvatureResult": "goup_probe.noise.hessian",
+    "curvature": "goup_probe.noise.hessian",
+    "GradientNoiseResult": "goup_probe.noise.gradient",
+    "gradient_noise": "goup_probe.noise.gradient",
+    "NoiseProbe": "goup_probe.noise.probe",
+    "NoiseScale": "goup_probe.noise.scale",
+    "TailIndexResult": "goup_probe.noise.tails",
+    "sample_sas": "goup_probe.noise.tails",
+    "tail_index": "goup_probe.noise.tails",
+}
+"""Public name -> its module, imported on first access (PEP 562): ``goup_probe.noise.inrun``, which
+the report reads run tables with, then loads no torch."""
+
+
+def __getattr__(name: str) -> object:
+    """A public name of :data:`_LAZY`, imported from its module on first access and then kept."""
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_LAZY})
+
 
 __all__ = [
     "CurvatureBlock",

@@ -2,7 +2,7 @@
 
 ``gp.attach(model, optimizer, run_dir=..., noise=gp.NoiseProbe(loss_fn, batches, every=K))``
 runs :func:`~goup_probe.noise.gradient.gradient_noise` (and, with
-``curvature=``, :func:`~goup_probe.noise.curvature.curvature`) at every
+``curvature=``, :func:`~goup_probe.noise.hessian.curvature`) at every
 scheduled step's capture point: when the step's gradient is final and θ is
 still θ_t (the optimizer's step pre hook, after a closure's first evaluation,
 or :meth:`~goup_probe.Probe.begin_step`). One row per tensor, unit size and
@@ -34,8 +34,8 @@ from torch import nn
 from goup_probe import schedule as schedules
 from goup_probe import schema
 from goup_probe.noise._state import Batch, LossFn, preserved, split_batch
-from goup_probe.noise.curvature import CurvatureResult, curvature
 from goup_probe.noise.gradient import AXIS_COORDINATE, GradientNoiseResult, gradient_noise
+from goup_probe.noise.hessian import CurvatureResult, curvature
 
 __all__ = ["CURVATURE_OPTIONS", "NoiseProbe", "NoiseProbeRun", "weight_decays"]
 

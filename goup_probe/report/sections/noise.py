@@ -115,8 +115,8 @@ class NoiseSection(Section):
         else:
             parts.append(
                 h.paragraph(
-                    "Curvature is not measured during training; goup_probe.noise.curvature measures it "
-                    "on demand.",
+                    "No curvature in this run: gp.curvature measures it on demand, and "
+                    "gp.attach(..., noise=gp.NoiseProbe(..., curvature=True)) during training.",
                     cls="note",
                 )
             )
