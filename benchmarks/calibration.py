@@ -2,8 +2,8 @@
 and the share of each verdict and shape per distribution and n.
 
 Prints tables with replication counts and binomial (or Monte Carlo) standard errors.
-Run: ``python benchmarks/calibration.py [--quick] [--verdicts]`` (``--verdicts``: only the verdict
-and shape tables). Seeded: the same numbers every run.
+Run: ``python benchmarks/calibration.py [--quick] [--verdicts | --tests]`` (``--verdicts``: only the
+verdict and shape tables; ``--tests``: only each test's size and power). Seeded: the same numbers every run.
 """
 
 from __future__ import annotations
@@ -268,15 +268,62 @@ def verdict_table(reps: int, sizes: tuple[int, ...] = (50, 200, 500, 1000, 5000)
     )
 
 
+TEST_P_COLUMNS = (
+    "shapiro_p",
+    "shapiro_francia_p",
+    "lilliefors_p",
+    "anderson_p",
+    "dagostino_p",
+    "jarque_bera_p",
+)
+"""The battery's p-values; the verdict reads shapiro_p (the others are reported beside it)."""
+POWER_DISTRIBUTIONS = ("normal", "t10", "t5", "laplace", "logistic", "uniform", "trunc ±2.5σ")
+
+
+def rejection_rates(reps: int, sizes: tuple[int, ...] = (50, 200, 1000, 5000)) -> None:
+    """Rejection rate at 5% of each test: size on normal samples, power on the others (binomial SE)."""
+    rows = []
+    for name in POWER_DISTRIBUTIONS:
+        for n in sizes:
+            rng = np.random.default_rng([23, n, POWER_DISTRIBUTIONS.index(name)])
+            x = VERDICT_DISTRIBUTIONS[name](rng, (reps, n))
+            results = [r.to_dict() for r in assess_samples([moments(row) for row in x], x)]
+            rates = [float(np.mean([r[c] < 0.05 for r in results])) for c in TEST_P_COLUMNS]
+            worst = max(math.sqrt(p * (1 - p) / reps) for p in rates)
+            rows.append([name, str(n), str(reps), *(f"{p:.3f}" for p in rates), f"{worst:.3f}"])
+    _table(
+        f"Rejection rate at alpha = 5% per test ({reps} replications per row; normal: size, else power; "
+        "SE = largest binomial SE in the row)",
+        [
+            "dist",
+            "n",
+            "reps",
+            "Shapiro-W",
+            "Shapiro-F",
+            "Lilliefors",
+            "Anderson",
+            "D'Agostino",
+            "Jarque-B",
+            "SE",
+        ],
+        rows,
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--quick", action="store_true", help="fewer replications")
     parser.add_argument("--verdicts", action="store_true", help="only the verdict and shape tables")
+    parser.add_argument("--tests", action="store_true", help="only the size and power of each test")
     args = parser.parse_args()
+    if args.tests:
+        rejection_rates(reps=200 if args.quick else 1000)
+        return
     quick = args.quick
     verdict_table(reps=200 if quick else 1000)
     if args.verdicts:
         return
+    rejection_rates(reps=200 if quick else 1000)
     standard_errors(reps=400 if quick else 2000, n=2000)
     standard_errors(reps=200 if quick else 1000, n=5000)
     lilliefors_size(reps=20_000 if quick else 100_000)

@@ -28,6 +28,12 @@ Usage::
     python benchmarks/overhead.py            # default, a few minutes on 2 cores
     python benchmarks/overhead.py --quick    # smoke run
     python benchmarks/overhead.py --profile cnn:every1   # cProfile of one configuration
+
+After the interleaved repetitions the floor of a captured step of each workload
+(``benchmarks/floor.py``: the θ snapshot copy, one read of θ and g, the battery
+on its tested subsamples) is measured in the same run, and each probe
+configuration's cost per captured step (in-probe ms/step × the capture period)
+is printed as a multiple of it.
 """
 
 from __future__ import annotations
@@ -272,6 +278,48 @@ def measure(names: list[str], configs: list[str], reps: int, quick: bool, extra:
     return rows
 
 
+def capture_period(config: str) -> int | None:
+    """Steps per captured step of a probe configuration (None: nothing is captured)."""
+    options = CONFIGS[config][1]
+    if options is None or "every" not in options:
+        return None
+    return int(options["every"])
+
+
+def workload_floor_ms(name: str, quick: bool) -> float:
+    """The floor of one captured step of a workload, measured now (``floor.py``).
+
+    Elements are all of the model's parameters; the battery runs on one
+    subsample of min(numel, 5000) values per tensor (the largest tensor's size,
+    an upper bound for the grouped small tensors).
+    """
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from floor import measure as measure_floor
+
+    params = list(workloads(quick)[name].make_model().parameters())
+    elements = sum(p.numel() for p in params)
+    sample = min(5000, max(p.numel() for p in params))
+    return measure_floor(elements, len(params), sample, reps=5 if quick else 11)["floor"]
+
+
+def format_floor(rows: list[Row], floors: dict[str, float]) -> str:
+    """Each probe configuration's cost per captured step as a multiple of its workload's floor."""
+    lines = [
+        "| workload | configuration | floor ms | captured-step ms (in-probe × period) | × floor |",
+        "|---|---|---:|---:|---:|",
+    ]
+    for r in rows:
+        period = capture_period(r.config)
+        if period is None or r.workload not in floors:
+            continue
+        step_ms = r.probe_ms * period
+        floor_ms = floors[r.workload]
+        lines.append(
+            f"| {r.workload} | {r.config} | {floor_ms:.2f} | {step_ms:.2f} | {step_ms / floor_ms:.2f}× |"
+        )
+    return "\n".join(lines)
+
+
 def format_rows(rows: list[Row]) -> str:
     lines = [
         "| workload | configuration | ms/step | wall ratio (min–max) | in-probe ms/step | "
@@ -354,6 +402,9 @@ def main(argv: list[str] | None = None) -> int:
     rows = measure(args.workloads.split(","), configs, reps, args.quick, extra)
     print(header(reps, args.quick))
     print(format_rows(rows))
+    floors = {name: workload_floor_ms(name, args.quick) for name in args.workloads.split(",")}
+    print()
+    print(format_floor(rows, floors))
     return 0
 
 
