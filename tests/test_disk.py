@@ -78,7 +78,8 @@ def test_the_probe_compacts_its_run_at_detach_and_records_its_disk_use(tmp_path)
     for table in ("stats", "samples"):  # same rows, same order as the run left uncompacted
         pd.testing.assert_frame_equal(load_run(run_dir).table(table), load_run(uncompacted).table(table))
     pd.testing.assert_frame_equal(  # the same rows, grouped by tensor
-        load_run(run_dir).table("trajectories"), _grouped_by_param(load_run(uncompacted).table("trajectories"))
+        load_run(run_dir).table("trajectories"),
+        _grouped_by_param(load_run(uncompacted).table("trajectories")),
     )
     disk = load_run(run_dir).meta["disk"]
     on_disk = sum(f.stat().st_size for f in run_dir.rglob("*") if f.is_file() and f.name != "run.json")

@@ -90,19 +90,6 @@ def column_notes(meta: dict[str, Any]) -> dict[str, str]:
         "best_fit": "AIC = 2·parameters − 2·log-likelihood (2 parameters for normal and Laplace, 3 for t "
         "and gennorm); the least wins. For normal data the normal wins in about 82% of rows: an extra "
         "shape parameter wins by chance whenever its likelihood ratio exceeds 2. Empty for untested rows.",
-        "exceed3_ratio": "Observed share of |z| > 3 over the normal's 0.27%: a heavy tail shows as a ratio "
-        "well above 1 (t₃ ≈ 5, Laplace ≈ 5 at 3σ; at 4σ ≈ 100 and 55), a light tail as 0. The interval "
-        "treats the count as binomial (approximate: the mean and std are estimated from the same values).",
-        "hill_alpha": "Hill's estimator uses the k = ⌊√n⌋ largest |z| (70 of 5000): a cheap fixed k, so "
-        "the interval covers its sampling error, not the bias of a tail that is not a power law (t₅ gives "
-        "≈ 4.2; a normal, with no power tail, ≈ 8). Small values mean heavy tails; the full estimator "
-        "with a double-bootstrap k is gp.tail_index(x, method='hill').",
-        "t_nu": "Fitted jointly with the t's location and scale by maximum likelihood (ECME "
-        "iterations, checked against scipy.stats.t.fit). Its SD at n = 5000 is about 4.5% for ν = 3 and "
-        "7.5% for ν = 5 (simulated); inf means the normal fits at least as well.",
-        "best_fit": "AIC = 2·parameters − 2·log-likelihood (2 parameters for normal and Laplace, 3 for t "
-        "and gennorm); the least wins. For normal data the normal wins in about 82% of rows: an extra "
-        "shape parameter wins by chance whenever its likelihood ratio exceeds 2. Empty for untested rows.",
         "shape": "Named from the data with uncertainty: a tail or an asymmetry only when significant (see "
         "l_kurt, l_skew; the whole tensor's kurtosis and skewness too, which see extreme values the "
         "subsample misses), discreteness from distinct_share. Empty for Gaussian and untested rows.",
