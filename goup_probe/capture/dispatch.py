@@ -130,15 +130,20 @@ class StepDispatcher:
             self._draw_indices(step)
         if self.tracers is not None and tracers:
             self.guard.run(step, None, "tracers", self.tracers.before, step, grad_scale)
-        for strategy in self.strategies:
-            if state.captured or (strategy.every_step and tracers):
-                for member in strategy.before(ctx, state):
-                    self.local[member.name].before(ctx, state)
+        with ctx.rows.batched(self._guarded_rows):
+            for strategy in self.strategies:
+                if state.captured or (strategy.every_step and tracers):
+                    for member in strategy.before(ctx, state):
+                        self.local[member.name].before(ctx, state)
         if state.captured:
             self.captured_steps += 1
             if global_step is not None:
                 self.last_global_step = {"step": step, "global_step": int(global_step)}
         return state
+
+    def _guarded_rows(self, step: int, param: str, fn: Any, *args: Any) -> Any:
+        """The guard for the rows a phase held back (:meth:`RowSink.batched`)."""
+        return self.guard.run(step, param, "stats row", fn, *args)
 
     def finish(self) -> None:
         """The end of the open step: every strategy's after phase, tracers, a flush when due."""
@@ -149,11 +154,12 @@ class StepDispatcher:
         ctx = self.ctx
         try:
             running = not self.guard.capture_disabled
-            for strategy in self.strategies:
-                # sharded: rank 0 may have stopped mid-step; every rank still joins this step's collectives
-                if (state.captured and running) or isinstance(strategy, ShardedTensor):
-                    for member in strategy.after(ctx, state):
-                        self.local[member.name].after(ctx, state)
+            with ctx.rows.batched(self._guarded_rows):
+                for strategy in self.strategies:
+                    # sharded: rank 0 may have stopped mid-step; every rank still joins the collectives
+                    if (state.captured and running) or isinstance(strategy, ShardedTensor):
+                        for member in strategy.after(ctx, state):
+                            self.local[member.name].after(ctx, state)
             if running and state.captured and ctx.rows.listeners:
                 self.guard.run(state.step, None, "listeners", ctx.rows.end_step, state.step)
             if running and self.tracers is not None and state.tracers:

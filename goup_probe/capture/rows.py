@@ -6,8 +6,10 @@ same whichever path reduced its tensor.
 
 from __future__ import annotations
 
+import contextlib
 import math
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -17,6 +19,27 @@ from goup_probe.capture.plan import TrackedParam
 from goup_probe.capture.reduce import Reduction
 from goup_probe.capture.retention import SampleRetention
 from goup_probe.stats.normality import NormalityResult, VerdictThresholds, assess_sample, assess_samples
+
+Guarded = Callable[..., Any]
+"""``guarded(step, param, fn, *args)``: ``fn(*args)``, a failure recorded against ``param`` (None back)."""
+
+
+@dataclass
+class _Pending:
+    """A stats row waiting for the end of its phase, where same-size samples are tested together."""
+
+    step: int
+    tracked: TrackedParam
+    quantity: str
+    lr: float
+    reduction: Reduction | None
+    param_norm: float
+    grad_norm: float
+    extra: dict[str, Any] | None
+    global_step: int | None
+    result: NormalityResult | None = None
+    ready_row: dict[str, Any] | None = None
+    """A status row (no statistics), queued only to keep the rows' order."""
 
 
 class RowSink:
@@ -69,6 +92,8 @@ class RowSink:
         self.listeners: list[Any] = []
         """Objects with ``row(row)`` and ``end_step(step)`` that see every stats row (TensorBoard)."""
         self._on_error = on_error
+        self._pending: list[_Pending] | None = None
+        """Rows held by :meth:`batched` until the end of their phase (None: written at once)."""
 
     def wants(self, quantity: str) -> bool:
         """Whether rows of ``quantity`` are recorded."""
@@ -101,20 +126,125 @@ class RowSink:
         """One stats row and its stored sample; ``result`` when the tests already ran (groups)."""
         if quantity not in self.recorded:
             return
-        if result is None:
-            result = assess_sample(
-                reduction.moments,
-                reduction.sample,
-                axis=schema.AXIS_POOLED,
-                thresholds=self.thresholds,
-                tested=quantity in self.tested,
-                statistics=self.statistics,
+        if self._pending is not None:
+            extra = dict(extra) if extra else None
+            self._pending.append(
+                _Pending(
+                    step,
+                    tracked,
+                    quantity,
+                    lr,
+                    reduction,
+                    param_norm,
+                    grad_norm,
+                    extra,
+                    self.global_step,
+                    result,
+                )
             )
+            return
+        if result is None:
+            result = self._assess_one(quantity, reduction)
+        self._write(
+            step, tracked, quantity, lr, reduction, param_norm, grad_norm, extra, result, self.global_step
+        )
+
+    def _assess_one(self, quantity: str, reduction: Reduction) -> NormalityResult:
+        return assess_sample(
+            reduction.moments,
+            reduction.sample,
+            axis=schema.AXIS_POOLED,
+            thresholds=self.thresholds,
+            tested=quantity in self.tested,
+            statistics=self.statistics,
+        )
+
+    @contextlib.contextmanager
+    def batched(self, guarded: Guarded) -> Iterator[None]:
+        """Hold the rows of a phase and test their same-size samples together at its end.
+
+        The battery costs far less per row on a stack of samples than on one
+        (the maximum-likelihood shape fits iterate over all rows at once), so the
+        tensors a step reduces one by one are tested together, grouped by
+        quantity and sample size (a step of three 5000-value samples: 9.3 against
+        4.6 ms; thirty: 106 against 39 ms). Rows are written in the order they
+        came, with the values of testing one by one to ~10⁻¹⁰ relative (weighted
+        sums of sorted values are matrix products, rounded differently). A failing
+        batch is retried row by row under ``guarded``, so one bad sample costs only its row.
+        """
+        if self._pending is not None:  # nested: the outer phase tests and writes
+            yield
+            return
+        self._pending = []
+        try:
+            yield
+        finally:
+            pending, self._pending = self._pending, None
+            self._write_pending(pending, guarded)
+
+    def _write_pending(self, pending: list[_Pending], guarded: Guarded) -> None:
+        batches: dict[tuple[str, int], list[tuple[_Pending, np.ndarray]]] = {}
+        for item in pending:
+            if item.result is None and item.reduction is not None:
+                sample = np.asarray(item.reduction.sample, dtype=np.float64).ravel()
+                finite = sample[np.isfinite(sample)]
+                batches.setdefault((item.quantity, finite.size), []).append((item, finite))
+        for (quantity, _), items in batches.items():
+            results = None
+            if len(items) > 1:
+                with contextlib.suppress(Exception):
+                    results = assess_samples(
+                        [item.reduction.moments for item, _ in items],
+                        np.stack([finite for _, finite in items]),
+                        axis=schema.AXIS_POOLED,
+                        thresholds=self.thresholds,
+                        tested=quantity in self.tested,
+                        statistics=self.statistics,
+                    )
+            for i, (item, _) in enumerate(items):
+                item.result = (
+                    results[i]
+                    if results is not None
+                    else guarded(item.step, item.tracked.name, self._assess_one, quantity, item.reduction)
+                )
+        for item in pending:
+            if item.ready_row is not None:
+                self.writer.append("stats", [item.ready_row])
+            elif item.result is not None and item.reduction is not None:
+                guarded(
+                    item.step,
+                    item.tracked.name,
+                    self._write,
+                    item.step,
+                    item.tracked,
+                    item.quantity,
+                    item.lr,
+                    item.reduction,
+                    item.param_norm,
+                    item.grad_norm,
+                    item.extra,
+                    item.result,
+                    item.global_step,
+                )
+
+    def _write(
+        self,
+        step: int,
+        tracked: TrackedParam,
+        quantity: str,
+        lr: float,
+        reduction: Reduction,
+        param_norm: float,
+        grad_norm: float,
+        extra: Mapping[str, Any] | None,
+        result: NormalityResult,
+        global_step: int | None,
+    ) -> None:
         if self._on_error is not None:
             for name, message in getattr(result, "statistic_errors", {}).items():
                 self._on_error(step, tracked.name, f"statistic {name}", RuntimeError(message))
         row = self._row(step, tracked.name, quantity, lr, result, param_norm, grad_norm)
-        row["global_step"] = self.global_step
+        row["global_step"] = global_step
         if extra:
             row.update(extra)
         self.writer.append("stats", [row])
@@ -154,6 +284,22 @@ class RowSink:
             n_tested=0,
             verdict=schema.VERDICT_NOT_TESTED,
         )
+        if self._pending is not None:
+            self._pending.append(
+                _Pending(
+                    step,
+                    tracked,
+                    quantity,
+                    lr,
+                    None,
+                    math.nan,
+                    math.nan,
+                    None,
+                    self.global_step,
+                    ready_row=row,
+                )
+            )
+            return
         self.writer.append("stats", [row])
 
     def end_step(self, step: int) -> None:
