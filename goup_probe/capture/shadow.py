@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from scipy import stats
+from scipy import special
 
 from goup_probe.stats.normal_tests import shapiro_wilk
 
@@ -59,10 +59,14 @@ def goup_sigma(x_std: float, numel: int) -> float:
 
 
 def chi2_two_sided_p(q: float, dof: int) -> float:
-    """Two-sided p of ``q`` against χ²_dof (scipy's exact distribution; no normal approximation)."""
+    """Two-sided p of ``q`` against χ²_dof (scipy's exact distribution; no normal approximation).
+
+    Through ``scipy.special`` (the functions ``scipy.stats.chi2`` calls, with the
+    same values): 1.5 µs a call instead of 64 µs, paid per tensor and captured step.
+    """
     if not math.isfinite(q) or dof < 1:
         return math.nan
-    lower, upper = float(stats.chi2.cdf(q, dof)), float(stats.chi2.sf(q, dof))
+    lower, upper = float(special.chdtr(dof, q)), float(special.chdtrc(dof, q))
     return min(1.0, 2.0 * min(lower, upper))
 
 
