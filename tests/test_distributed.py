@@ -222,7 +222,10 @@ def test_fsdp2_moments_combined_across_shards_equal_single_process(tmp_path: Pat
     assert list(run.stats.columns) == list(ref.stats.columns)
     diffs = max_relative_differences(ref.stats, run.stats)
     for col in ["mean", *MOMENT_COLS, *SHADOW_COLS]:
-        assert diffs[col] < 1e-9, (col, diffs[col])
+        # log p of the GO-UP fit: ‖Δ + αg‖² cancels (Δ = −αg at the first momentum step), so the shards'
+        # float32 sums, added in another order, move log p by up to 3.4e-5 relative (seen), not 1e-9
+        tolerance = 1e-3 if col in LOG_SCALE_COLS else 1e-9
+        assert diffs[col] < tolerance, (col, diffs[col])
     a, b = _aligned(ref.stats, run.stats)
     # the same global subsample, value for value: the tests give identical results
     pd.testing.assert_frame_equal(a[TEST_COLS], b[TEST_COLS], check_exact=True)
