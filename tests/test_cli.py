@@ -161,7 +161,8 @@ def test_compare_refuses_to_replace_a_run_without_overwrite(tmp_path, capsys):
         str(run),
     ]
     assert main([*args, "--no-progress"]) != 0
-    assert "not empty" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "not empty" in err and "--overwrite" in err  # the flag that would replace it, by its CLI name
     assert sorted(p.relative_to(run) for p in run.rglob("*")) == before  # nothing lost
     assert gp.load_run(run).stats["step"].max() == 1
     assert main([*args, "--no-progress", "--overwrite"]) == 0

@@ -113,7 +113,8 @@ def _check_empty(path: Path, overwrite: bool) -> None:
     if any(child.name != LOCK_NAME for child in path.iterdir()):
         if not overwrite:
             raise RunDirectoryError(
-                f"run_dir {str(path)!r} is not empty; choose a new directory or pass overwrite=True"
+                f"run_dir {str(path)!r} is not empty; choose a new directory or pass overwrite=True "
+                "(--overwrite on the command line)"
             )
         _clear_run_dir(path)
 
