@@ -206,3 +206,15 @@ def test_the_battery_reports_the_tail_effects_of_a_sample():
     assert set(battery.TEXT_COLUMNS) == {"best_fit"}
     untested = gp.normality(np.arange(5.0))
     assert untested.best_fit == "" and math.isnan(untested.t_nu)
+
+
+def test_battery_fits_shapes_only_on_samples_of_at_least_100_values() -> None:
+    from goup_probe.stats import battery
+
+    rng = np.random.default_rng(7)
+    small = battery.run_battery(standardise(rng.standard_t(3, (4, battery.MIN_FIT_VALUES - 1))))
+    assert np.isnan(small["t_nu"]).all() and np.isnan(small["gennorm_beta"]).all()
+    assert np.isnan(small["aic_gain"]).all() and list(small["best_fit"]) == [""] * 4
+    assert np.isfinite(small["hill_alpha"]).all()  # the other tail effects still run
+    large = battery.run_battery(standardise(rng.standard_t(3, (4, battery.MIN_FIT_VALUES))))
+    assert np.isfinite(large["gennorm_beta"]).all() and all(large["best_fit"])

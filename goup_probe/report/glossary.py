@@ -89,7 +89,8 @@ def column_notes(meta: dict[str, Any]) -> dict[str, str]:
         "7.5% for ν = 5 (simulated); inf means the normal fits at least as well.",
         "best_fit": "AIC = 2·parameters − 2·log-likelihood (2 parameters for normal and Laplace, 3 for t "
         "and gennorm); the least wins. For normal data the normal wins in about 82% of rows: an extra "
-        "shape parameter wins by chance whenever its likelihood ratio exceeds 2. Empty for untested rows.",
+        "shape parameter wins by chance whenever its likelihood ratio exceeds 2. Empty for untested rows and "
+        "for samples of fewer than 100 values (no shape fits there: t_nu, gennorm_beta, aic_gain are NaN).",
         "shape": "Named from the data with uncertainty: a tail or an asymmetry only when significant (see "
         "l_kurt, l_skew; the whole tensor's kurtosis and skewness too, which see extreme values the "
         "subsample misses), discreteness from distinct_share. Empty for Gaussian and untested rows.",
