@@ -208,8 +208,8 @@ class RowSink:
                     else guarded(item.step, item.tracked.name, self._assess_one, quantity, item.reduction)
                 )
         for item in pending:
-            if item.ready_row is not None:
-                self.writer.append("stats", [item.ready_row])
+            if item.ready_row is not None:  # appending may write a part: a full disk is the guard's to record
+                guarded(item.step, item.tracked.name, self.writer.append, "stats", [item.ready_row])
             elif item.result is not None and item.reduction is not None:
                 guarded(
                     item.step,
