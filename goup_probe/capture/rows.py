@@ -101,9 +101,17 @@ class RowSink:
 
     def assess(self, quantity: str, reductions: Sequence[Reduction]) -> list[NormalityResult]:
         """The battery (or moments only) for same-size reductions of one quantity, at once."""
+        return self._assess_stack(
+            quantity, [r.moments for r in reductions], np.stack([r.sample for r in reductions])
+        )
+
+    def _assess_stack(
+        self, quantity: str, fulls: Sequence[Any], samples: np.ndarray
+    ) -> list[NormalityResult]:
+        """:func:`assess_samples` with this sink's settings: rows ``samples`` (finite, same size)."""
         return assess_samples(
-            [r.moments for r in reductions],
-            np.stack([r.sample for r in reductions]),
+            fulls,
+            samples,
             axis=schema.AXIS_POOLED,
             thresholds=self.thresholds,
             tested=quantity in self.tested,
@@ -193,13 +201,10 @@ class RowSink:
             results = None
             if len(items) > 1:
                 with contextlib.suppress(Exception):
-                    results = assess_samples(
+                    results = self._assess_stack(
+                        quantity,
                         [item.reduction.moments for item, _ in items],
                         np.stack([finite for _, finite in items]),
-                        axis=schema.AXIS_POOLED,
-                        thresholds=self.thresholds,
-                        tested=quantity in self.tested,
-                        statistics=self.statistics,
                     )
             for i, (item, _) in enumerate(items):
                 item.result = (
