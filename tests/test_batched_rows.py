@@ -68,8 +68,10 @@ def test_batched_rows_equal_one_by_one_and_are_tested_together(tmp_path, monkeyp
 
     monkeypatch.setattr(rows_module, "assess_samples", spy)
     batched = _run(tmp_path / "batched")
-    # per step: X and g of the two 5000-value weight samples are tested as one stack each
-    assert stacked_rows.count(2) >= 2 * 3, stacked_rows
+    # per step: theta, g and X of the two 5000-value weight samples are one stack (grouped by sample
+    # size across quantities), and each other size's three quantities are one stack
+    assert stacked_rows.count(6) == 3, stacked_rows
+    assert len(stacked_rows) <= 6 * 3, stacked_rows
     monkeypatch.undo()
     _one_by_one(monkeypatch)
     single = _run(tmp_path / "single")

@@ -7,7 +7,6 @@ they call these functions, so the rows and snapshots are built by one rule.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
 
 import numpy as np
 import torch
@@ -19,7 +18,6 @@ from goup_probe.capture.quantities import Quantity
 from goup_probe.capture.reduce import Components, Reduction
 from goup_probe.capture.shadow import Snapshot, shadow_from_dot
 from goup_probe.capture.strategy import CaptureContext
-from goup_probe.stats.normality import NormalityResult
 
 NO_GRAD_LOCAL = "grad is None at this step (parameter unused in the forward pass?)"
 NO_GRAD_SHARDED = "grad is None at this step on at least one rank"
@@ -40,7 +38,6 @@ def components(
     grad: Reduction | None,
     x: Reduction | None,
     no_grad_reason: str,
-    results: Mapping[str, NormalityResult] | None = None,
 ) -> None:
     """Rows of X = θ − g, θ and g at a captured step; X and g get a status row without a gradient."""
     rows, step = ctx.rows, state.step
@@ -53,13 +50,10 @@ def components(
             if quantity in due:
                 rows.status(step, tracked, quantity, lr, schema.STATUS_NO_GRAD, no_grad_reason)
         return
-    results = results or {}
     param_norm, grad_norm = theta.norm, grad.norm
     for quantity, reduction in ((schema.THETA_MINUS_GRAD, x), (schema.THETA, theta), (schema.GRAD, grad)):
         if quantity in due:
-            rows.stats(
-                step, tracked, quantity, lr, reduction, param_norm, grad_norm, result=results.get(quantity)
-            )
+            rows.stats(step, tracked, quantity, lr, reduction, param_norm, grad_norm)
 
 
 def keep_snapshot(
@@ -90,7 +84,6 @@ def update(
     snap: Snapshot,
     reduction: Reduction,
     dot: float | None,
-    result: NormalityResult | None = None,
 ) -> None:
     """The update row of a captured step; with Σ Δ·g (``dot``), its shadow-fidelity columns."""
     if schema.UPDATE not in state.due:
@@ -105,7 +98,6 @@ def update(
         snap.param_norm,
         snap.grad_norm,
         extra=shadow,
-        result=result,
     )
 
 
@@ -117,7 +109,6 @@ def custom(
     reduction: Reduction,
     param_norm: float,
     grad_norm: float,
-    result: NormalityResult | None = None,
 ) -> None:
     """The row of a user quantity."""
     ctx.rows.stats(
@@ -128,7 +119,6 @@ def custom(
         reduction,
         param_norm,
         grad_norm,
-        result=result,
     )
 
 

@@ -9,7 +9,7 @@ its own error.
 from __future__ import annotations
 
 import functools
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 
 from goup_probe import schema
 from goup_probe.capture import emit
@@ -24,7 +24,6 @@ from goup_probe.capture.plan import Group, TrackedParam
 from goup_probe.capture.quantities import PHASE_AFTER, PHASE_BEFORE, Quantity
 from goup_probe.capture.reduce import Reduction, flat_view, reduce_flat
 from goup_probe.capture.strategy import CaptureContext, Strategy
-from goup_probe.stats.normality import NormalityResult
 
 
 class GroupedTensors(Strategy):
@@ -56,17 +55,10 @@ class GroupedTensors(Strategy):
         components, group_state = result
         if not ctx.has_optimizer:  # no shadow columns without an optimizer: do not hold g
             group_state.grad = None
-        by_quantity = {
-            schema.THETA_MINUS_GRAD: [c.x for c in components],
-            schema.THETA: [c.theta for c in components],
-            schema.GRAD: [c.grad for c in components],
-        }
-        tested = self._assess(ctx, state, by_quantity)
         keep = emit.needs_snapshot(ctx, state)
         for i, (tracked, parts) in enumerate(zip(self.members, components, strict=True)):
-            results = {quantity: rows[i] for quantity, rows in tested.items()}
             ctx.guard.run(
-                state.step, tracked.name, "before step", self._member_rows, ctx, state, i, parts, results,
+                state.step, tracked.name, "before step", self._member_rows, ctx, state, i, parts,
                 group_state if keep else None,
             )  # fmt: skip
         norms = [(c.theta.norm, c.grad.norm) for c in components]
@@ -77,25 +69,12 @@ class GroupedTensors(Strategy):
             state.pending[id(self)] = group_state
         return ()
 
-    def _member_rows(self, ctx, state, i: int, parts, results, group_state: GroupState | None) -> None:
+    def _member_rows(self, ctx, state, i: int, parts, group_state: GroupState | None) -> None:
         tracked = self.members[i]
-        emit.components(ctx, state, tracked, parts.theta, parts.grad, parts.x, "", results)
+        emit.components(ctx, state, tracked, parts.theta, parts.grad, parts.x, "")
         if group_state is not None:
             numel = tracked.param.numel()
             emit.keep_snapshot(state, tracked, parts, group_state.theta[i], numel, parts.theta.sample)
-
-    def _assess(
-        self, ctx: CaptureContext, state: StepState, by_quantity: Mapping[str, Sequence[Reduction]]
-    ) -> dict[str, list[NormalityResult]]:
-        """The tests of every due quantity of the members, run on all members at once."""
-        due = {q: reds for q, reds in by_quantity.items() if q in state.due and ctx.rows.wants(q)}
-        tested = ctx.guard.run(
-            state.step,
-            None,
-            f"grouped tests ({self.group.label})",
-            lambda: {q: ctx.rows.assess(q, reds) for q, reds in due.items()},
-        )
-        return tested or {}
 
     def _custom(
         self,
@@ -107,7 +86,7 @@ class GroupedTensors(Strategy):
         befores: Sequence | None,
         norms: Sequence[tuple[float, float]],
     ) -> None:
-        """One user quantity of every member: computed per member, reduced and tested together."""
+        """One user quantity of every member: computed per member, reduced together, tested with the phase."""
         values = []
         for i, tracked in enumerate(self.members):
             inputs = ctx.inputs(tracked, state, thetas[i], grads[i], None if befores is None else befores[i])
@@ -117,7 +96,6 @@ class GroupedTensors(Strategy):
             reductions = [
                 None if v is None else self._reduce_one(ctx, state, i, v) for i, v in enumerate(values)
             ]
-            results = [None] * len(values)
         else:
             reductions = ctx.guard.run(
                 state.step,
@@ -129,17 +107,12 @@ class GroupedTensors(Strategy):
             )
             if reductions is None:  # NaN/Inf in a subsample: the masked per-member path
                 reductions = [self._reduce_one(ctx, state, i, v) for i, v in enumerate(values)]
-                results = [None] * len(values)
-            else:
-                results = self._assess(ctx, state, {quantity.name: reductions}).get(
-                    quantity.name, [None] * len(values)
-                )
-        for i, (reduction, result) in enumerate(zip(reductions, results, strict=True)):
+        for i, reduction in enumerate(reductions):
             if reduction is not None:
                 tracked = self.members[i]
                 ctx.guard.run(
                     state.step, tracked.name, f"quantity {quantity.name}", emit.custom, ctx, state, tracked,
-                    quantity, reduction, norms[i][0], norms[i][1], result,
+                    quantity, reduction, norms[i][0], norms[i][1],
                 )  # fmt: skip
 
     def _reduce_one(self, ctx: CaptureContext, state: StepState, i: int, values) -> Reduction | None:
@@ -187,12 +160,10 @@ class GroupedTensors(Strategy):
         return ()
 
     def _update_rows(self, ctx, state, group_state: GroupState, result) -> None:
-        tested = self._assess(ctx, state, {schema.UPDATE: [r for r, _ in result]})
-        updates = tested.get(schema.UPDATE, [None] * len(self.members))
-        for tracked, (red_update, dot), tests in zip(self.members, result, updates, strict=True):
+        for tracked, (red_update, dot) in zip(self.members, result, strict=True):
             snap = state.snapshots[tracked.name]
             shadow_dot = dot if group_state.grad is not None else None
             ctx.guard.run(
                 state.step, tracked.name, "after step", emit.update, ctx, state, tracked, snap, red_update,
-                shadow_dot, tests,
+                shadow_dot,
             )  # fmt: skip

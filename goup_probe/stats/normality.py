@@ -427,7 +427,7 @@ def assess_samples(
     *,
     axis: str = schema.AXIS_POOLED,
     thresholds: VerdictThresholds = DEFAULT_THRESHOLDS,
-    tested: bool = True,
+    tested: bool | Sequence[bool] = True,
     statistics: Sequence[Statistic] = (),
 ) -> list[NormalityResult]:
     """:func:`assess_sample` for many arrays whose finite subsamples have the same size.
@@ -441,8 +441,11 @@ def assess_samples(
         Moments of each whole array.
     samples : ndarray, shape (len(fulls), n)
         Their subsamples, one per row, all values finite.
-    axis, thresholds, tested
+    axis, thresholds
         As for :func:`assess_sample`.
+    tested : bool or sequence of bool
+        As for :func:`assess_sample`, for all rows or one per row (rows of
+        tested and untested quantities share one call).
     statistics : sequence of Statistic
         User statistics; a vectorised one is called once on all tested rows.
 
@@ -456,6 +459,9 @@ def assess_samples(
     samples = np.asarray(samples, dtype=np.float64)
     if samples.ndim != 2 or len(samples) != len(fulls):
         raise ValueError(f"samples must have one row per Moments, got shape {samples.shape}")
+    row_tested = [bool(tested)] * len(fulls) if isinstance(tested, bool) else [bool(t) for t in tested]
+    if len(row_tested) != len(fulls):
+        raise ValueError(f"tested must be a bool or one bool per row, got {len(row_tested)} for {len(fulls)}")
     if not np.isfinite(samples).all():
         raise ValueError("assess_samples needs finite subsamples; use assess_sample for the others")
     nan_tests = {name: "" if name in battery.TEXT_COLUMNS else float("nan") for name in _TEST_FIELDS}
@@ -471,7 +477,7 @@ def assess_samples(
     to_test = []
     for i, full in enumerate(fulls):
         status, reason = statuses[i]
-        if status is None and not tested:
+        if status is None and not row_tested[i]:
             status, reason = schema.STATUS_OK, "moments only (quantity not in tested)"
         elif status is None:
             results.append(None)
@@ -491,7 +497,8 @@ def assess_samples(
         )
     if to_test:
         tested_rows = samples[to_test]
-        rows_z = z if len(to_test) == len(usable) else z[[usable.index(i) for i in to_test]]
+        position = {i: k for k, i in enumerate(usable)}
+        rows_z = z if len(to_test) == len(usable) else z[[position[i] for i in to_test]]
         tests = battery.run_battery(rows_z)
         extra, errors = battery.evaluate(statistics, tested_rows) if statistics else ({}, None)
         for row, i in enumerate(to_test):
