@@ -38,6 +38,7 @@ class _Pending:
     extra: dict[str, Any] | None
     global_step: int | None
     result: NormalityResult | None = None
+    """Set where the phase ends, by its batch or the row's own retry (None where that failed)."""
     ready_row: dict[str, Any] | None = None
     """A status row (no statistics), queued only to keep the rows' order."""
 
@@ -172,7 +173,7 @@ class RowSink:
     def _write_pending(self, pending: list[_Pending], guarded: Guarded) -> None:
         batches: dict[int, list[tuple[_Pending, np.ndarray]]] = {}
         for item in pending:
-            if item.result is None and item.reduction is not None:
+            if item.reduction is not None:
                 sample = np.asarray(item.reduction.sample, dtype=np.float64).ravel()
                 finite = sample[np.isfinite(sample)]
                 batches.setdefault(finite.size, []).append((item, finite))
