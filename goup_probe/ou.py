@@ -25,15 +25,23 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Iterable, Iterator
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import TypeVar
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from goup_probe import schema, store
 from goup_probe.stats import ou as sou
 from goup_probe.store import Run, load_run
+
+T = TypeVar("T")
+R = TypeVar("R")
 
 AXIS_PANEL = "panel"
 """All tracer coordinates of a tensor over time: one common k, one mean per coordinate."""
@@ -192,6 +200,7 @@ def validate_ou(
     thresholds: OUThresholds = DEFAULT_OU_THRESHOLDS,
     min_step: int = 0,
     write: bool = False,
+    workers: int | None = None,
 ) -> pd.DataFrame:
     """Test the OU model of the parameter dynamics, one row per parameter tensor.
 
@@ -210,6 +219,10 @@ def validate_ou(
     write : bool
         Also store the result as the table ``"ou"`` of the run directory
         (replacing an earlier one); needs ``run`` to be a Run or a path.
+    workers : int, optional
+        Tensors analysed at once, in threads (numpy releases the GIL in the
+        fits); default :func:`default_workers`. At most ``workers`` tensors'
+        trajectories are held in float64 at a time beyond the batch being read.
 
     Returns
     -------
@@ -243,7 +256,10 @@ def validate_ou(
             groups = _frame_groups(loaded.trajectories, wanted, min_step)
         else:
             groups = _read_groups(loaded, wanted, min_step)
-    rows = [_validate_param(name, frame, thresholds) for name, frame in groups]
+    n_workers = default_workers() if workers is None else int(workers)
+    if n_workers < 1:
+        raise ValueError(f"workers must be >= 1, got {workers}")
+    rows = list(_map_in_order(lambda item: _validate_param(*item, thresholds), groups, n_workers))
     table = pd.DataFrame(rows, columns=list(OU_COLUMNS))
     table.attrs["axes"] = dict(OU_AXES)
     if write:
@@ -253,12 +269,45 @@ def validate_ou(
     return table
 
 
+MAX_DEFAULT_WORKERS = 4
+"""The most threads :func:`default_workers` proposes: each holds one tensor's float64 trajectories."""
+
+
+def default_workers() -> int:
+    """Threads :func:`validate_ou` uses by default: the CPUs this process may use, at most 4."""
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        cpus = os.cpu_count() or 1
+    return max(1, min(MAX_DEFAULT_WORKERS, cpus))
+
+
+def _map_in_order(fn: Callable[[T], R], items: Iterable[T], workers: int) -> Iterator[R]:
+    """``map(fn, items)`` on ``workers`` threads, in order, drawing at most ``workers`` items ahead.
+
+    ``items`` is consumed lazily (a lazy reader stays bounded in memory), unlike
+    ``ThreadPoolExecutor.map``, which draws all of them first.
+    """
+    if workers == 1:
+        yield from map(fn, items)
+        return
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        pending: deque[Future[R]] = deque()
+        for item in items:
+            pending.append(pool.submit(fn, item))
+            if len(pending) >= workers:
+                yield pending.popleft().result()
+        while pending:
+            yield pending.popleft().result()
+
+
 # ----------------------------------------------------------------------------- reading trajectories
 
 READ_BATCH_BYTES = 128 * 2**20
 """Tracer values (as float64) read from disk per pass: tensors are read in batches of about this size."""
 
-_TRAJECTORY_COLUMNS = ["step", "param", "lr", "theta", "grad", "theta_next"]
+_TRACER_COLUMNS = ("theta", "grad", "theta_next")
+_TRAJECTORY_COLUMNS = ["step", "param", "lr", *_TRACER_COLUMNS]
 
 
 def _analysed_order(present: Iterable[str], wanted: list[str] | None) -> list[str]:
@@ -272,17 +321,62 @@ def _analysed_order(present: Iterable[str], wanted: list[str] | None) -> list[st
     return [p for p in order if p in wanted]
 
 
+@dataclass(frozen=True)
+class _Tracks:
+    """One tensor's tracer trajectories: a row per recorded step, in step order, a column per tracer."""
+
+    steps: np.ndarray
+    lr: np.ndarray
+    theta: np.ndarray
+    grad: np.ndarray
+    theta_next: np.ndarray
+
+    @classmethod
+    def ordered(cls, param: str, steps: np.ndarray, lr: np.ndarray, *matrices: np.ndarray) -> _Tracks:
+        """The tracks with rows sorted by step; ValueError naming ``param`` if a step repeats."""
+        steps = np.asarray(steps)
+        if np.any(np.diff(steps) < 0):
+            order = np.argsort(steps, kind="stable")
+            steps, lr, matrices = steps[order], lr[order], tuple(m[order] for m in matrices)
+        if np.any(np.diff(steps) == 0):
+            raise ValueError(f"{param!r}: several trajectory rows for the same step")
+        return cls(steps, np.asarray(lr, dtype=np.float64), *matrices)
+
+
 def _frame_groups(
     traj: pd.DataFrame, wanted: list[str] | None, min_step: int
-) -> Iterator[tuple[str, pd.DataFrame]]:
-    """Per tensor, its rows of a trajectories table already in memory."""
+) -> Iterator[tuple[str, _Tracks]]:
+    """Per tensor, its tracks from a trajectories table already in memory."""
     if min_step > 0 and not traj.empty:
         traj = traj[traj["step"] >= min_step]
     if traj.empty:
         return iter(())
     order = _analysed_order(traj["param"], wanted)
     groups = dict(tuple(traj.groupby("param", sort=False)))
-    return ((name, groups[name]) for name in order)
+
+    def tracks(name: str) -> _Tracks:
+        rows = groups[name]
+        stacks = (_stack(rows[column]) for column in _TRACER_COLUMNS)
+        return _Tracks.ordered(name, rows["step"].to_numpy(), rows["lr"].to_numpy(dtype=np.float64), *stacks)
+
+    return ((name, tracks(name)) for name in order)
+
+
+def _arrow_tracks(param: str, rows: pa.Table) -> _Tracks:
+    """One tensor's tracks from its rows of an Arrow trajectories table (no Python object per row)."""
+    stacks = (_list_matrix(param, column, rows.column(column)) for column in _TRACER_COLUMNS)
+    lr = rows.column("lr").to_numpy().astype(np.float64)
+    return _Tracks.ordered(param, rows.column("step").to_numpy(), lr, *stacks)
+
+
+def _list_matrix(param: str, name: str, column: pa.ChunkedArray) -> np.ndarray:
+    """A list column of equal-length rows as a float64 ``(rows, length)`` matrix (null values NaN)."""
+    lists = column.combine_chunks()
+    lengths = pc.list_value_length(lists).to_numpy(zero_copy_only=False)
+    if len(lengths) and (np.any(lengths != lengths[0]) or lists.null_count):
+        raise ValueError(f"{param!r}: the {name} tracer rows differ in length or are missing")
+    values = lists.flatten().to_numpy(zero_copy_only=False)
+    return values.astype(np.float64).reshape(len(lengths), -1 if len(lengths) else 0)
 
 
 def _tracer_count(meta: dict) -> int:
@@ -291,8 +385,8 @@ def _tracer_count(meta: dict) -> int:
     return tracers if isinstance(tracers, int) and not isinstance(tracers, bool) and tracers > 0 else 256
 
 
-def _read_groups(run: Run, wanted: list[str] | None, min_step: int) -> Iterator[tuple[str, pd.DataFrame]]:
-    """Per tensor, its trajectory rows read from disk, a batch of tensors per pass.
+def _read_groups(run: Run, wanted: list[str] | None, min_step: int) -> Iterator[tuple[str, _Tracks]]:
+    """Per tensor, its tracks read from disk, a batch of tensors per pass.
 
     The ``step`` and ``param`` columns are read first (the order of the tensors
     and their row counts); the tracer values are then read with a filter on
@@ -314,18 +408,23 @@ def _read_groups(run: Run, wanted: list[str] | None, min_step: int) -> Iterator[
     per_tensor = {name: 3 * 8 * width * int(counts[name]) for name in order}  # the float64 stacks
     del index
 
-    def read(names: list[str]) -> pd.DataFrame:
+    def read(names: list[str]) -> pa.Table:
         filters = [*steps, ("param", "in", names)]
-        return run.table("trajectories", columns=_TRAJECTORY_COLUMNS, filters=filters)
+        table = run.arrow("trajectories", columns=_TRAJECTORY_COLUMNS, filters=filters)
+        if table is None:
+            raise ValueError(f"the trajectories of {names} vanished while being read")
+        return table
 
-    def batches() -> Iterator[tuple[str, pd.DataFrame]]:
+    def batches() -> Iterator[tuple[str, _Tracks]]:
         batch: list[str] = []
         size = 0
         for name in [*order, None]:
             if batch and (name is None or size + per_tensor[name] > READ_BATCH_BYTES):
-                groups = dict(tuple(read(batch).groupby("param", sort=False)))
+                table = read(batch)
+                params = table.column("param")
                 for member in batch:
-                    yield member, groups.pop(member)
+                    yield member, _arrow_tracks(member, table.filter(pc.equal(params, member)))
+                del table, params
                 batch, size = [], 0
             if name is not None:
                 batch.append(name)
@@ -389,16 +488,12 @@ def _nanmedian(a: np.ndarray) -> float:
     return float(np.median(a)) if a.size else float("nan")
 
 
-def _validate_param(param: str, rows: pd.DataFrame, th: OUThresholds) -> dict[str, object]:
-    rows = rows.sort_values("step", kind="stable")
-    steps = rows["step"].to_numpy()
-    if np.any(np.diff(steps) == 0):
-        raise ValueError(f"{param!r}: several trajectory rows for the same step")
-    theta, grad, theta_next = _stack(rows["theta"]), _stack(rows["grad"]), _stack(rows["theta_next"])
-    lr_steps = rows["lr"].to_numpy(dtype=np.float64)
+def _validate_param(param: str, tracks: _Tracks, th: OUThresholds) -> dict[str, object]:
+    steps, lr_steps = tracks.steps, tracks.lr
+    theta, grad, theta_next = tracks.theta, tracks.grad, tracks.theta_next
     out: dict[str, object] = dict.fromkeys(OU_COLUMNS, float("nan"))
     out["param"] = param
-    out["steps"] = len(rows)
+    out["steps"] = len(steps)
     finite_lr = lr_steps[np.isfinite(lr_steps)]
     out["lr"] = float(np.median(finite_lr)) if finite_lr.size else float("nan")  # until the fit weighs them
 
@@ -408,10 +503,10 @@ def _validate_param(param: str, rows: pd.DataFrame, th: OUThresholds) -> dict[st
     moving = finite & (spread > 1e-12 * np.abs(theta.mean(axis=0))) & (spread > 0)
     if moving.any():  # noiseless coordinates (e.g. zero gradient under weight decay) are no OU sample
         fit = sou.ar1_batch(theta[:, moving], theta_next[:, moving])
-        noisy = fit.sigma2 > 1e-20 * theta[:, moving].var(axis=0)
+        noisy = fit.sigma2 > 1e-20 * spread[moving] ** 2
         moving[np.flatnonzero(moving)[~noisy]] = False
     out["n_coords"] = int(moving.sum())
-    n_steps = len(rows)
+    n_steps = len(steps)
     if n_steps < th.min_steps or not moving.any():
         why = (
             f"only {n_steps} steps recorded; need >= {th.min_steps}"
@@ -420,7 +515,8 @@ def _validate_param(param: str, rows: pd.DataFrame, th: OUThresholds) -> dict[st
         )
         out.update(verdict=VERDICT_INSUFFICIENT, reason=why)
         return out
-    theta, grad, theta_next = theta[:, moving], grad[:, moving], theta_next[:, moving]
+    if not moving.all():
+        theta, grad, theta_next = theta[:, moving], grad[:, moving], theta_next[:, moving]
     lr_col = np.where(np.isfinite(lr_steps), lr_steps, 1.0)[:, None]
     # The whole series θ_0 … θ_T (contiguous steps: theta_next[t] is theta[t + 1]).
     series = np.vstack([theta, theta_next[-1:]])
@@ -449,7 +545,8 @@ def _fitted_ou(theta: np.ndarray, theta_next: np.ndarray, series: np.ndarray, th
     n = resid.shape[0]
     lags = sou.default_lb_lags(n)
     # φ̂-dependent degrees of freedom: model_df = 1 is oversized near a unit root
-    _, lb_p = sou.ljung_box_batch(resid, lags, model_df=sou.ar1_lb_model_df(fit.phi, lags))
+    resid_acf = sou.acf_batch(resid, lags)
+    _, lb_p = sou.ljung_box_from_acf(resid_acf, n, model_df=sou.ar1_lb_model_df(fit.phi, lags))
     _, kurt, norm_p = sou.normality_batch(resid)
     _, adf_p = sou.adf_batch(series)
     _, bf_p, ratio = sou.brown_forsythe_batch(resid, th.windows)
@@ -467,7 +564,7 @@ def _fitted_ou(theta: np.ndarray, theta_next: np.ndarray, series: np.ndarray, th
         "k_coord_median": float(q50),
         "k_coord_q25": float(q25),
         "k_coord_q75": float(q75),
-        "resid_acf1": _nanmedian(sou.acf_batch(resid, 1)[0]),
+        "resid_acf1": _nanmedian(resid_acf[0]),
         "resid_lb_reject": sou.rejection_fraction(lb_p, th.alpha),
         "resid_normality_reject": sou.rejection_fraction(norm_p, th.alpha),
         "resid_kurtosis": _nanmedian(kurt),
@@ -481,11 +578,12 @@ def _fitted_ou(theta: np.ndarray, theta_next: np.ndarray, series: np.ndarray, th
 def _seed_innovation(theta: np.ndarray, grad: np.ndarray, lr: np.ndarray, th: OUThresholds) -> dict:
     eta = lr * (theta - grad)
     n = eta.shape[0]
-    _, lb_p = sou.ljung_box_batch(eta, sou.default_lb_lags(n))
+    eta_acf = sou.acf_batch(eta, sou.default_lb_lags(n))
+    _, lb_p = sou.ljung_box_from_acf(eta_acf, n)
     _, kurt_time, p_time = sou.normality_batch(eta)
     _, kurt_pooled, p_pooled = sou.normality_batch(eta.T)
     return {
-        "innovation_acf1": _nanmedian(sou.acf_batch(eta, 1)[0]),
+        "innovation_acf1": _nanmedian(eta_acf[0]),
         "innovation_lb_reject": sou.rejection_fraction(lb_p, th.alpha),
         "innovation_state_corr": _nanmedian(_column_corr(eta, theta)),
         "innovation_normality_reject_time": sou.rejection_fraction(p_time, th.alpha),

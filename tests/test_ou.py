@@ -19,7 +19,9 @@ import pytest
 import torch
 from scipy import stats
 from statsmodels.stats.diagnostic import acorr_ljungbox
+from statsmodels.tsa.adfvalues import mackinnonp
 from statsmodels.tsa.ar_model import AutoReg
+from statsmodels.tsa.stattools import acf as sm_acf
 from statsmodels.tsa.stattools import adfuller
 from torch import nn
 
@@ -113,6 +115,34 @@ def test_batch_tests_equal_statsmodels_and_scipy():
         assert norm_p[j] == pytest.approx(stats.normaltest(e[:, j]).pvalue, rel=1e-8, abs=1e-300)
         assert skew[j] == pytest.approx(stats.skew(e[:, j]), rel=1e-9)
         assert kurt[j] == pytest.approx(stats.kurtosis(e[:, j]), rel=1e-9)
+
+
+@pytest.mark.parametrize("nlags", [1, 10, ou.DIRECT_ACF_MAX_LAGS, ou.DIRECT_ACF_MAX_LAGS + 1, 60])
+def test_acf_batch_equals_statsmodels_on_both_sides_of_the_direct_fft_switch(nlags):
+    rng = np.random.default_rng(5)
+    e = np.cumsum(rng.standard_normal((400, 3)), axis=0) * [1.0, 1e-6, 1e6]
+    got = ou.acf_batch(e, nlags)
+    for j in range(3):
+        np.testing.assert_allclose(got[:, j], sm_acf(e[:, j], nlags=nlags, fft=False)[1:], atol=1e-12)
+
+
+def test_ljung_box_from_acf_equals_acorr_ljungbox():
+    rng = np.random.default_rng(6)
+    e = rng.standard_normal((250, 2))
+    q, p = ou.ljung_box_from_acf(ou.acf_batch(e, 6), 250, model_df=np.array([1.0, 0.5]))
+    for j, df in enumerate([1.0, 0.5]):
+        lb = acorr_ljungbox(e[:, j], lags=[6], model_df=0)
+        assert q[j] == pytest.approx(lb["lb_stat"].iloc[0], rel=1e-10)
+        assert p[j] == pytest.approx(stats.chi2.sf(lb["lb_stat"].iloc[0], 6 - df), rel=1e-8)
+    with pytest.raises(ValueError, match="must exceed model_df"):
+        ou.ljung_box_from_acf(ou.acf_batch(e, 1), 250, model_df=1)
+
+
+def test_mackinnon_p_equals_statsmodels_across_and_beyond_its_table():
+    grid = np.concatenate([np.linspace(-25.0, 5.0, 3001), [-18.83, -1.61, 2.74]])
+    expected = [mackinnonp(float(s), regression="c", N=1) for s in grid]
+    np.testing.assert_allclose(ou.mackinnon_p(grid), expected, rtol=1e-13, atol=0)
+    assert np.isnan(ou.mackinnon_p(np.array([np.nan, np.inf, -np.inf]))).all()
 
 
 def _result_object() -> dict:
@@ -264,6 +294,48 @@ def test_validate_ou_true_innovations_hold():
     assert row["k_pooled_ci_low"] < k < row["k_pooled_ci_high"]  # Nickell-corrected (issue 14)
     assert row["k_over_lr"] == pytest.approx(k / lr, rel=0.1)
     assert abs(row["innovation_acf1"]) < 0.1 and abs(row["innovation_state_corr"]) < 0.1
+
+
+def test_validate_ou_in_threads_equals_one_thread_in_the_tensors_order():
+    rng = np.random.default_rng(13)
+    frames = []
+    for i, k in enumerate([0.05, 0.2, 0.5, 0.9, 0.3]):
+        theta = np.empty((301, 16))
+        theta[0] = rng.standard_normal(16)
+        eta = rng.standard_normal((300, 16))
+        for t in range(300):
+            theta[t + 1] = (1 - k) * theta[t] + eta[t]
+        frames.append(trajectories_frame(theta, theta[:-1] - eta / 0.1, 0.1, param=f"t{i}"))
+    table = pd.concat(frames, ignore_index=True).sample(frac=1.0, random_state=0)  # rows shuffled
+    serial = gp.validate_ou(table, workers=1)
+    assert list(serial["param"]) == sorted(serial["param"], key=list(table["param"].unique()).index)
+    pd.testing.assert_frame_equal(gp.validate_ou(table, workers=3), serial)
+    with pytest.raises(ValueError, match="workers must be >= 1"):
+        gp.validate_ou(table, workers=0)
+
+
+def test_threaded_map_draws_at_most_workers_items_ahead():
+    drawn = []
+
+    def items():
+        for i in range(10):
+            drawn.append(i)
+            yield i
+
+    results = gou._map_in_order(lambda i: i * i, items(), 3)
+    assert next(results) == 0 and len(drawn) <= 4  # the first result after at most 3 + 1 draws
+    assert list(results) == [i * i for i in range(1, 10)]
+
+
+def test_trajectories_of_unequal_length_name_the_tensor():
+    import pyarrow as pa
+
+    column = pa.chunked_array([pa.array([[1.0, 2.0], [3.0]], type=pa.list_(pa.float32()))])
+    with pytest.raises(ValueError, match=r"'enc\.w'.*theta tracer rows differ in length"):
+        gou._list_matrix("enc.w", "theta", column)
+    kind = pa.list_(pa.float32())
+    square = pa.chunked_array([pa.array([[1.0, 2.0]], type=kind), pa.array([[3.0, None]], type=kind)])
+    np.testing.assert_array_equal(gou._list_matrix("w", "grad", square), [[1.0, 2.0], [3.0, np.nan]])
 
 
 def test_validate_ou_flags_ar2_and_reports_axes():

@@ -150,8 +150,12 @@ def test_verdict_counts_per_step():
     counts = plots.verdict_counts(stats)
     assert counts.loc[0, schema.VERDICT_NON_GAUSSIAN] == 2 and counts.loc[0, schema.VERDICT_GAUSSIAN] == 1
     ax = plots.plot_verdict_counts(stats, ax=_ax())
-    heights = sorted({round(p.get_height()) for p in ax.patches})
-    assert heights == [1, 2]
+    drawn = {patch.get_label(): patch.get_data() for patch in ax.patches}  # one staircase per verdict
+    assert set(drawn) == {schema.VERDICT_NON_GAUSSIAN, schema.VERDICT_GAUSSIAN}
+    for verdict, data in drawn.items():
+        np.testing.assert_array_equal(data.values - data.baseline, counts[verdict].to_numpy())
+    tops = [data.values for data in drawn.values()]
+    np.testing.assert_array_equal(np.max(tops, axis=0), [3, 3])  # stacked: the top is all tensors
 
 
 def test_ou_rates_use_the_interval_columns_relative_to_the_learning_rate():

@@ -177,13 +177,16 @@ def test_validate_ou_on_a_clustered_run_reads_each_row_group_once_and_equals_the
     whole = ou.validate_ou(read_table(raw, "trajectories"))  # the uncompacted table, in memory
     assert list(whole["param"]) == TENSORS and whole["k_pooled"].notna().all()
     reads = []
-    real = store_run.read_table
 
-    def recording(path, name, columns=None, filters=None, **kwargs):
-        reads.append((name, columns, filters))
-        return real(path, name, columns, filters, **kwargs)
+    def recording(real):
+        def read(path, name, columns=None, filters=None, **kwargs):
+            reads.append((name, columns, filters))
+            return real(path, name, columns, filters, **kwargs)
 
-    monkeypatch.setattr(store_run, "read_table", recording)
+        return read
+
+    for reader in ("read_table", "read_arrow"):  # the tracer values come through read_arrow
+        monkeypatch.setattr(store_run, reader, recording(getattr(store_run, reader)))
     monkeypatch.setattr(ou, "READ_BATCH_BYTES", 1)  # one tensor per pass
     batched = ou.validate_ou(run_dir)
     pd.testing.assert_frame_equal(batched, whole)

@@ -475,7 +475,10 @@ def plot_layer_lines(
 def plot_verdict_counts(
     stats: pd.DataFrame, *, quantity: str = schema.THETA_MINUS_GRAD, ax: Axes | None = None
 ) -> Axes:
-    """Stacked bars: how many tensors get each verdict at each captured step.
+    """Stacked steps: how many tensors get each verdict at each captured step.
+
+    One filled staircase per verdict (a bar per step and verdict would be
+    thousands of patches on a long run: 6000 took 9 s to draw).
 
     Parameters
     ----------
@@ -497,12 +500,15 @@ def plot_verdict_counts(
     if counts.empty:
         return _no_data(ax, "no rows")
     positions = np.arange(len(counts))
+    edges = np.arange(len(counts) + 1) - 0.5
     bottom = np.zeros(len(counts))
     for verdict, color in VERDICT_COLORS.items():
         height = counts[verdict].to_numpy(dtype=np.float64)
         if height.any():
-            ax.bar(positions, height, bottom=bottom, color=color, width=0.85, label=verdict)
-        bottom += height
+            top = bottom + height
+            ax.stairs(top, edges, baseline=bottom, fill=True, color=color, label=verdict)
+            bottom = top
+    ax.set_xlim(edges[0], edges[-1])
     step_labels = [str(s) for s in counts.index]
     stride = max(1, math.ceil(len(step_labels) / 25))
     ax.set_xticks(positions[::stride])

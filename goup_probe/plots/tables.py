@@ -70,7 +70,7 @@ def quantity_rows(stats: pd.DataFrame, quantity: str) -> pd.DataFrame:
 
 def param_order(frame: pd.DataFrame) -> list[str]:
     """Parameter names in the order they first appear (model order for probe tables)."""
-    return list(dict.fromkeys(frame["param"].astype(str)))
+    return [str(name) for name in pd.unique(frame["param"])]  # in order of appearance
 
 
 def sample_values(

@@ -65,6 +65,7 @@ from goup_probe.stats.ou_common import (
 )
 from goup_probe.stats.ou_pooled import PooledAR1, nickell_bias, nickell_correct, pooled_ar1
 from goup_probe.stats.ou_tests import (
+    DIRECT_ACF_MAX_LAGS,
     AR1Batch,
     acf_batch,
     adf_batch,
@@ -72,6 +73,8 @@ from goup_probe.stats.ou_tests import (
     ar1_lb_model_df,
     brown_forsythe_batch,
     ljung_box_batch,
+    ljung_box_from_acf,
+    mackinnon_p,
     normality_batch,
     rejection_fraction,
     state_variance_batch,
@@ -79,6 +82,7 @@ from goup_probe.stats.ou_tests import (
 
 __all__ = [
     "DEFAULT_WINDOWS",
+    "DIRECT_ACF_MAX_LAGS",
     "MIN_NORMALITY",
     "MIN_STEPS_X_K",
     "MIN_TRANSITIONS",
@@ -98,6 +102,8 @@ __all__ = [
     "fit_ou",
     "kendall_bias",
     "ljung_box_batch",
+    "ljung_box_from_acf",
+    "mackinnon_p",
     "nickell_bias",
     "nickell_correct",
     "normality_batch",

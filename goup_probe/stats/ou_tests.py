@@ -1,7 +1,7 @@
 """Batch AR(1) fits and residual tests for many series at once, one per column of a ``(time, series)`` array.
 
 Closed-form equivalents of statsmodels/scipy (the tests check this): least-squares
-AR(1) fits (:func:`ar1_batch`), autocorrelations by FFT (:func:`acf_batch`),
+AR(1) fits (:func:`ar1_batch`), autocorrelations (:func:`acf_batch`),
 Ljung-Box with the AR(1) degrees of freedom (:func:`ljung_box_batch`,
 :func:`ar1_lb_model_df`; on squared residuals it is McLeod-Li), Koenker's
 state-dependent variance test (:func:`state_variance_batch`), D'Agostino-Pearson
@@ -16,9 +16,16 @@ from dataclasses import dataclass
 
 import numpy as np
 from scipy import fft as sfft
-from scipy import stats
-from statsmodels.tsa.adfvalues import mackinnonp
+from scipy import special, stats
+from statsmodels.tsa.adfvalues import (  # MacKinnon's tables: one source for mackinnon_p and statsmodels
+    _tau_largeps,
+    _tau_maxs,
+    _tau_mins,
+    _tau_smallps,
+    _tau_stars,
+)
 
+from goup_probe.stats.normal_tests import dagostino_pearson_p
 from goup_probe.stats.ou_common import DEFAULT_WINDOWS, MIN_NORMALITY, _as_2d, _varies, default_adf_lags
 
 
@@ -89,11 +96,19 @@ def ar1_batch(x: np.ndarray, y: np.ndarray) -> AR1Batch:
     )
 
 
+DIRECT_ACF_MAX_LAGS = 32
+"""Up to this many lags, autocovariances are lagged dot products; beyond it, an FFT.
+
+A dot product per lag costs ``O(n)`` per column and reads the rows in memory
+order; the FFT costs ``O(n log n)`` whatever the lags, and is the faster from
+about 40 lags on for 5000 × 256 series (0.4 ms per lag against 19 ms)."""
+
+
 def acf_batch(e: np.ndarray, nlags: int) -> np.ndarray:
     """Autocorrelations at lags 1…``nlags`` of every column, as statsmodels' ``acf``.
 
-    Computed by FFT (zero-padded to ``n + nlags``, so there is no wrap-around):
-    ``O(n log n)`` per column whatever ``nlags``.
+    Lagged dot products for at most :data:`DIRECT_ACF_MAX_LAGS` lags, an FFT
+    (zero-padded to ``n + nlags``, so there is no wrap-around) for more.
 
     Returns
     -------
@@ -107,9 +122,12 @@ def acf_batch(e: np.ndarray, nlags: int) -> np.ndarray:
     c = a - a.mean(axis=0)
     denom = np.einsum("tc,tc->c", c, c)
     safe = np.where(denom > 0, denom, np.nan)
-    nfft = sfft.next_fast_len(n + nlags, real=True)
-    spec = sfft.rfft(c, n=nfft, axis=0)
-    acov = sfft.irfft(spec.real**2 + spec.imag**2, n=nfft, axis=0)[1 : nlags + 1]
+    if nlags <= DIRECT_ACF_MAX_LAGS:
+        acov = np.stack([np.einsum("tc,tc->c", c[lag:], c[:-lag]) for lag in range(1, nlags + 1)])
+    else:
+        nfft = sfft.next_fast_len(n + nlags, real=True)
+        spec = sfft.rfft(c.T, n=nfft, axis=1)  # along rows of the transpose: contiguous, 25% faster
+        acov = sfft.irfft(spec.real**2 + spec.imag**2, n=nfft, axis=1)[:, 1 : nlags + 1].T
     return acov / safe
 
 
@@ -163,14 +181,43 @@ def ljung_box_batch(
     statistic, pvalue : ndarray, ndarray
         One per column; small p: the column is not white noise.
     """
-    df = lags - np.asarray(model_df, dtype=np.float64)
-    if np.any(df < 1):
-        raise ValueError(f"lags ({lags}) must exceed model_df ({model_df})")
-    r = acf_batch(e, lags)
-    n = _as_2d(e, "e").shape[0]
+    _check_lb_df(lags, model_df)
+    return ljung_box_from_acf(acf_batch(e, lags), _as_2d(e, "e").shape[0], model_df=model_df)
+
+
+def ljung_box_from_acf(
+    acf: np.ndarray, n: int, *, model_df: float | np.ndarray = 0
+) -> tuple[np.ndarray, np.ndarray]:
+    """Ljung-Box Q and p-value from autocorrelations already computed (:func:`acf_batch`).
+
+    Parameters
+    ----------
+    acf : ndarray
+        ``(lags, C)`` autocorrelations at lags 1…lags of series of length ``n``.
+    n : int
+        Length of the series.
+    model_df : float or ndarray
+        As in :func:`ljung_box_batch`.
+
+    Returns
+    -------
+    statistic, pvalue : ndarray, ndarray
+        As :func:`ljung_box_batch` on the series.
+    """
+    r = np.asarray(acf, dtype=np.float64)
+    lags = r.shape[0]
+    df = _check_lb_df(lags, model_df)
     weights = 1.0 / (n - np.arange(1, lags + 1, dtype=np.float64))
     q = n * (n + 2) * np.einsum("lc,l->c", r * r, weights)
     return q, stats.chi2.sf(q, df)
+
+
+def _check_lb_df(lags: int, model_df: float | np.ndarray) -> np.ndarray:
+    """The χ² degrees of freedom ``lags − model_df``; ValueError unless each is at least 1."""
+    df = lags - np.asarray(model_df, dtype=np.float64)
+    if np.any(df < 1):
+        raise ValueError(f"lags ({lags}) must exceed model_df ({model_df})")
+    return df
 
 
 def state_variance_batch(resid: np.ndarray, state: np.ndarray) -> tuple[np.ndarray, ...]:
@@ -233,11 +280,11 @@ def normality_batch(e: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     ok = _varies(sd * sd * n, a.mean(axis=0), n)
     if n < MIN_NORMALITY or not ok.any():
         return skew, kurt, pval
-    z = c[:, ok] / sd[ok]
+    z = (c if ok.all() else c[:, ok]) / sd[ok]
     z2 = z * z
-    skew[ok] = np.mean(z2 * z, axis=0)
-    kurt[ok] = np.mean(z2 * z2, axis=0) - 3.0
-    pval[ok] = stats.normaltest(z, axis=0).pvalue
+    skew[ok] = np.einsum("tc,tc->c", z2, z) / n
+    kurt[ok] = np.einsum("tc,tc->c", z2, z2) / n - 3.0
+    pval[ok] = dagostino_pearson_p(skew[ok], kurt[ok], n)
     return skew, kurt, pval
 
 
@@ -306,10 +353,35 @@ def adf_batch(series: np.ndarray, lags: int | None = None) -> tuple[np.ndarray, 
     stat = np.full(cols, np.nan)
     if ok.any():
         stat[ok] = _adf_tstat(c0[:, ok] / sd[ok], p)
-    pval = np.full(cols, np.nan)
-    finite = np.isfinite(stat)
-    pval[finite] = [mackinnonp(float(s), regression="c", N=1) for s in stat[finite]]
-    return stat, pval
+    return stat, mackinnon_p(stat)
+
+
+def mackinnon_p(stat: np.ndarray) -> np.ndarray:
+    """MacKinnon's (1994) approximate p-values of ADF t-statistics with a constant, for many at once.
+
+    Equal to statsmodels' ``mackinnonp(s, regression="c", N=1)`` for each ``s``
+    (its tables, its rule: the small-p polynomial up to the switch point, the
+    large-p one above it, 0 and 1 outside the tabulated range), without the
+    0.1 ms of a Python call per statistic.
+
+    Parameters
+    ----------
+    stat : array_like
+        ADF t-statistics (a non-finite one gives NaN).
+
+    Returns
+    -------
+    ndarray
+        p-values, shaped like ``stat``; small p rejects the unit root.
+    """
+    s = np.asarray(stat, dtype=np.float64)
+    finite = np.isfinite(s)
+    s = np.where(finite, s, 0.0)
+    small = np.polynomial.polynomial.polyval(s, _tau_smallps["c"][0])
+    large = np.polynomial.polynomial.polyval(s, _tau_largeps["c"][0])
+    p = special.ndtr(np.where(s <= _tau_stars["c"][0], small, large))
+    p = np.where(s > _tau_maxs["c"][0], 1.0, np.where(s < _tau_mins["c"][0], 0.0, p))
+    return np.where(finite, p, np.nan)
 
 
 def _adf_cross_products(z: np.ndarray, p: int) -> tuple[np.ndarray, np.ndarray, int]:

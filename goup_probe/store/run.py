@@ -12,11 +12,12 @@ from pathlib import Path
 from typing import Any, Literal
 
 import pandas as pd
+import pyarrow as pa
 
 from goup_probe import schema
 from goup_probe.store.meta import read_meta
 from goup_probe.store.paths import RunDirectoryError
-from goup_probe.store.tables import Filters, list_tables, read_table
+from goup_probe.store.tables import Filters, list_tables, read_arrow, read_table
 
 _CACHED = frozenset({"stats", "samples", "trajectories"})
 """Tables a :class:`Run` keeps in memory once read through their property."""
@@ -62,6 +63,18 @@ class Run:
             ``on_error`` and are listed in ``skipped_files``.
         """
         return read_table(
+            self.path, name, columns, filters, on_error=self.on_error, skipped=self.skipped_files
+        )
+
+    def arrow(
+        self, name: str, columns: Sequence[str] | None = None, filters: Filters | None = None
+    ) -> pa.Table | None:
+        """:meth:`table` as an Arrow table (no pandas conversion); None if absent or no row passes.
+
+        For readers that turn list columns into matrices themselves
+        (:func:`~goup_probe.store.tables.read_arrow`).
+        """
+        return read_arrow(
             self.path, name, columns, filters, on_error=self.on_error, skipped=self.skipped_files
         )
 

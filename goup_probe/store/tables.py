@@ -70,8 +70,35 @@ def read_table(
         Empty, with the table's columns when :mod:`goup_probe.schema` knows them,
         if the table is absent or no row passes the filter.
     """
-    run_dir = Path(run_dir)
-    folder = _table_dir(run_dir, name)
+    wanted = None if columns is None else list(columns)
+    combined = read_arrow(run_dir, name, wanted, filters, on_error=on_error, skipped=skipped)
+    if combined is None:
+        return _project(_empty_frame(schema.TABLES.get(name)), wanted)
+    return _project(_to_pandas(combined), wanted)
+
+
+def read_arrow(
+    run_dir: str | os.PathLike[str],
+    name: str,
+    columns: Sequence[str] | None = None,
+    filters: Filters | None = None,
+    *,
+    on_error: Literal["raise", "skip"] = "raise",
+    skipped: list[str] | None = None,
+) -> pa.Table | None:
+    """:func:`read_table` without the conversion to pandas: the parts as one Arrow table.
+
+    For readers that turn list columns into matrices themselves (a list column
+    as pandas is one Python object per row). The parameters, checks and
+    ``on_error`` are those of :func:`read_table`.
+
+    Returns
+    -------
+    pyarrow.Table or None
+        Declared columns cast to their declared types; None when the table is
+        absent or no row passes the filter.
+    """
+    folder = _table_dir(Path(run_dir), name)
     arrow_schema = schema.TABLES.get(name)
     wanted = None if columns is None else list(columns)
     pieces = []
@@ -93,13 +120,11 @@ def read_table(
         if piece is not None:
             pieces.append(piece)
     if not pieces:
-        return _project(_empty_frame(arrow_schema), wanted)
+        return None
     try:
-        combined = pa.concat_tables(pieces, promote_options="default")
+        return pa.concat_tables(pieces, promote_options="default")
     except pa.ArrowException as exc:
         raise RunDirectoryError(f"parts of {folder} have incompatible schemas: {exc}") from exc
-    del pieces  # the combined table alone holds the buffers, which the conversion releases
-    return _project(_to_pandas(combined), wanted)
 
 
 def _to_pandas(data: pa.Table) -> pd.DataFrame:
