@@ -12,7 +12,9 @@ host statistics, a fixed cost per tensor and quantity since they run on a
 over the whole tensors) and their cost per million elements, and the extra
 peak RSS the probe adds over training's own peak (MiB), with all four
 quantities and with the update left out (the update needs a copy of θ from
-before the step, which on a CPU lives in host memory).
+before the step, which on a CPU lives in host memory), and the run directory's
+bytes per captured step (``run.json``'s ``disk.bytes_per_captured_step``, after
+detach's compaction; the run is a few steps long, so the fixed files weigh in).
 
 Usage::
 
@@ -103,12 +105,14 @@ def child(numel: int, count: int, reps: int, without_update: bool) -> dict[str, 
                 opt.step()
                 probed.append(time.perf_counter() - t0)
         assert not probe.errors, probe.errors
+        disk = gp.load_run(os.path.join(tmp, "r")).meta["disk"]  # written at detach
     return {
         "plain_ms": statistics.median(plain) * 1e3,
         "probed_ms": statistics.median(probed) * 1e3,
         "reduce_ms": reduce_ms,
         "extra_peak_mib": max(_peak_mib() - base_peak, 0.0),
         "tensor_mib": numel * count * 4 / 2**20,
+        "disk_kb_per_captured_step": disk["bytes_per_captured_step"] / 1e3,
     }
 
 
@@ -142,9 +146,9 @@ def main(argv: list[str] | None = None) -> int:
     print(
         "| tensors × elements | plain SGD step ms | step with probe ms | capture ms | device reductions ms "
         "| reductions ms per 10⁶ elements | extra peak RSS MiB (all quantities) "
-        "| extra peak RSS MiB (no update) | tensor MiB |"
+        "| extra peak RSS MiB (no update) | tensor MiB | disk kB per captured step |"
     )
-    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for numel, count in configs:
         reps = max(1, args.reps - 1) if numel * count >= 10**8 else args.reps
         full = run_child(numel, count, reps, without_update=False)
@@ -155,7 +159,7 @@ def main(argv: list[str] | None = None) -> int:
             f"| {count} × {numel:.0e} | {full['plain_ms']:.1f} | {full['probed_ms']:.1f} | {cost:.1f} | "
             f"{full['reduce_ms']:.1f} | {per_million:.1f} | {full['extra_peak_mib']:.0f} | "
             f"{lean['extra_peak_mib']:.0f} | "
-            f"{full['tensor_mib']:.0f} |",
+            f"{full['tensor_mib']:.0f} | {full['disk_kb_per_captured_step']:.1f} |",
             flush=True,
         )
     return 0

@@ -190,6 +190,9 @@ def test_pooled_k_recovers_k_and_clustered_se_handles_common_shocks():
     assert abs(pooled.k_raw - k - ou.nickell_bias(k, steps)) < 4 * se
     # Rescaling all series leaves the estimate unchanged.
     assert ou.pooled_ar1(7 * x[:-1] - 1, 7 * x[1:] - 1).k == pytest.approx(pooled.k, rel=1e-10)
+    for scale in (2.0**-700, 2.0**-350, 2.0**350, 2.0**700):  # rescaled inside; 2^±700 squares would not fit
+        scaled = ou.pooled_ar1(scale * x[:-1], scale * x[1:])
+        assert (scaled.k, scaled.k_se, scaled.k_se_ols) == (pooled.k, pooled.k_se, pooled.k_se_ols)
 
     # Half of every shock common to all series: the OLS se is too small, the clustered one is right.
     reps, steps, series, phi = 150, 400, 40, 1 - k

@@ -50,14 +50,17 @@ def run_dir(tmp_path_factory):
 def spy(monkeypatch):
     """Every read a Run makes: (table, columns, filters)."""
     calls = []
-    real = store_run.read_table
 
-    def recording(run_dir, name, columns=None, filters=None, **kwargs):
-        calls.append((name, None if columns is None else list(columns), filters))
-        return real(run_dir, name, columns, filters, **kwargs)
+    def recording(real):
+        def read(run_dir, name, columns=None, filters=None, **kwargs):
+            calls.append((name, None if columns is None else list(columns), filters))
+            return real(run_dir, name, columns, filters, **kwargs)
 
-    monkeypatch.setattr(store_run, "read_table", recording)  # Run.table
-    monkeypatch.setattr(report_data, "read_table", recording)  # load_samples
+        return read
+
+    monkeypatch.setattr(store_run, "read_table", recording(store_run.read_table))  # Run.table
+    monkeypatch.setattr(store_run, "read_arrow", recording(store_run.read_arrow))  # Run.arrow
+    monkeypatch.setattr(report_data, "read_table", recording(report_data.read_table))  # load_samples
     return calls
 
 

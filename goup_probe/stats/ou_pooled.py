@@ -105,8 +105,9 @@ def pooled_ar1(x: np.ndarray, y: np.ndarray, *, conf_level: float = 0.95) -> Poo
         raise ValueError(f"x and y must have the same shape, got {xa.shape} and {ya.shape}")
     if not 0 < conf_level < 1:
         raise ValueError(f"conf_level must lie in (0, 1), got {conf_level}")
-    top = max(float(np.max(np.abs(xa), initial=0.0)), float(np.max(np.abs(ya), initial=0.0)))
-    if 0 < top < math.inf:  # an exact power of two: no square overflows or underflows
+    top = max(_abs_max(xa), _abs_max(ya))
+    if 0 < top < math.inf and not _UNSCALED_RANGE[0] <= top <= _UNSCALED_RANGE[1]:
+        # by an exact power of two: no sum of squares overflows or underflows
         shift = -math.frexp(top)[1]
         xa, ya = np.ldexp(xa, shift), np.ldexp(ya, shift)
     n_steps = xa.shape[0]
@@ -117,7 +118,9 @@ def pooled_ar1(x: np.ndarray, y: np.ndarray, *, conf_level: float = 0.95) -> Poo
     nan = float("nan")
     if n_steps < 3 or not keep.any():
         return PooledAR1(nan, nan, (nan, nan), nan, nan, nan, nan, n_steps, int(keep.sum()), conf_level)
-    k_raw, se_raw, se_ols = _within_slope(xc[:, keep], ya[:, keep], float(sxx_col[keep].sum()))
+    if not keep.all():
+        xc, ya = xc[:, keep], ya[:, keep]
+    k_raw, se_raw, se_ols = _within_slope(xc, ya, float(sxx_col[keep].sum()))
     k, slope = nickell_correct(k_raw, n_steps)
     se = se_raw * slope
     q = float(stats.t.ppf(0.5 + conf_level / 2, n_steps - 1))
@@ -136,12 +139,27 @@ def pooled_ar1(x: np.ndarray, y: np.ndarray, *, conf_level: float = 0.95) -> Poo
     )
 
 
+def _abs_max(a: np.ndarray) -> float:
+    """The largest |a| without the temporary of ``np.abs(a)`` (0 for an empty array; NaN propagates)."""
+    if a.size == 0:
+        return 0.0
+    return max(float(a.max()), -float(a.min()))
+
+
+_UNSCALED_RANGE = (2.0**-300, 2.0**300)
+"""Largest |value| for which :func:`pooled_ar1` skips its power-of-two rescaling (which changes no
+result where nothing under- or overflows): below 2³⁰⁰ no sum of 10⁹ squares overflows, and above
+2⁻³⁰⁰ only a series 2²⁰⁰ times smaller than the largest could lose its squares to underflow, and it
+weighs nothing in the pooled slope either way."""
+
+
 def _within_slope(xc: np.ndarray, ya: np.ndarray, sxx_total: float) -> tuple[float, float, float]:
-    """Within ``k̂ = 1 − φ̂``, its step-clustered SE and the OLS SE, for centred ``xc``."""
+    """Within ``k̂ = 1 − φ̂``, its step-clustered SE and the OLS SE, for centred ``xc`` (overwritten)."""
     n_steps, n_series = xc.shape
     scale = math.sqrt(sxx_total / (n_steps * n_series))  # numerics only
-    xs = xc / scale
-    ys = (ya - ya.mean(axis=0)) / scale
+    xs = np.divide(xc, scale, out=xc)
+    ys = ya - ya.mean(axis=0)
+    ys /= scale
     sxx = float(np.einsum("tc,tc->", xs, xs))
     phi = float(np.einsum("tc,tc->", xs, ys)) / sxx
     e = ys - phi * xs
