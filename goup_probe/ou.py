@@ -249,14 +249,14 @@ def validate_ou(
     loaded: Run | None = None
     wanted = None if params is None else list(params)
     if isinstance(run, pd.DataFrame):
-        groups = _frame_groups(run, wanted, min_step)
+        groups, largest = _frame_groups(run, wanted, min_step)
     else:
         loaded = run if isinstance(run, Run) else load_run(run)
         if loaded.is_read("trajectories"):  # already in memory: use it
-            groups = _frame_groups(loaded.trajectories, wanted, min_step)
+            groups, largest = _frame_groups(loaded.trajectories, wanted, min_step)
         else:
-            groups = _read_groups(loaded, wanted, min_step)
-    n_workers = default_workers() if workers is None else int(workers)
+            groups, largest = _read_groups(loaded, wanted, min_step)
+    n_workers = default_workers(largest) if workers is None else int(workers)
     if n_workers < 1:
         raise ValueError(f"workers must be >= 1, got {workers}")
     rows = list(_map_in_order(lambda item: _validate_param(*item, thresholds), groups, n_workers))
@@ -270,16 +270,39 @@ def validate_ou(
 
 
 MAX_DEFAULT_WORKERS = 4
-"""The most threads :func:`default_workers` proposes: each holds one tensor's float64 trajectories."""
+"""The most threads :func:`default_workers` proposes."""
+
+FIT_BYTES_PER_VALUE = 112
+"""Peak working memory of one tensor's fit per tracer value (a step of one coordinate): about 14
+float64 matrices of the tensor's steps × tracers (measured: +555 MB for 20 000 steps × 256 tracers)."""
+
+PARALLEL_FIT_BUDGET = 512 * 2**20
+"""Bytes the fits of :func:`validate_ou` may hold together beyond the first: a second thread is
+used only if two fits fit in it (5000 steps × 256 tracers: 143 MB each, three fit; 20 000 steps:
+573 MB, one thread), so that threads buy time without multiplying the peak memory of long runs."""
 
 
-def default_workers() -> int:
-    """Threads :func:`validate_ou` uses by default: the CPUs this process may use, at most 4."""
+def default_workers(largest_values: int = 0) -> int:
+    """Threads :func:`validate_ou` uses by default.
+
+    Parameters
+    ----------
+    largest_values : int
+        Tracer values (steps × tracers) of the largest tensor to fit.
+
+    Returns
+    -------
+    int
+        The CPUs this process may use, at most :data:`MAX_DEFAULT_WORKERS` and
+        at most as many fits of ``largest_values`` as :data:`PARALLEL_FIT_BUDGET`
+        holds (at least 1).
+    """
     try:
         cpus = len(os.sched_getaffinity(0))
     except AttributeError:  # not on Linux
         cpus = os.cpu_count() or 1
-    return max(1, min(MAX_DEFAULT_WORKERS, cpus))
+    fits = PARALLEL_FIT_BUDGET // max(1, int(largest_values) * FIT_BYTES_PER_VALUE)
+    return max(1, min(MAX_DEFAULT_WORKERS, cpus, fits))
 
 
 def _map_in_order(fn: Callable[[T], R], items: Iterable[T], workers: int) -> Iterator[R]:
@@ -343,23 +366,26 @@ class _Tracks:
         return cls(steps, np.asarray(lr, dtype=np.float64), *matrices)
 
 
-def _frame_groups(
-    traj: pd.DataFrame, wanted: list[str] | None, min_step: int
-) -> Iterator[tuple[str, _Tracks]]:
+_Groups = tuple[Iterator[tuple[str, _Tracks]], int]
+"""Per tensor its tracks (lazily), and the tracer values (steps × tracers) of the largest tensor."""
+
+
+def _frame_groups(traj: pd.DataFrame, wanted: list[str] | None, min_step: int) -> _Groups:
     """Per tensor, its tracks from a trajectories table already in memory."""
     if min_step > 0 and not traj.empty:
         traj = traj[traj["step"] >= min_step]
     if traj.empty:
-        return iter(())
+        return iter(()), 0
     order = _analysed_order(traj["param"], wanted)
     groups = dict(tuple(traj.groupby("param", sort=False)))
+    largest = max(len(groups[name]) * len(groups[name]["theta"].iloc[0]) for name in order)
 
     def tracks(name: str) -> _Tracks:
         rows = groups[name]
         stacks = (_stack(rows[column]) for column in _TRACER_COLUMNS)
         return _Tracks.ordered(name, rows["step"].to_numpy(), rows["lr"].to_numpy(dtype=np.float64), *stacks)
 
-    return ((name, tracks(name)) for name in order)
+    return ((name, tracks(name)) for name in order), largest
 
 
 def _arrow_tracks(param: str, rows: pa.Table) -> _Tracks:
@@ -385,7 +411,7 @@ def _tracer_count(meta: dict) -> int:
     return tracers if isinstance(tracers, int) and not isinstance(tracers, bool) and tracers > 0 else 256
 
 
-def _read_groups(run: Run, wanted: list[str] | None, min_step: int) -> Iterator[tuple[str, _Tracks]]:
+def _read_groups(run: Run, wanted: list[str] | None, min_step: int) -> _Groups:
     """Per tensor, its tracks read from disk, a batch of tensors per pass.
 
     The ``step`` and ``param`` columns are read first (the order of the tensors
@@ -401,7 +427,7 @@ def _read_groups(run: Run, wanted: list[str] | None, min_step: int) -> Iterator[
     steps = [("step", ">=", int(min_step))] if min_step > 0 else []
     index = run.table("trajectories", columns=["step", "param"], filters=steps or None)
     if index.empty:
-        return iter(())
+        return iter(()), 0
     order = _analysed_order(index["param"], wanted)
     counts = index["param"].value_counts(sort=False)
     width = _tracer_count(run.meta)
@@ -430,7 +456,7 @@ def _read_groups(run: Run, wanted: list[str] | None, min_step: int) -> Iterator[
                 batch.append(name)
                 size += per_tensor[name]
 
-    return batches()
+    return batches(), max(int(counts[name]) for name in order) * width
 
 
 def verdict_kind(verdict: str) -> str:

@@ -317,6 +317,16 @@ def test_validate_ou_in_threads_equals_one_thread_in_the_tensors_order():
         gp.validate_ou(table, workers=0)
 
 
+def test_default_workers_run_one_fit_at_a_time_when_two_would_exceed_the_memory_budget(monkeypatch):
+    monkeypatch.setattr(gou.os, "sched_getaffinity", lambda pid: {0, 1, 2, 3, 4, 5, 6, 7}, raising=False)
+    per_fit = gou.FIT_BYTES_PER_VALUE
+    assert gou.default_workers(0) == gou.MAX_DEFAULT_WORKERS
+    assert gou.default_workers(gou.PARALLEL_FIT_BUDGET // (3 * per_fit)) == 3
+    assert gou.default_workers(gou.PARALLEL_FIT_BUDGET // per_fit + 1) == 1  # a 20 000-step soak
+    monkeypatch.setattr(gou.os, "sched_getaffinity", lambda pid: {0}, raising=False)
+    assert gou.default_workers(0) == 1
+
+
 def test_threaded_map_draws_at_most_workers_items_ahead():
     drawn = []
 
