@@ -244,6 +244,10 @@ def _verdict_figure(writer: FigureWriter, stats: pd.DataFrame, runs: Sequence[st
     return writer.save(fig, "compare-verdicts", title, caption)
 
 
+_MAX_MARKERS = 40
+"""Markers per run's line at most in the compare-runs line figures (one every k-th step beyond)."""
+
+
 def _lines_figure(
     writer: FigureWriter,
     stats: pd.DataFrame,
@@ -273,6 +277,7 @@ def _lines_figure(
                 sub["step"][keep],
                 values[keep],
                 marker=_MARKERS[i % len(_MARKERS)],
+                markevery=max(1, int(keep.sum()) // _MAX_MARKERS),  # identifies the run; 2000 would blot
                 ms=4,
                 lw=1.4,
                 color=colors[run],
@@ -286,6 +291,7 @@ def _lines_figure(
         ax.set_title(mpl_text(param), fontsize=_LABEL)
         ax.set_xlabel("optimizer step")
         ax.set_ylabel(label)
+        ax.locator_params(axis="x", nbins=5)  # five-digit steps in a 4.4-in panel: 6 ticks ran together
         _style(ax)
         if not ax.lines:
             ax.text(0.5, 0.5, "no finite values", ha="center", va="center", transform=ax.transAxes)
@@ -569,7 +575,8 @@ def _training_body(
             continue
         values = stats[metric].astype(np.float64)
         finite = stats.loc[np.isfinite(values) & ((values > 0) if metric in _LOG else True), "param"]
-        drawn = [p for p in layers if p in set(finite)]
+        present = set(pd.unique(finite))  # once: a set per layer was 3.5 s of 12 on 2 × 328 000 rows
+        drawn = [p for p in layers if p in present]
         if len(drawn) < len(layers):
             left_out = ", ".join(p for p in layers if p not in drawn)
             caption = f"{caption} Not drawn, having no finite value in any run: {left_out}."
