@@ -25,23 +25,17 @@ from __future__ import annotations
 
 import math
 import os
-from collections import deque
-from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import TypeVar
 
 import numpy as np
 import pandas as pd
-import pyarrow as pa
-import pyarrow.compute as pc
 
 from goup_probe import schema, store
 from goup_probe.stats import ou as sou
 from goup_probe.store import Run, load_run
-
-T = TypeVar("T")
-R = TypeVar("R")
+from goup_probe.threads import map_in_order, usable_cpus
+from goup_probe.tracks import Tracks, frame_tracks, read_tracks
 
 AXIS_PANEL = "panel"
 """All tracer coordinates of a tensor over time: one common k, one mean per coordinate."""
@@ -249,17 +243,17 @@ def validate_ou(
     loaded: Run | None = None
     wanted = None if params is None else list(params)
     if isinstance(run, pd.DataFrame):
-        groups, largest = _frame_groups(run, wanted, min_step)
+        groups, largest = frame_tracks(run, wanted, min_step)
     else:
         loaded = run if isinstance(run, Run) else load_run(run)
         if loaded.is_read("trajectories"):  # already in memory: use it
-            groups, largest = _frame_groups(loaded.trajectories, wanted, min_step)
+            groups, largest = frame_tracks(loaded.trajectories, wanted, min_step)
         else:
-            groups, largest = _read_groups(loaded, wanted, min_step)
+            groups, largest = read_tracks(loaded, wanted, min_step)
     n_workers = default_workers(largest) if workers is None else int(workers)
     if n_workers < 1:
         raise ValueError(f"workers must be >= 1, got {workers}")
-    rows = list(_map_in_order(lambda item: _validate_param(*item, thresholds), groups, n_workers))
+    rows = list(map_in_order(lambda item: _validate_param(*item, thresholds), groups, n_workers))
     table = pd.DataFrame(rows, columns=list(OU_COLUMNS))
     table.attrs["axes"] = dict(OU_AXES)
     if write:
@@ -277,9 +271,10 @@ FIT_BYTES_PER_VALUE = 112
 float64 matrices of the tensor's steps × tracers (measured: +555 MB for 20 000 steps × 256 tracers)."""
 
 PARALLEL_FIT_BUDGET = 512 * 2**20
-"""Bytes the fits of :func:`validate_ou` may hold together beyond the first: a second thread is
-used only if two fits fit in it (5000 steps × 256 tracers: 143 MB each, three fit; 20 000 steps:
-573 MB, one thread), so that threads buy time without multiplying the peak memory of long runs."""
+"""Bytes the concurrent fits of :func:`validate_ou` may hold together: it runs as many threads as
+fits of its largest tensor fit in this, and at least one (5000 steps × 256 tracers: 143 MB each,
+three fit; 20 000 steps: 573 MB, one thread), so threads buy time without multiplying the peak
+memory of long runs."""
 
 
 def default_workers(largest_values: int = 0) -> int:
@@ -297,166 +292,9 @@ def default_workers(largest_values: int = 0) -> int:
         at most as many fits of ``largest_values`` as :data:`PARALLEL_FIT_BUDGET`
         holds (at least 1).
     """
-    try:
-        cpus = len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        cpus = os.cpu_count() or 1
+    cpus = usable_cpus()
     fits = PARALLEL_FIT_BUDGET // max(1, int(largest_values) * FIT_BYTES_PER_VALUE)
     return max(1, min(MAX_DEFAULT_WORKERS, cpus, fits))
-
-
-def _map_in_order(fn: Callable[[T], R], items: Iterable[T], workers: int) -> Iterator[R]:
-    """``map(fn, items)`` on ``workers`` threads, in order, drawing at most ``workers`` items ahead.
-
-    ``items`` is consumed lazily (a lazy reader stays bounded in memory), unlike
-    ``ThreadPoolExecutor.map``, which draws all of them first.
-    """
-    if workers == 1:
-        yield from map(fn, items)
-        return
-    with ThreadPoolExecutor(max_workers=workers) as pool:
-        pending: deque[Future[R]] = deque()
-        for item in items:
-            pending.append(pool.submit(fn, item))
-            if len(pending) >= workers:
-                yield pending.popleft().result()
-        while pending:
-            yield pending.popleft().result()
-
-
-# ----------------------------------------------------------------------------- reading trajectories
-
-READ_BATCH_BYTES = 128 * 2**20
-"""Tracer values (as float64) read from disk per pass: tensors are read in batches of about this size."""
-
-_TRACER_COLUMNS = ("theta", "grad", "theta_next")
-_TRAJECTORY_COLUMNS = ["step", "param", "lr", *_TRACER_COLUMNS]
-
-
-def _analysed_order(present: Iterable[str], wanted: list[str] | None) -> list[str]:
-    """Tensors in order of first appearance, restricted to ``wanted`` (all of which must be present)."""
-    order = list(dict.fromkeys(present))
-    if wanted is None:
-        return order
-    missing = sorted(set(wanted) - set(order))
-    if missing:
-        raise ValueError(f"no trajectories for {missing}")
-    return [p for p in order if p in wanted]
-
-
-@dataclass(frozen=True)
-class _Tracks:
-    """One tensor's tracer trajectories: a row per recorded step, in step order, a column per tracer."""
-
-    steps: np.ndarray
-    lr: np.ndarray
-    theta: np.ndarray
-    grad: np.ndarray
-    theta_next: np.ndarray
-
-    @classmethod
-    def ordered(cls, param: str, steps: np.ndarray, lr: np.ndarray, *matrices: np.ndarray) -> _Tracks:
-        """The tracks with rows sorted by step; ValueError naming ``param`` if a step repeats."""
-        steps = np.asarray(steps)
-        if np.any(np.diff(steps) < 0):
-            order = np.argsort(steps, kind="stable")
-            steps, lr, matrices = steps[order], lr[order], tuple(m[order] for m in matrices)
-        if np.any(np.diff(steps) == 0):
-            raise ValueError(f"{param!r}: several trajectory rows for the same step")
-        return cls(steps, np.asarray(lr, dtype=np.float64), *matrices)
-
-
-_Groups = tuple[Iterator[tuple[str, _Tracks]], int]
-"""Per tensor its tracks (lazily), and the tracer values (steps × tracers) of the largest tensor."""
-
-
-def _frame_groups(traj: pd.DataFrame, wanted: list[str] | None, min_step: int) -> _Groups:
-    """Per tensor, its tracks from a trajectories table already in memory."""
-    if min_step > 0 and not traj.empty:
-        traj = traj[traj["step"] >= min_step]
-    if traj.empty:
-        return iter(()), 0
-    order = _analysed_order(traj["param"], wanted)
-    groups = dict(tuple(traj.groupby("param", sort=False)))
-    largest = max(len(groups[name]) * len(groups[name]["theta"].iloc[0]) for name in order)
-
-    def tracks(name: str) -> _Tracks:
-        rows = groups[name]
-        stacks = (_stack(rows[column]) for column in _TRACER_COLUMNS)
-        return _Tracks.ordered(name, rows["step"].to_numpy(), rows["lr"].to_numpy(dtype=np.float64), *stacks)
-
-    return ((name, tracks(name)) for name in order), largest
-
-
-def _arrow_tracks(param: str, rows: pa.Table) -> _Tracks:
-    """One tensor's tracks from its rows of an Arrow trajectories table (no Python object per row)."""
-    stacks = (_list_matrix(param, column, rows.column(column)) for column in _TRACER_COLUMNS)
-    lr = rows.column("lr").to_numpy().astype(np.float64)
-    return _Tracks.ordered(param, rows.column("step").to_numpy(), lr, *stacks)
-
-
-def _list_matrix(param: str, name: str, column: pa.ChunkedArray) -> np.ndarray:
-    """A list column of equal-length rows as a float64 ``(rows, length)`` matrix (null values NaN)."""
-    lists = column.combine_chunks()
-    lengths = pc.list_value_length(lists).to_numpy(zero_copy_only=False)
-    if len(lengths) and (np.any(lengths != lengths[0]) or lists.null_count):
-        raise ValueError(f"{param!r}: the {name} tracer rows differ in length or are missing")
-    values = lists.flatten().to_numpy(zero_copy_only=False)
-    return values.astype(np.float64).reshape(len(lengths), -1 if len(lengths) else 0)
-
-
-def _tracer_count(meta: dict) -> int:
-    """Tracers per tensor recorded in run.json (256, the probe's default, when it does not say)."""
-    tracers = (meta.get("capture") or {}).get("tracers")
-    return tracers if isinstance(tracers, int) and not isinstance(tracers, bool) and tracers > 0 else 256
-
-
-def _read_groups(run: Run, wanted: list[str] | None, min_step: int) -> _Groups:
-    """Per tensor, its tracks read from disk, a batch of tensors per pass.
-
-    The ``step`` and ``param`` columns are read first (the order of the tensors
-    and their row counts); the tracer values are then read with a filter on
-    the tensors of each batch pushed into the Parquet reader, so at most about
-    :data:`READ_BATCH_BYTES` of them are held at once, whatever the run's length.
-    A compacted run holds its trajectories clustered by tensor
-    (:mod:`goup_probe.store.layout`), so each batch decodes only its own row
-    groups and the table is decoded once in all; the parts of a run not yet
-    compacted hold every tensor in each row group, and each batch decodes them
-    all (``goup-probe compact`` clusters them).
-    """
-    steps = [("step", ">=", int(min_step))] if min_step > 0 else []
-    index = run.table("trajectories", columns=["step", "param"], filters=steps or None)
-    if index.empty:
-        return iter(()), 0
-    order = _analysed_order(index["param"], wanted)
-    counts = index["param"].value_counts(sort=False)
-    width = _tracer_count(run.meta)
-    per_tensor = {name: 3 * 8 * width * int(counts[name]) for name in order}  # the float64 stacks
-    del index
-
-    def read(names: list[str]) -> pa.Table:
-        filters = [*steps, ("param", "in", names)]
-        table = run.arrow("trajectories", columns=_TRAJECTORY_COLUMNS, filters=filters)
-        if table is None:
-            raise ValueError(f"the trajectories of {names} vanished while being read")
-        return table
-
-    def batches() -> Iterator[tuple[str, _Tracks]]:
-        batch: list[str] = []
-        size = 0
-        for name in [*order, None]:
-            if batch and (name is None or size + per_tensor[name] > READ_BATCH_BYTES):
-                table = read(batch)
-                params = table.column("param")
-                for member in batch:
-                    yield member, _arrow_tracks(member, table.filter(pc.equal(params, member)))
-                del table, params
-                batch, size = [], 0
-            if name is not None:
-                batch.append(name)
-                size += per_tensor[name]
-
-    return batches(), max(int(counts[name]) for name in order) * width
 
 
 def verdict_kind(verdict: str) -> str:
@@ -503,18 +341,13 @@ def ou_summary(table: pd.DataFrame) -> pd.DataFrame:
 # ----------------------------------------------------------------------------- one tensor
 
 
-def _stack(column: pd.Series) -> np.ndarray:
-    """A column of equal-length arrays as one float64 matrix (one copy: 3× faster than per row)."""
-    return np.asarray(np.stack(column.to_numpy()), dtype=np.float64)
-
-
 def _nanmedian(a: np.ndarray) -> float:
     a = np.asarray(a, dtype=np.float64)
     a = a[np.isfinite(a)]
     return float(np.median(a)) if a.size else float("nan")
 
 
-def _validate_param(param: str, tracks: _Tracks, th: OUThresholds) -> dict[str, object]:
+def _validate_param(param: str, tracks: Tracks, th: OUThresholds) -> dict[str, object]:
     steps, lr_steps = tracks.steps, tracks.lr
     theta, grad, theta_next = tracks.theta, tracks.grad, tracks.theta_next
     out: dict[str, object] = dict.fromkeys(OU_COLUMNS, float("nan"))

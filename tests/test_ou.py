@@ -27,6 +27,7 @@ from torch import nn
 
 import goup_probe as gp
 from goup_probe import ou as gou
+from goup_probe import threads, tracks
 from goup_probe.cli import main
 from goup_probe.stats import ou
 
@@ -318,12 +319,12 @@ def test_validate_ou_in_threads_equals_one_thread_in_the_tensors_order():
 
 
 def test_default_workers_run_one_fit_at_a_time_when_two_would_exceed_the_memory_budget(monkeypatch):
-    monkeypatch.setattr(gou.os, "sched_getaffinity", lambda pid: {0, 1, 2, 3, 4, 5, 6, 7}, raising=False)
+    monkeypatch.setattr(gou, "usable_cpus", lambda: 8)
     per_fit = gou.FIT_BYTES_PER_VALUE
     assert gou.default_workers(0) == gou.MAX_DEFAULT_WORKERS
     assert gou.default_workers(gou.PARALLEL_FIT_BUDGET // (3 * per_fit)) == 3
     assert gou.default_workers(gou.PARALLEL_FIT_BUDGET // per_fit + 1) == 1  # a 20 000-step soak
-    monkeypatch.setattr(gou.os, "sched_getaffinity", lambda pid: {0}, raising=False)
+    monkeypatch.setattr(gou, "usable_cpus", lambda: 1)
     assert gou.default_workers(0) == 1
 
 
@@ -335,7 +336,7 @@ def test_threaded_map_draws_at_most_workers_items_ahead():
             drawn.append(i)
             yield i
 
-    results = gou._map_in_order(lambda i: i * i, items(), 3)
+    results = threads.map_in_order(lambda i: i * i, items(), 3)
     assert next(results) == 0 and len(drawn) <= 4  # the first result after at most 3 + 1 draws
     assert list(results) == [i * i for i in range(1, 10)]
 
@@ -345,10 +346,10 @@ def test_trajectories_of_unequal_length_name_the_tensor():
 
     column = pa.chunked_array([pa.array([[1.0, 2.0], [3.0]], type=pa.list_(pa.float32()))])
     with pytest.raises(ValueError, match=r"'enc\.w'.*theta tracer rows differ in length"):
-        gou._list_matrix("enc.w", "theta", column)
+        tracks._list_matrix("enc.w", "theta", column)
     kind = pa.list_(pa.float32())
     square = pa.chunked_array([pa.array([[1.0, 2.0]], type=kind), pa.array([[3.0, None]], type=kind)])
-    np.testing.assert_array_equal(gou._list_matrix("w", "grad", square), [[1.0, 2.0], [3.0, np.nan]])
+    np.testing.assert_array_equal(tracks._list_matrix("w", "grad", square), [[1.0, 2.0], [3.0, np.nan]])
 
 
 def test_validate_ou_flags_ar2_and_reports_axes():

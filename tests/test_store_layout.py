@@ -15,7 +15,7 @@ import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 import pytest
 
-from goup_probe import ou, schema
+from goup_probe import ou, schema, tracks
 from goup_probe.store import RunWriter, layout, prepare_run_dir, read_table
 from goup_probe.store import run as store_run
 from goup_probe.store.compact import compact_run
@@ -187,7 +187,7 @@ def test_validate_ou_on_a_clustered_run_reads_each_row_group_once_and_equals_the
 
     for reader in ("read_table", "read_arrow"):  # the tracer values come through read_arrow
         monkeypatch.setattr(store_run, reader, recording(getattr(store_run, reader)))
-    monkeypatch.setattr(ou, "READ_BATCH_BYTES", 1)  # one tensor per pass
+    monkeypatch.setattr(tracks, "READ_BATCH_BYTES", 1)  # one tensor per pass
     batched = ou.validate_ou(run_dir)
     pd.testing.assert_frame_equal(batched, whole)
     pd.testing.assert_frame_equal(ou.validate_ou(raw), whole)  # uncompacted, read from disk
