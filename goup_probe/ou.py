@@ -360,10 +360,13 @@ def _validate_param(param: str, tracks: Tracks, th: OUThresholds) -> dict[str, o
     finite = np.isfinite(theta).all(0) & np.isfinite(theta_next).all(0) & np.isfinite(grad).all(0)
     spread = theta.std(axis=0)
     moving = finite & (spread > 1e-12 * np.abs(theta.mean(axis=0))) & (spread > 0)
+    fit = None  # the AR(1) fits of every coordinate, when all are kept: the analysis reuses them
     if moving.any():  # noiseless coordinates (e.g. zero gradient under weight decay) are no OU sample
-        fit = sou.ar1_batch(theta[:, moving], theta_next[:, moving])
+        whole = bool(moving.all())
+        fit = sou.ar1_batch(*((theta, theta_next) if whole else (theta[:, moving], theta_next[:, moving])))
         noisy = fit.sigma2 > 1e-20 * spread[moving] ** 2
         moving[np.flatnonzero(moving)[~noisy]] = False
+        fit = fit if whole and noisy.all() else None
     out["n_coords"] = int(moving.sum())
     n_steps = len(steps)
     if n_steps < th.min_steps or not moving.any():
@@ -381,7 +384,7 @@ def _validate_param(param: str, tracks: Tracks, th: OUThresholds) -> dict[str, o
     series = np.vstack([theta, theta_next[-1:]])
     contiguous = bool(np.all(np.diff(steps) == 1))
 
-    fitted = _fitted_ou(theta, theta_next, series, th)
+    fitted = _fitted_ou(theta, theta_next, series, th, fit)
     pooled_verdict = fitted.pop("pooled_verdict")
     out.update(fitted)
     out.update(_seed_innovation(theta, grad, lr_col, th))
@@ -397,9 +400,16 @@ def _validate_param(param: str, tracks: Tracks, th: OUThresholds) -> dict[str, o
     return out
 
 
-def _fitted_ou(theta: np.ndarray, theta_next: np.ndarray, series: np.ndarray, th: OUThresholds) -> dict:
+def _fitted_ou(
+    theta: np.ndarray,
+    theta_next: np.ndarray,
+    series: np.ndarray,
+    th: OUThresholds,
+    fit: sou.AR1Batch | None = None,
+) -> dict:
+    """The pooled and per-coordinate AR(1) fits and their residual diagnostics (``fit``: already made)."""
     pooled = sou.pooled_ar1(theta, theta_next, conf_level=th.conf_level)
-    fit = sou.ar1_batch(theta, theta_next)
+    fit = sou.ar1_batch(theta, theta_next) if fit is None else fit
     resid = fit.resid
     n = resid.shape[0]
     lags = sou.default_lb_lags(n)
