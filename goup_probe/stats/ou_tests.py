@@ -181,7 +181,7 @@ def ljung_box_batch(
     statistic, pvalue : ndarray, ndarray
         One per column; small p: the column is not white noise.
     """
-    _check_lb_df(lags, model_df)
+    _check_lb_df(lags, model_df)  # before the autocorrelations, which a bad model_df would waste
     return ljung_box_from_acf(acf_batch(e, lags), _as_2d(e, "e").shape[0], model_df=model_df)
 
 
