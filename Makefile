@@ -9,7 +9,7 @@ $(BIN)/goup-probe: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet "torch==2.13.0"
-	$(BIN)/python -m pip install --quiet -e ".[test]"
+	$(BIN)/python -m pip install --quiet -e ".[test,fast]" "torch==2.13.0"
 	touch $(BIN)/goup-probe
 
 setup: $(BIN)/goup-probe

@@ -124,7 +124,9 @@ class MicroBatchCapture:
             micro_batch=micro,
         )
         for quantity in due:
-            reduction = reduce_flat(quantity.compute(inputs), tracked.index, precision=ctx.precision)
+            reduction = reduce_flat(
+                quantity.compute(inputs), tracked.index, precision=ctx.precision, kernel=ctx.kernel
+            )
             ctx.rows.stats(
                 state.step,
                 tracked,
@@ -171,7 +173,7 @@ class MicroBatchCapture:
         xis, mean = micro_noise(snapshots)
         samples = []
         for micro, xi in enumerate(xis):
-            reduction = reduce_flat(xi, tracked.index, precision=ctx.precision)
+            reduction = reduce_flat(xi, tracked.index, precision=ctx.precision, kernel=ctx.kernel)
             samples.append(reduction.sample)
             ctx.rows.stats(
                 state.step,

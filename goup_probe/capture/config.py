@@ -17,6 +17,7 @@ import numpy as np
 
 from goup_probe import schedule as schedules
 from goup_probe import schema
+from goup_probe.capture.fused import resolve_kernel
 from goup_probe.capture.quantities import FUSED, PHASE_BACKWARD, Quantity, resolve_quantities
 from goup_probe.capture.retention import DEFAULT_KEEP_SAMPLE_STEPS
 from goup_probe.capture.sums import PRECISIONS
@@ -268,6 +269,10 @@ class ProbeConfig:
     flush_rows: int = 2000
     flush_seconds: float = 10.0
     precision: str = "fast"
+    kernel: str = "auto"
+    """Who computes the power sums of CPU tensors: "numba" (the compiled loop of
+    goup_probe.capture.fused), "eager" (torch operations), or "auto": numba where it is
+    installed. :meth:`from_options` stores the resolved choice, so run.json names the one used."""
     metadata: Mapping[str, Any] = field(default_factory=dict)
     hooks: bool = True
     tensorboard: Any = None
@@ -298,6 +303,7 @@ class ProbeConfig:
         flush_rows: int = 2000,
         flush_seconds: float = 10.0,
         precision: str = "fast",
+        kernel: str = "auto",
         metadata: Mapping[str, Any] | None = None,
         hooks: bool = True,
         tensorboard: Any = None,
@@ -339,6 +345,7 @@ class ProbeConfig:
             raise ValueError(f"trajectory_dtype must be one of {TRAJECTORY_DTYPES}, got {trajectory_dtype!r}")
         if precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+        kernel = resolve_kernel(kernel)
         if not isinstance(thresholds, VerdictThresholds):
             raise TypeError(f"thresholds must be a VerdictThresholds, got {type(thresholds).__name__}")
         for option, value in (("overwrite", overwrite), ("strict", strict), ("hooks", hooks)):
@@ -389,6 +396,7 @@ class ProbeConfig:
             flush_rows=flush_rows,
             flush_seconds=float(flush_seconds),
             precision=precision,
+            kernel=kernel,
             metadata=metadata,
             hooks=hooks,
             tensorboard=tensorboard,
@@ -462,6 +470,7 @@ class ProbeConfig:
             "seed": self.seed,
             "resample": self.resample,
             "precision": self.precision,
+            "kernel": self.kernel,
             "thresholds": vars(self.thresholds),
             "noise_probe": self.noise.describe() if self.noise is not None else None,
         }

@@ -121,7 +121,7 @@ class GroupedTensors(Strategy):
             state.step,
             tracked.name,
             "quantity reduction",
-            functools.partial(reduce_flat, precision=ctx.precision),
+            functools.partial(reduce_flat, precision=ctx.precision, kernel=ctx.kernel),
             values,
             tracked.index,
         )

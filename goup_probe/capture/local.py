@@ -41,11 +41,11 @@ class LocalTensor(Strategy):
         grad = tracked.param.grad
         g = state.unscale(flat_view(grad)) if grad is not None else None
         if g is None:
-            red_theta = reduce_flat(theta, tracked.index, precision=ctx.precision)
+            red_theta = reduce_flat(theta, tracked.index, precision=ctx.precision, kernel=ctx.kernel)
             emit.components(ctx, state, tracked, red_theta, None, None, emit.NO_GRAD_LOCAL)
             self._custom_before(ctx, state, theta, None, red_theta.norm, float("nan"))
             return
-        parts = reduce_components(theta, g, tracked.index, precision=ctx.precision)
+        parts = reduce_components(theta, g, tracked.index, precision=ctx.precision, kernel=ctx.kernel)
         emit.components(ctx, state, tracked, parts.theta, parts.grad, parts.x, "")
         if emit.needs_snapshot(ctx, state):
             emit.keep_snapshot(
@@ -74,7 +74,7 @@ class LocalTensor(Strategy):
 
     def _custom_row(self, ctx, state, quantity, inputs, param_norm: float, grad_norm: float) -> None:
         values = quantity.compute(inputs)
-        reduction = reduce_flat(values, self.tracked.index, precision=ctx.precision)
+        reduction = reduce_flat(values, self.tracked.index, precision=ctx.precision, kernel=ctx.kernel)
         emit.custom(ctx, state, self.tracked, quantity, reduction, param_norm, grad_norm)
 
     def after(self, ctx: CaptureContext, state: StepState) -> Sequence[TrackedParam]:
@@ -97,6 +97,7 @@ class LocalTensor(Strategy):
                 g if with_shadow else None,
                 tracked.index,
                 precision=ctx.precision,
+                kernel=ctx.kernel,
                 old_sample=snap.theta_sample,
             )
             emit.update(ctx, state, tracked, snap, red_update, dot if with_shadow else None)

@@ -3,7 +3,9 @@
 The whole tensor never leaves its device: its power sums are computed there
 (:mod:`goup_probe.capture.sums`) and only a few scalars and a small gathered
 subsample are copied to the host. θ, g and X = θ − g are reduced in one pass,
-and the update Δ = θ_new − θ_old with its dot product with g in another.
+and the update Δ = θ_new − θ_old with its dot product with g in another. With
+``kernel="numba"`` a CPU tensor's pass is the compiled loop of
+:mod:`goup_probe.capture.fused` instead of the eager chunk operations.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from goup_probe.capture import fused
 from goup_probe.capture.sums import (
     CHUNK_ELEMENTS,
     CHUNK_ELEMENTS_FLOAT64,
@@ -23,6 +26,8 @@ from goup_probe.capture.sums import (
     chunked_power_sums,
     compute_dtype,
     shift_and_scale,
+    shift_from_sample,
+    sums_or_masked,
 )
 from goup_probe.stats.normality import Moments
 
@@ -101,10 +106,28 @@ def _reduce(
     return [Reduction(s, x) for s, x in zip(sums, samples, strict=True)], dot
 
 
-def reduce_flat(flat: torch.Tensor, index: torch.Tensor, *, precision: str = "fast") -> Reduction:
-    """Moments of a flat tensor and its values at ``index``."""
+def _fused_sums(
+    table: np.ndarray, numel: int, shift: float, row: Callable[[int, int], torch.Tensor]
+) -> PowerSums:
+    """Power sums from a :mod:`~goup_probe.capture.fused` table (float64, unscaled); masked on NaN/Inf."""
+    return sums_or_masked(
+        table, numel, shift, 1.0, float32=False, row=row, chunk_elements=CHUNK_ELEMENTS_FLOAT64
+    )
+
+
+def reduce_flat(
+    flat: torch.Tensor, index: torch.Tensor, *, precision: str = "fast", kernel: str = "eager"
+) -> Reduction:
+    """Moments of a flat tensor and its values at ``index``.
+
+    ``kernel="numba"`` reduces a CPU float32/float64 tensor with the compiled loop.
+    """
     dtype = compute_dtype(flat, precision)
     sample = gather_many([flat], index)[0]
+    if kernel == "numba" and fused.takes(flat):
+        shift = shift_from_sample(sample)
+        table = fused.value_table(flat, shift)
+        return Reduction(_fused_sums(table, flat.numel(), shift, lambda a, b: flat[a:b]), sample)
     (red,), _ = _reduce(flat.numel(), lambda a, b: [flat[a:b].to(dtype)], [sample], dtype)
     return red
 
@@ -117,11 +140,13 @@ def reduce_update(
     *,
     precision: str = "fast",
     old_sample: np.ndarray | None = None,
+    kernel: str = "eager",
 ) -> tuple[Reduction, float]:
     """Moments of the update Δ = θ_new − θ_old and, in the same pass, Σ Δ·g.
 
     ``old_sample``, θ_old at ``index`` when the host already holds it (the θ
-    subsample of the step), saves gathering it again.
+    subsample of the step), saves gathering it again. ``kernel="numba"`` reduces
+    CPU float32/float64 tensors with the compiled loop (Δ and Σ Δ·g in float64).
 
     Returns
     -------
@@ -132,6 +157,16 @@ def reduce_update(
         new_sample, old_sample = gather_many([theta_new, theta_old], index)
     else:
         new_sample = gather_many([theta_new], index)[0]
+    sample = new_sample - old_sample
+    with_grad = [theta_new, theta_old] + ([grad] if grad is not None else [])
+    if kernel == "numba" and fused.takes(*with_grad):
+        shift = shift_from_sample(sample)
+        table, dot = fused.update_table(theta_new, theta_old, grad, shift)
+
+        def delta(a: int, b: int) -> torch.Tensor:
+            return theta_new[a:b].to(torch.float64) - theta_old[a:b].to(torch.float64)
+
+        return Reduction(_fused_sums(table, theta_new.numel(), shift, delta), sample), dot
     dtype = compute_dtype(theta_new, precision)
     diff = _difference(theta_new.numel(), dtype, theta_new.device)
 
@@ -139,7 +174,7 @@ def reduce_update(
         return [diff(theta_new[a:b].to(dtype), theta_old[a:b].to(dtype))]
 
     dot_with = None if grad is None else (lambda a, b: grad[a:b])
-    (red,), dot = _reduce(theta_new.numel(), rows, [new_sample - old_sample], dtype, dot_with)
+    (red,), dot = _reduce(theta_new.numel(), rows, [sample], dtype, dot_with)
     return red, dot
 
 
@@ -153,15 +188,36 @@ class Components:
 
 
 def reduce_components(
-    theta: torch.Tensor, grad: torch.Tensor, index: torch.Tensor, *, precision: str = "fast"
+    theta: torch.Tensor,
+    grad: torch.Tensor,
+    index: torch.Tensor,
+    *,
+    precision: str = "fast",
+    kernel: str = "eager",
 ) -> Components:
     """Moments and subsamples of θ, g and X = θ − g (flat tensors) in one pass.
 
     Gives the same values as ``reduce_flat(theta)``, ``reduce_flat(grad)`` and
     ``reduce_update(theta, grad, None, index)``, with one pass over the tensors and two
-    host transfers in all.
+    host transfers in all. ``kernel="numba"`` makes the pass over CPU float32/float64
+    tensors the compiled loop (X formed in float64).
     """
     pair = gather_many([theta, grad], index)
+    samples = (pair[0], pair[1], pair[0] - pair[1])
+    if kernel == "numba" and fused.takes(theta, grad):
+        shifts = tuple(shift_from_sample(x) for x in samples)
+        tables = fused.component_tables(theta, grad, shifts)
+        rows = (
+            lambda a, b: theta[a:b],
+            lambda a, b: grad[a:b],
+            lambda a, b: theta[a:b].to(torch.float64) - grad[a:b].to(torch.float64),
+        )
+        return Components(
+            *(
+                Reduction(_fused_sums(table, theta.numel(), c, row), x)
+                for table, c, row, x in zip(tables, shifts, rows, samples, strict=True)
+            )
+        )
     dtype = compute_dtype(theta, precision)
     diff = _difference(theta.numel(), dtype, theta.device)
 
@@ -169,5 +225,5 @@ def reduce_components(
         t, g = theta[a:b].to(dtype), grad[a:b].to(dtype)
         return [t, g, diff(t, g)]
 
-    reds, _ = _reduce(theta.numel(), rows, (pair[0], pair[1], pair[0] - pair[1]), dtype)
+    reds, _ = _reduce(theta.numel(), rows, samples, dtype)
     return Components(*reds)

@@ -18,6 +18,7 @@ from typing import Any
 
 import torch
 
+from goup_probe.capture.fused import resolve_kernel
 from goup_probe.capture.guard import ErrorGuard, StepState
 from goup_probe.capture.plan import TrackedParam
 from goup_probe.capture.quantities import Quantity, QuantityInputs
@@ -33,6 +34,8 @@ class CaptureContext:
     guard: ErrorGuard
     dist: DistInfo
     precision: str
+    kernel: str
+    """"numba" or "eager" (:func:`goup_probe.capture.fused.resolve_kernel`)."""
     custom: tuple[Quantity, ...]
     """User quantities of the before and after phases."""
     has_optimizer: bool
@@ -88,6 +91,7 @@ def build_context(
         guard=guard,
         dist=dist,
         precision=config.precision,
+        kernel=resolve_kernel(config.kernel),
         custom=tuple(q for q in config.custom if q.phase != "backward"),
         has_optimizer=bool(optimizers),
         optimizer_state=lambda p: next((state[p] for state in states if p in state), {}),

@@ -184,13 +184,39 @@ def chunked_power_sums(
         tables.append(torch.stack(table))
     host = torch.stack(tables).to(torch.float64).cpu().numpy()  # (chunks, k [+1], 6)
     dot_total = float(host[:, k, 0].sum()) if dot_with is not None else math.nan
-    result = []
-    for i, (c, s) in enumerate(zip(shifts, scales, strict=True)):
-        sums = sums_from_table(host[:, i, :], numel, float(c), s, float32=float32)
-        if sums is None:
-            sums = _masked_power_sums(numel, lambda a, b, i=i: rows(a, b)[i], float(c), chunk_elements)
-        result.append(sums)
+    result = [
+        sums_or_masked(
+            host[:, i, :],
+            numel,
+            float(c),
+            s,
+            float32=float32,
+            row=lambda a, b, i=i: rows(a, b)[i],
+            chunk_elements=chunk_elements,
+        )
+        for i, (c, s) in enumerate(zip(shifts, scales, strict=True))
+    ]
     return result, dot_total
+
+
+def sums_or_masked(
+    table: np.ndarray,
+    numel: int,
+    shift: float,
+    scale: float,
+    *,
+    float32: bool,
+    row: Callable[[int, int], torch.Tensor],
+    chunk_elements: int,
+) -> PowerSums:
+    """:func:`sums_from_table`, or the finite values' sums in float64 when the table cannot be trusted.
+
+    ``row(start, stop)`` gives the quantity's elements for the masked float64 pass.
+    """
+    sums = sums_from_table(table, numel, shift, scale, float32=float32)
+    if sums is None:
+        sums = _masked_power_sums(numel, row, shift, chunk_elements)
+    return sums
 
 
 def sums_from_table(
