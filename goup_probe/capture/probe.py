@@ -141,6 +141,12 @@ class Probe:
         within 10⁻⁵ of float64 (10⁻⁴ relative on heavy tails), about twice as fast.
         ``"float64"`` converts every value first. The tests on the subsample are
         always float64, and sharded (FSDP2) tensors are always reduced in float64.
+    kernel : {"auto", "numba", "eager"}
+        Who computes the power sums of CPU float32/float64 tensors. ``"auto"``
+        (default): the compiled loop of :mod:`goup_probe.capture.fused` when numba
+        is installed (``pip install "goup_probe[fast]"``; float64 sums whatever
+        ``precision`` says, about a third of the eager time), else torch operations;
+        ``"numba"`` requires it; ``"eager"`` never uses it. ``run.json`` records the one used.
     metadata : mapping, optional
         Extra JSON-serialisable information stored in ``run.json`` under ``"user"``.
     tensorboard : path or SummaryWriter, optional
