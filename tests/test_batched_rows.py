@@ -12,6 +12,7 @@ from torch import nn
 import goup_probe as gp
 from goup_probe import schema
 from goup_probe.capture import rows as rows_module
+from goup_probe.stats import battery
 
 
 def _model() -> nn.Module:
@@ -59,19 +60,29 @@ def _assert_same_rows(got: pd.DataFrame, expected: pd.DataFrame) -> None:
 
 
 def test_batched_rows_equal_one_by_one_and_are_tested_together(tmp_path, monkeypatch):
-    stacked_rows = []
-    real = rows_module.assess_samples
+    calls = []
+    fits = []
+    real = rows_module.assess_sample_blocks
+    real_fits = battery.compare_fits_blocks
 
-    def spy(fulls, samples, **kwargs):
-        stacked_rows.append(samples.shape[0])
-        return real(fulls, samples, **kwargs)
+    def spy(blocks, **kwargs):
+        calls.append([len(b.fulls) for b in blocks])
+        return real(blocks, **kwargs)
 
-    monkeypatch.setattr(rows_module, "assess_samples", spy)
+    def spy_fits(blocks):
+        fits.append([z.shape for z, _ in blocks])
+        return real_fits(blocks)
+
+    monkeypatch.setattr(rows_module, "assess_sample_blocks", spy)
+    monkeypatch.setattr(battery, "compare_fits_blocks", spy_fits)
     batched = _run(tmp_path / "batched")
-    # per step: theta, g and X of the two 5000-value weight samples are one stack (grouped by sample
-    # size across quantities), and each other size's three quantities are one stack
-    assert stacked_rows.count(6) == 3, stacked_rows
-    assert len(stacked_rows) <= 6 * 3, stacked_rows
+    # one call per phase and step (before: theta, g, X; after: the update), one block per sample
+    # size: theta, g and X of the two 5000-value weight samples are one block of 6 rows
+    assert len(calls) == 2 * 3, calls
+    assert [blocks.count(6) for blocks in calls[::2]] == [1, 1, 1], calls
+    assert all(len(blocks) > 1 for blocks in calls[::2]), calls
+    # the shape fits of every tested size of a phase run in one call (the after phase tests nothing)
+    assert len(fits) == 3 and all(len(shapes) >= 3 for shapes in fits), fits
     monkeypatch.undo()
     _one_by_one(monkeypatch)
     single = _run(tmp_path / "single")
@@ -92,7 +103,7 @@ def test_a_failing_batch_is_retried_row_by_row_and_one_bad_row_costs_only_itself
             raise ValueError("bad sample of the last layer")
         return real_one(full, sample, **kwargs)
 
-    monkeypatch.setattr(rows_module, "assess_samples", failing_batch)
+    monkeypatch.setattr(rows_module, "assess_sample_blocks", failing_batch)
     monkeypatch.setattr(rows_module, "assess_sample", one)
     with pytest.warns(RuntimeWarning, match="4.weight"):
         stats = _run(tmp_path / "run")

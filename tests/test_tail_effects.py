@@ -218,3 +218,41 @@ def test_battery_fits_shapes_only_on_samples_of_at_least_100_values() -> None:
     assert np.isfinite(small["hill_alpha"]).all()  # the other tail effects still run
     large = battery.run_battery(standardise(rng.standard_t(3, (4, battery.MIN_FIT_VALUES))))
     assert np.isfinite(large["gennorm_beta"]).all() and all(large["best_fit"])
+
+
+def test_fits_of_several_sizes_in_one_call_equal_each_block_alone():
+    rng = np.random.default_rng(11)
+    blocks = [
+        standardise(rng.standard_t(3, (3, 5000))),
+        standardise(rng.standard_normal((2, 1024))),
+        standardise(rng.standard_cauchy((1, 100))),
+        standardise(rng.uniform(size=(2, 432))),
+    ]
+    together = te.compare_fits_blocks([(z, None) for z in blocks])
+    assert len(together) == len(blocks)
+    for z, got in zip(blocks, together, strict=True):
+        alone = te.compare_fits(z)
+        for a, b in (
+            (got.t.nu, alone.t.nu),
+            (got.t.loglik, alone.t.loglik),
+            (got.gennorm.beta, alone.gennorm.beta),
+            (got.gennorm.loglik, alone.gennorm.loglik),
+            (got.laplace_loglik, alone.laplace_loglik),
+            (got.aic_gain, alone.aic_gain),
+        ):
+            np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-12)
+        assert list(got.best_fit) == list(alone.best_fit)
+    assert te.compare_fits_blocks([]) == []
+
+
+def test_packed_rows_sum_and_spread_per_row():
+    from goup_probe.stats.packed import PackedRows, split_rows
+
+    rows = PackedRows.from_blocks([np.ones((2, 3)), np.arange(4.0)[None, :]])
+    np.testing.assert_array_equal(rows.counts, [3, 3, 4])
+    np.testing.assert_array_equal(rows.row_sums(rows.values), [3.0, 3.0, 6.0])
+    np.testing.assert_array_equal(rows.row_max(rows.values), [1.0, 1.0, 3.0])
+    np.testing.assert_array_equal(rows.spread(np.array([1.0, 2.0, 3.0])), [1, 1, 1, 2, 2, 2, 3, 3, 3, 3])
+    assert [list(p) for p in split_rows(np.arange(3), [2, 1])] == [[0, 1], [2]]
+    with pytest.raises(ValueError, match="at least one value"):
+        PackedRows(np.ones(3), np.array([3, 0]))

@@ -50,7 +50,7 @@ from goup_probe.stats.normal_tests import (
     wasserstein1_to_normal,
 )
 from goup_probe.stats.normal_tests import _shapiro as _shapiro  # tests compare it with scipy's own
-from goup_probe.stats.tail_effects import compare_fits, exceedance_ratio, hill_rows
+from goup_probe.stats.tail_effects import compare_fits_blocks, exceedance_ratio, hill_rows
 
 __all__ = [
     "BUILTIN_COLUMNS",
@@ -78,6 +78,7 @@ __all__ = [
     "lilliefors_statistic",
     "probability_plot_r",
     "qq_r_critical",
+    "run_batteries",
     "run_battery",
     "shapiro_francia_p",
     "shapiro_wilk",
@@ -224,11 +225,19 @@ class _Prepared:
 Compute = Callable[[_Prepared], Mapping[str, np.ndarray]]
 
 
+ComputeBlocks = Callable[[Sequence[_Prepared]], list[Mapping[str, np.ndarray]]]
+
+
 @dataclass(frozen=True, eq=False)
 class _BuiltinStatistic(Statistic):
-    """A built-in statistic: ``compute`` reads the shared intermediates, ``fn`` standardises first."""
+    """A built-in statistic: ``compute`` reads the shared intermediates, ``fn`` standardises first.
+
+    ``compute_blocks``, when set, computes it for several blocks of rows (each of one size) in
+    one call, which :func:`run_batteries` uses; ``compute`` is then its one-block case.
+    """
 
     compute: Compute | None = field(default=None, repr=False)
+    compute_blocks: ComputeBlocks | None = field(default=None, repr=False)
 
 
 def _on_raw(compute: Compute, samples: np.ndarray) -> dict[str, np.ndarray]:
@@ -238,6 +247,17 @@ def _on_raw(compute: Compute, samples: np.ndarray) -> dict[str, np.ndarray]:
 
 def _builtin(name: str, columns: Mapping[str, str], compute: Compute) -> _BuiltinStatistic:
     return _BuiltinStatistic(name, columns, partial(_on_raw, compute), compute=compute)
+
+
+def _builtin_blocks(
+    name: str, columns: Mapping[str, str], compute_blocks: ComputeBlocks
+) -> _BuiltinStatistic:
+    def compute(p: _Prepared) -> Mapping[str, np.ndarray]:
+        return compute_blocks([p])[0]
+
+    return _BuiltinStatistic(
+        name, columns, partial(_on_raw, compute), compute=compute, compute_blocks=compute_blocks
+    )
 
 
 def _lilliefors(p: _Prepared) -> dict[str, np.ndarray]:
@@ -306,18 +326,34 @@ battery's largest fixed cost per call (≈ 1.5 ms, a ResNet-20 captured step ≈
 The same 100 values below which the report ranks no tensor and hatches its heatmap row."""
 
 
-def _shape_fits(p: _Prepared) -> dict[str, np.ndarray]:
-    rows, n = p.z.shape
-    if n < MIN_FIT_VALUES:
-        nan = np.full(rows, np.nan)
-        return {
-            "t_nu": nan,
-            "gennorm_beta": nan.copy(),
-            "best_fit": np.full(rows, "", dtype=object),
-            "aic_gain": nan.copy(),
-        }
-    f = compare_fits(p.z, p.ordered)
-    return {"t_nu": f.t.nu, "gennorm_beta": f.gennorm.beta, "best_fit": f.best_fit, "aic_gain": f.aic_gain}
+def _shape_fits(blocks: Sequence[_Prepared]) -> list[dict[str, np.ndarray]]:
+    """The fits of every block of at least :data:`MIN_FIT_VALUES` values, in one packed call."""
+    fitted = [p for p in blocks if p.n >= MIN_FIT_VALUES]
+    fitted_blocks = compare_fits_blocks([(p.z, p.ordered) for p in fitted]) if fitted else []
+    fits = dict(zip(map(id, fitted), fitted_blocks, strict=True))
+    out = []
+    for p in blocks:
+        f = fits.get(id(p))
+        if f is None:
+            nan = np.full(len(p.z), np.nan)
+            out.append(
+                {
+                    "t_nu": nan,
+                    "gennorm_beta": nan.copy(),
+                    "best_fit": np.full(len(p.z), "", dtype=object),
+                    "aic_gain": nan.copy(),
+                }
+            )
+        else:
+            out.append(
+                {
+                    "t_nu": f.t.nu,
+                    "gennorm_beta": f.gennorm.beta,
+                    "best_fit": f.best_fit,
+                    "aic_gain": f.aic_gain,
+                }
+            )
+    return out
 
 
 BUILTIN_STATISTICS: tuple[Statistic, ...] = (
@@ -406,7 +442,7 @@ BUILTIN_STATISTICS: tuple[Statistic, ...] = (
         },
         _hill,
     ),
-    _builtin(
+    _builtin_blocks(
         "shape_fits",
         {
             "t_nu": "degrees of freedom nu of the Student-t fitted by maximum likelihood (location, scale, "
@@ -444,11 +480,28 @@ def run_battery(z: np.ndarray) -> dict[str, np.ndarray]:
     QQ correlation, each computed once. Returns one array of length k per
     column of :data:`BUILTIN_COLUMNS`.
     """
-    prepared = _Prepared(z)
-    out: dict[str, np.ndarray] = {}
+    return run_batteries([z])[0]
+
+
+def run_batteries(blocks: Sequence[np.ndarray]) -> list[dict[str, np.ndarray]]:
+    """:func:`run_battery` on several blocks of standardised rows, each block of one row length.
+
+    Each block's tests run on it alone (their null distributions depend on n);
+    the shape fits run once over the rows of all blocks (their per-call cost is
+    the largest of the battery's: a ResNet-20 step tests seven sizes).
+    """
+    if not blocks:
+        return []
+    prepared = [_Prepared(z) for z in blocks]
+    outs: list[dict[str, np.ndarray]] = [{} for _ in prepared]
     for statistic in BUILTIN_STATISTICS:
-        out.update(statistic.compute(prepared))  # type: ignore[attr-defined]
-    return out
+        if statistic.compute_blocks is not None:  # type: ignore[attr-defined]
+            results = statistic.compute_blocks(prepared)  # type: ignore[attr-defined]
+        else:
+            results = [statistic.compute(p) for p in prepared]  # type: ignore[attr-defined]
+        for out, result in zip(outs, results, strict=True):
+            out.update(result)
+    return outs
 
 
 def check_statistics(statistics: Sequence[Statistic] | Statistic = ()) -> tuple[Statistic, ...]:

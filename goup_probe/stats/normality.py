@@ -455,38 +455,115 @@ def assess_samples(
         If the samples do not match ``fulls`` or hold non-finite values, or two
         user statistics share a name or a column.
     """
+    return assess_sample_blocks(
+        [SampleBlock(fulls, samples, tested)], axis=axis, thresholds=thresholds, statistics=statistics
+    )[0]
+
+
+@dataclass(frozen=True)
+class SampleBlock:
+    """Rows for :func:`assess_sample_blocks`: whole-array moments, same-size subsamples, tested flags."""
+
+    fulls: Sequence[Moments]
+    samples: np.ndarray
+    tested: bool | Sequence[bool] = True
+
+
+def assess_sample_blocks(
+    blocks: Sequence[SampleBlock],
+    *,
+    axis: str = schema.AXIS_POOLED,
+    thresholds: VerdictThresholds = DEFAULT_THRESHOLDS,
+    statistics: Sequence[Statistic] = (),
+) -> list[list[NormalityResult]]:
+    """:func:`assess_samples` for several blocks of subsamples (each block one size), one list per block.
+
+    Each block's tests run on it alone; the battery's shape fits run once over the
+    tested rows of every block (:func:`goup_probe.stats.battery.run_batteries`), so a
+    phase of a captured step with subsamples of several sizes pays their per-call cost once.
+    Results are those of :func:`assess_samples` on each block, up to float rounding.
+    """
     statistics = battery.check_statistics(statistics)
-    samples = np.asarray(samples, dtype=np.float64)
-    if samples.ndim != 2 or len(samples) != len(fulls):
-        raise ValueError(f"samples must have one row per Moments, got shape {samples.shape}")
-    row_tested = [bool(tested)] * len(fulls) if isinstance(tested, bool) else [bool(t) for t in tested]
-    if len(row_tested) != len(fulls):
-        raise ValueError(f"tested must be a bool or one bool per row, got {len(row_tested)} for {len(fulls)}")
-    if not np.isfinite(samples).all():
-        raise ValueError("assess_samples needs finite subsamples; use assess_sample for the others")
-    nan_tests = {name: "" if name in battery.TEXT_COLUMNS else float("nan") for name in _TEST_FIELDS}
-    nan_extra = dict.fromkeys((c for s in statistics for c in s.columns), float("nan"))
-    statuses = [_degenerate_status(full, samples[i]) for i, full in enumerate(fulls)]
-    usable = [i for i, (status, _) in enumerate(statuses) if status is None]
-    z = battery.standardise(samples[usable]) if usable else np.empty((0, samples.shape[1]))
-    ses: dict[int, tuple[float, float]] = {}
-    if usable:
-        counts = np.array([fulls[i].n_finite for i in usable], dtype=np.float64)
-        ses = dict(zip(usable, zip(*moment_standard_errors(z, counts), strict=True), strict=True))
-    results: list[NormalityResult | None] = []
-    to_test = []
-    for i, full in enumerate(fulls):
-        status, reason = statuses[i]
-        if status is None and not row_tested[i]:
-            status, reason = schema.STATUS_OK, "moments only (quantity not in tested)"
-        elif status is None:
-            results.append(None)
-            to_test.append(i)
-            continue
-        base = _base_fields(full, samples.shape[1], axis, ses.get(i))
-        results.append(
-            NormalityResult(
-                **base,
+    prepared = [_Block(b, axis) for b in blocks]
+    testing = [b for b in prepared if b.to_test]
+    tests = battery.run_batteries([b.rows_z for b in testing])
+    for block, block_tests in zip(testing, tests, strict=True):
+        block.finish(block_tests, statistics, thresholds)
+    for block in prepared:
+        block.fill_untested(statistics)
+    return [block.results for block in prepared]  # type: ignore[misc]
+
+
+class _Block:
+    """One block's rows through :func:`assess_sample_blocks`: statuses and SEs, then the test results."""
+
+    def __init__(self, block: SampleBlock, axis: str) -> None:
+        fulls, tested = block.fulls, block.tested
+        samples = np.asarray(block.samples, dtype=np.float64)
+        if samples.ndim != 2 or len(samples) != len(fulls):
+            raise ValueError(f"samples must have one row per Moments, got shape {samples.shape}")
+        row_tested = [bool(tested)] * len(fulls) if isinstance(tested, bool) else [bool(t) for t in tested]
+        if len(row_tested) != len(fulls):
+            raise ValueError(
+                f"tested must be a bool or one bool per row, got {len(row_tested)} for {len(fulls)}"
+            )
+        if not np.isfinite(samples).all():
+            raise ValueError("assess_samples needs finite subsamples; use assess_sample for the others")
+        self.fulls, self.samples, self.axis = fulls, samples, axis
+        self.statuses = [_degenerate_status(full, samples[i]) for i, full in enumerate(fulls)]
+        usable = [i for i, (status, _) in enumerate(self.statuses) if status is None]
+        z = battery.standardise(samples[usable]) if usable else np.empty((0, samples.shape[1]))
+        self.ses: dict[int, tuple[float, float]] = {}
+        if usable:
+            counts = np.array([fulls[i].n_finite for i in usable], dtype=np.float64)
+            self.ses = dict(zip(usable, zip(*moment_standard_errors(z, counts), strict=True), strict=True))
+        self.to_test = [i for i in usable if row_tested[i]]
+        position = {i: k for k, i in enumerate(usable)}
+        self.rows_z = z if len(self.to_test) == len(usable) else z[[position[i] for i in self.to_test]]
+        self.untested_reason = {
+            i: "moments only (quantity not in tested)" for i in usable if not row_tested[i]
+        }
+        self.results: list[NormalityResult | None] = [None] * len(fulls)
+
+    def finish(
+        self, tests: Mapping[str, np.ndarray], statistics: Sequence[Statistic], thresholds: VerdictThresholds
+    ) -> None:
+        """The results of the tested rows, from the battery's columns."""
+        tested_rows = self.samples[self.to_test]
+        extra, errors = battery.evaluate(statistics, tested_rows) if statistics else ({}, None)
+        n = self.samples.shape[1]
+        for row, i in enumerate(self.to_test):
+            full = self.fulls[i]
+            values = {name: _cell(name, tests[name][row]) for name in _TEST_FIELDS}
+            status = schema.STATUS_NONFINITE_EXCLUDED if full.nonfinite else schema.STATUS_OK
+            reason = f"{full.nonfinite} non-finite values excluded" if full.nonfinite else ""
+            fields_ = {
+                **_base_fields(full, n, self.axis, self.ses[i]),
+                **values,
+                "status": status,
+                "reason": reason,
+            }
+            verdict_, shape = verdict_and_shape(fields_, thresholds)
+            self.results[i] = NormalityResult(
+                **fields_,
+                verdict=verdict_,
+                shape=shape,
+                extra={name: float(column[row]) for name, column in extra.items()},
+                statistic_errors=errors[row] if errors else None,
+            )
+
+    def fill_untested(self, statistics: Sequence[Statistic]) -> None:
+        """The results of the rows not tested: moments only, or the reason they cannot be."""
+        nan_tests = {name: "" if name in battery.TEXT_COLUMNS else float("nan") for name in _TEST_FIELDS}
+        nan_extra = dict.fromkeys((c for s in statistics for c in s.columns), float("nan"))
+        for i, full in enumerate(self.fulls):
+            if self.results[i] is not None:
+                continue
+            status, reason = self.statuses[i]
+            if status is None:
+                status, reason = schema.STATUS_OK, self.untested_reason[i]
+            self.results[i] = NormalityResult(
+                **_base_fields(full, self.samples.shape[1], self.axis, self.ses.get(i)),
                 **nan_tests,
                 status=status,
                 reason=reason,
@@ -494,33 +571,6 @@ def assess_samples(
                 shape="",
                 extra=nan_extra,
             )
-        )
-    if to_test:
-        tested_rows = samples[to_test]
-        position = {i: k for k, i in enumerate(usable)}
-        rows_z = z if len(to_test) == len(usable) else z[[position[i] for i in to_test]]
-        tests = battery.run_battery(rows_z)
-        extra, errors = battery.evaluate(statistics, tested_rows) if statistics else ({}, None)
-        for row, i in enumerate(to_test):
-            full = fulls[i]
-            values = {name: _cell(name, tests[name][row]) for name in _TEST_FIELDS}
-            status = schema.STATUS_NONFINITE_EXCLUDED if full.nonfinite else schema.STATUS_OK
-            reason = f"{full.nonfinite} non-finite values excluded" if full.nonfinite else ""
-            fields_ = {
-                **_base_fields(full, samples.shape[1], axis, ses[i]),
-                **values,
-                "status": status,
-                "reason": reason,
-            }
-            verdict_, shape = verdict_and_shape(fields_, thresholds)
-            results[i] = NormalityResult(
-                **fields_,
-                verdict=verdict_,
-                shape=shape,
-                extra={name: float(column[row]) for name, column in extra.items()},
-                statistic_errors=errors[row] if errors else None,
-            )
-    return results  # type: ignore[return-value]
 
 
 _NOT_TESTED = schema.VERDICT_NOT_TESTED

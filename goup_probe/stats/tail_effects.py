@@ -46,10 +46,13 @@ constant for every family, so AIC differences are scale-invariant.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 from scipy import special
+
+from goup_probe.stats.packed import PackedRows, split_rows
 
 __all__ = [
     "FIT_FAMILIES",
@@ -60,6 +63,7 @@ __all__ = [
     "HillRows",
     "StudentTFit",
     "compare_fits",
+    "compare_fits_blocks",
     "exceedance_ratio",
     "fit_gennorm",
     "fit_student_t",
@@ -190,7 +194,11 @@ def hill_rows(ordered: np.ndarray, *, k: int | None = None, level: float = 0.95)
 
 def normal_loglik(n: int, m: int) -> np.ndarray:
     """Maximised normal log-likelihood of ``m`` standardised rows of ``n`` values (σ̂ = 1)."""
-    return np.full(m, -0.5 * n * (math.log(2.0 * math.pi) + 1.0))
+    return _normal_loglik(np.full(m, float(n)))
+
+
+def _normal_loglik(counts: np.ndarray) -> np.ndarray:
+    return -0.5 * counts * (math.log(2.0 * math.pi) + 1.0)
 
 
 def laplace_loglik(ordered: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -236,32 +244,37 @@ def _nu_for(q: np.ndarray, start: np.ndarray | None = None, steps: int = 6) -> n
     return np.exp(x)
 
 
-def _t_loglik(n: int, nu: np.ndarray, log_c: np.ndarray, s: np.ndarray) -> np.ndarray:
+def _t_loglik(n: np.ndarray, nu: np.ndarray, log_c: np.ndarray, s: np.ndarray) -> np.ndarray:
     """The t log-likelihood with c = νσ² and S = Σ log(1 + r²/c): it depends on ν and c only."""
     g = special.gammaln(0.5 * (nu + 1.0)) - special.gammaln(0.5 * nu)
     return n * (g - 0.5 * _LOG_PI - 0.5 * log_c) - 0.5 * (nu + 1.0) * s
 
 
 def _t_step(
-    z: np.ndarray, loc: np.ndarray, u: np.ndarray, nu: np.ndarray, r2: np.ndarray, w: np.ndarray
+    rows: PackedRows,
+    z: np.ndarray,
+    loc: np.ndarray,
+    u: np.ndarray,
+    nu: np.ndarray,
+    r2: np.ndarray,
+    w: np.ndarray,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """One ECME iteration of the t fit in ``z``'s precision (buffers ``r2``, ``w`` alike): new loc, u, ν.
 
-    The sums are taken pairwise (numpy's reductions along a row), so in float32 they are exact to
-    about 1e-7 relative.
+    ``z`` holds the packed rows (``rows`` gives the layout); the row sums are accumulated in float64.
     """
-    n = z.shape[1]
+    n = rows.counts
     c = np.exp(u)
-    np.subtract(z, loc[:, None].astype(z.dtype), out=r2)
+    np.subtract(z, rows.spread(loc, z.dtype), out=r2)
     np.square(r2, out=r2)
-    np.add(r2, c[:, None].astype(z.dtype), out=w)  # c + r²
-    s = np.sum(np.log(w), axis=1, dtype=np.float64) - n * u
+    np.add(r2, rows.spread(c, z.dtype), out=w)  # c + r²
+    s = rows.row_sums(np.log(w)) - n * u
     np.reciprocal(w, out=w)  # the t weights, up to the factor ν + 1
-    w_sum = np.sum(w, axis=1, dtype=np.float64)
+    w_sum = rows.row_sums(w)
     np.multiply(w, r2, out=r2)  # r²/(c + r²)
-    p = np.sum(r2, axis=1, dtype=np.float64)  # −dS/du
+    p = rows.row_sums(r2)  # −dS/du
     np.multiply(r2, w, out=r2)
-    q_sum = c * np.sum(r2, axis=1, dtype=np.float64)  # Σ c r²/(c + r²)² = −dP/du
+    q_sum = c * rows.row_sums(r2)  # Σ c r²/(c + r²)² = −dP/du
     nu = _nu_for(s / n, nu, steps=2)
     capped = nu >= NU_MAX * (1 - 1e-9)
     grad = -0.5 * n + 0.5 * (nu + 1.0) * p
@@ -269,8 +282,51 @@ def _t_step(
     curv = -0.5 * (nu + 1.0) * q_sum + 0.5 * p * dnu
     step = np.where(curv < 0, -grad / np.where(curv < 0, curv, -1.0), np.sign(grad))
     np.multiply(w, z, out=r2)
-    loc = np.sum(r2, axis=1, dtype=np.float64) / w_sum
+    loc = rows.row_sums(r2) / w_sum
     return loc, u + np.clip(step, -1.5, 1.5), nu
+
+
+def _t_start(z: np.ndarray, ordered: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Starting location, u = ln c and ν of the t fit for rows of one size: median, IQR, kurtosis."""
+    n = z.shape[1]
+    loc = 0.5 * (ordered[:, (n - 1) // 2] + ordered[:, n // 2])
+    iqr_scale = (ordered[:, (3 * n) // 4] - ordered[:, n // 4]) / 1.349
+    z2 = z * z
+    kurt = np.einsum("ij,ij->i", z2, z2) / n - 3.0
+    nu = np.clip(4.0 + 6.0 / np.maximum(kurt, 1e-3), 1.0, NU_MAX)
+    return loc, np.log(nu * np.maximum(iqr_scale, 1e-3) ** 2), nu
+
+
+def _fit_student_t_packed(
+    rows: PackedRows, start: tuple[np.ndarray, np.ndarray, np.ndarray], iterations: int
+) -> StudentTFit:
+    """:func:`fit_student_t` on packed float64 rows from per-row starting values."""
+    z, n = rows.values, rows.counts.astype(np.float64)
+    loc, u, nu = start
+    single = min(iterations, max(0, iterations - 2))
+    if single:
+        z32 = z.astype(np.float32)
+        r2, w = np.empty_like(z32), np.empty_like(z32)
+        for _ in range(single):
+            loc, u, nu = _t_step(rows, z32, loc, u, nu, r2, w)
+    r2, w = np.empty_like(z), np.empty_like(z)
+    for _ in range(iterations - single):
+        loc, u, nu = _t_step(rows, z, loc, u, nu, r2, w)
+    # the likelihood at the final (loc, u), with the ν that is best there
+    np.subtract(z, rows.spread(loc), out=r2)
+    np.square(r2, out=r2)
+    r2 /= rows.spread(np.exp(u))
+    s = rows.row_sums(np.log1p(r2))
+    nu = _nu_for(s / n, nu)
+    loglik = _t_loglik(n, nu, u, s)
+    normal = _normal_loglik(n)
+    worse = (loglik <= normal) | (nu >= NU_MAX * (1 - 1e-9)) | ~np.isfinite(loglik)
+    return StudentTFit(
+        nu=np.where(worse, np.inf, nu),
+        loc=np.where(worse, 0.0, loc),
+        scale=np.where(worse, 1.0, np.sqrt(np.exp(u) / nu)),
+        loglik=np.where(worse, normal, loglik),
+    )
 
 
 def fit_student_t(
@@ -287,7 +343,8 @@ def fit_student_t(
     EM step for the location, μ ← Σ wz/Σ w with the t weights w ∝ 1/(c + r²)
     (an ECME algorithm). ``iterations`` (default 7) from the median, the IQR and
     a kurtosis-based ν; all but the last two in float32 (the log and the
-    division are the cost), the last two and the final likelihood in float64.
+    division are the cost; row sums accumulated in float64), the last two and
+    the final likelihood in float64.
     Measured against 40 iterations: within 1e-7 of the maximised log-likelihood
     for ν >= 3 at n = 5000, 3e-4 for ν = 1 (the location's EM is slowest for
     Cauchy-like tails). ν is capped at :data:`NU_MAX`; ``nu`` is inf there and
@@ -295,38 +352,8 @@ def fit_student_t(
     normal's, ``loc`` the mean 0 and ``scale`` 1).
     """
     z = np.asarray(z, dtype=np.float64)
-    m, n = z.shape
     ordered = np.sort(z, axis=1) if ordered is None else ordered
-    loc = 0.5 * (ordered[:, (n - 1) // 2] + ordered[:, n // 2])
-    iqr_scale = (ordered[:, (3 * n) // 4] - ordered[:, n // 4]) / 1.349
-    z2 = z * z
-    kurt = np.einsum("ij,ij->i", z2, z2) / n - 3.0
-    nu = np.clip(4.0 + 6.0 / np.maximum(kurt, 1e-3), 1.0, NU_MAX)
-    u = np.log(nu * np.maximum(iqr_scale, 1e-3) ** 2)
-    single = min(iterations, max(0, iterations - 2))
-    if single:
-        z32 = z.astype(np.float32)
-        r2, w = np.empty_like(z32), np.empty_like(z32)
-        for _ in range(single):
-            loc, u, nu = _t_step(z32, loc, u, nu, r2, w)
-    r2, w = z2, np.empty_like(z)
-    for _ in range(iterations - single):
-        loc, u, nu = _t_step(z, loc, u, nu, r2, w)
-    # the likelihood at the final (loc, u), with the ν that is best there
-    np.subtract(z, loc[:, None], out=r2)
-    np.square(r2, out=r2)
-    r2 /= np.exp(u)[:, None]
-    s = np.sum(np.log1p(r2), axis=1)
-    nu = _nu_for(s / n, nu)
-    loglik = _t_loglik(n, nu, u, s)
-    normal = normal_loglik(n, m)
-    worse = (loglik <= normal) | (nu >= NU_MAX * (1 - 1e-9)) | ~np.isfinite(loglik)
-    return StudentTFit(
-        nu=np.where(worse, np.inf, nu),
-        loc=np.where(worse, 0.0, loc),
-        scale=np.where(worse, 1.0, np.sqrt(np.exp(u) / nu)),
-        loglik=np.where(worse, normal, loglik),
-    )
+    return _fit_student_t_packed(PackedRows.from_blocks([z]), _t_start(z, ordered), iterations)
 
 
 @dataclass(frozen=True)
@@ -339,40 +366,63 @@ class GennormFit:
     loglik: np.ndarray
 
 
-def _gennorm_profile(beta: np.ndarray, log_t: np.ndarray, n: int) -> np.ndarray:
+def _gennorm_profile(beta: np.ndarray, log_t: np.ndarray, n: np.ndarray) -> np.ndarray:
     """Log-likelihood at the best scale given β: s^β = β T(β)/n with T(β) = Σ|r|^β."""
     return n * (
         np.log(beta)
         - math.log(2.0)
         - special.gammaln(1.0 / beta)
-        - (np.log(beta) + log_t - math.log(n)) / beta
+        - (np.log(beta) + log_t - np.log(n)) / beta
         - 1.0 / beta
     )
 
 
-def _gennorm_step(x: np.ndarray, log_abs: np.ndarray, top: np.ndarray, e: np.ndarray) -> np.ndarray:
+def _gennorm_step(
+    rows: PackedRows, x: np.ndarray, log_abs: np.ndarray, top: np.ndarray, e: np.ndarray
+) -> np.ndarray:
     """One safeguarded Newton step in x = ln β on the profile likelihood, in ``log_abs``'s precision.
 
     ``top`` is each row's largest log|r|: the powers are taken as exp(β(log|r| − top)) <= 1, so
     neither float32 nor float64 overflows, and ln T(β) = β·top + ln Σ exp(β(log|r| − top)).
     """
-    n = log_abs.shape[1]
+    n = rows.counts.astype(np.float64)
     b = np.exp(x)
-    np.subtract(log_abs, top[:, None].astype(log_abs.dtype), out=e)
-    e *= b[:, None].astype(log_abs.dtype)
+    np.subtract(log_abs, rows.spread(top, log_abs.dtype), out=e)
+    e *= rows.spread(b, log_abs.dtype)
     np.exp(e, out=e)
-    t0 = np.sum(e, axis=1, dtype=np.float64)
+    t0 = rows.row_sums(e)
     e *= log_abs
-    a1 = np.sum(e, axis=1, dtype=np.float64) / t0  # (ln T)'
+    a1 = rows.row_sums(e) / t0  # (ln T)'
     e *= log_abs
-    a2 = np.sum(e, axis=1, dtype=np.float64) / t0 - a1 * a1  # (ln T)''
-    big_b = special.digamma(1.0 / b) + np.log(b) + b * top + np.log(t0) - math.log(n)
+    a2 = rows.row_sums(e) / t0 - a1 * a1  # (ln T)''
+    big_b = special.digamma(1.0 / b) + np.log(b) + b * top + np.log(t0) - np.log(n)
     d1 = 1.0 / b + big_b / b**2 - a1 / b  # (dℓ/dβ)/n
     db = -special.zeta(2.0, 1.0 / b) / b**2 + 1.0 / b + a1
     d2 = -1.0 / b**2 + db / b**2 - 2.0 * big_b / b**3 - a2 / b + a1 / b**2
     gx, hx = d1 * b, d2 * b * b + d1 * b  # derivatives in x = ln β
     step = np.where(hx < 0, -gx / np.where(hx < 0, hx, -1.0), np.sign(gx) * 0.5)
     return np.clip(x + np.clip(step, -0.7, 0.7), math.log(_BETA_RANGE[0]), math.log(_BETA_RANGE[1]))
+
+
+def _fit_gennorm_packed(rows: PackedRows, loc: np.ndarray, iterations: int) -> GennormFit:
+    """:func:`fit_gennorm` on packed float64 rows."""
+    n = rows.counts.astype(np.float64)
+    log_abs = np.log(np.maximum(np.abs(rows.values - rows.spread(loc)), 1e-300))
+    top = rows.row_max(log_abs)
+    x = np.full(rows.rows, math.log(2.0))
+    single = min(iterations, max(0, iterations - 2))
+    if single:
+        log_abs32 = log_abs.astype(np.float32)
+        e = np.empty_like(log_abs32)
+        for _ in range(single):
+            x = _gennorm_step(rows, x, log_abs32, top, e)
+    e = np.empty_like(log_abs)
+    for _ in range(iterations - single):
+        x = _gennorm_step(rows, x, log_abs, top, e)
+    beta = np.exp(x)
+    log_t = beta * top + np.log(rows.row_sums(np.exp(rows.spread(beta) * (log_abs - rows.spread(top)))))
+    scale = np.exp((np.log(beta) + log_t - np.log(n)) / beta)
+    return GennormFit(beta, np.asarray(loc, dtype=np.float64), scale, _gennorm_profile(beta, log_t, n))
 
 
 def fit_gennorm(z: np.ndarray, loc: np.ndarray, *, iterations: int = _GENNORM_ITERATIONS) -> GennormFit:
@@ -391,23 +441,7 @@ def fit_gennorm(z: np.ndarray, loc: np.ndarray, *, iterations: int = _GENNORM_IT
     only up to that location's inefficiency.
     """
     z = np.asarray(z, dtype=np.float64)
-    m, n = z.shape
-    log_abs = np.log(np.maximum(np.abs(z - np.asarray(loc, dtype=np.float64)[:, None]), 1e-300))
-    top = np.max(log_abs, axis=1)
-    x = np.full(m, math.log(2.0))
-    single = min(iterations, max(0, iterations - 2))
-    if single:
-        log_abs32 = log_abs.astype(np.float32)
-        e = np.empty_like(log_abs32)
-        for _ in range(single):
-            x = _gennorm_step(x, log_abs32, top, e)
-    e = np.empty_like(log_abs)
-    for _ in range(iterations - single):
-        x = _gennorm_step(x, log_abs, top, e)
-    beta = np.exp(x)
-    log_t = beta * top + np.log(np.sum(np.exp(beta[:, None] * (log_abs - top[:, None])), axis=1))
-    scale = np.exp((np.log(beta) + log_t - math.log(n)) / beta)
-    return GennormFit(beta, np.asarray(loc, dtype=np.float64), scale, _gennorm_profile(beta, log_t, n))
+    return _fit_gennorm_packed(PackedRows.from_blocks([z]), np.asarray(loc, dtype=np.float64), iterations)
 
 
 @dataclass(frozen=True)
@@ -431,17 +465,49 @@ def compare_fits(z: np.ndarray, ordered: np.ndarray | None = None) -> FitCompari
     ``aic_gain`` = AIC(normal) − AIC(best) >= 0: 0 when the normal is best; above about 10 the
     normal is clearly worse (Burnham & Anderson's rule of thumb).
     """
-    z = np.asarray(z, dtype=np.float64)
-    m, n = z.shape
-    ordered = np.sort(z, axis=1) if ordered is None else ordered
-    t = fit_student_t(z, ordered)
-    g = fit_gennorm(z, t.loc)
-    lap_loc, lap_scale, lap_ll = laplace_loglik(ordered)
-    normal = normal_loglik(n, m)
+    return compare_fits_blocks([(z, ordered)])[0]
+
+
+def compare_fits_blocks(
+    blocks: Sequence[tuple[np.ndarray, np.ndarray | None]],
+) -> list[FitComparison]:
+    """:func:`compare_fits` for several blocks of rows (each block one row length), in one set of iterations.
+
+    The rows of all blocks are packed end to end (:class:`~goup_probe.stats.packed.PackedRows`),
+    so the fits' per-call cost (their scalar steps, about 1.5 ms) is paid once, not per block;
+    every row's result is the one :func:`compare_fits` gives it alone, up to float rounding.
+    """
+    zs = [np.asarray(z, dtype=np.float64) for z, _ in blocks]
+    if not zs:
+        return []
+    ordered = [np.sort(z, axis=1) if o is None else o for z, (_, o) in zip(zs, blocks, strict=True)]
+    starts = [_t_start(z, o) for z, o in zip(zs, ordered, strict=True)]
+    rows = PackedRows.from_blocks(zs)
+    t = _fit_student_t_packed(
+        rows, tuple(np.concatenate([s[i] for s in starts]) for i in range(3)), _T_ITERATIONS
+    )
+    g = _fit_gennorm_packed(rows, t.loc, _GENNORM_ITERATIONS)
+    laplace = [laplace_loglik(o) for o in ordered]
+    lap_loc, lap_scale, lap_ll = (np.concatenate([fit[i] for fit in laplace]) for i in range(3))
+    normal = _normal_loglik(rows.counts.astype(np.float64))
     logliks = np.stack([normal, t.loglik, lap_ll, g.loglik], axis=1)
     aic = 2.0 * _FIT_PARAMETERS[None, :] - 2.0 * logliks
     aic = np.where(np.isfinite(aic), aic, np.inf)
     best = np.argmin(aic, axis=1)
     names = np.array(FIT_FAMILIES, dtype=object)[best]
-    gain = aic[:, 0] - aic[np.arange(m), best]
-    return FitComparison(t, g, lap_loc, lap_scale, lap_ll, normal, names, gain)
+    gain = aic[:, 0] - aic[np.arange(rows.rows), best]
+    sizes = [len(z) for z in zs]
+
+    def cut(values: np.ndarray) -> list[np.ndarray]:
+        return split_rows(values, sizes)
+
+    pieces = zip(
+        *(cut(a) for a in (t.nu, t.loc, t.scale, t.loglik)),
+        *(cut(a) for a in (g.beta, g.loc, g.scale, g.loglik)),
+        *(cut(a) for a in (lap_loc, lap_scale, lap_ll, normal, names, gain)),
+        strict=True,
+    )
+    return [
+        FitComparison(StudentTFit(*p[0:4]), GennormFit(*p[4:8]), p[8], p[9], p[10], p[11], p[12], p[13])
+        for p in pieces
+    ]
