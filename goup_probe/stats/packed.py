@@ -13,7 +13,7 @@ per-row sums are ``np.add.reduceat`` (accumulated in float64, as fast as a 2-D
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -25,10 +25,13 @@ class PackedRows:
     values: np.ndarray
     counts: np.ndarray
     """Length of each row (all >= 1), as int64."""
+    starts: np.ndarray = field(init=False, repr=False)
+    """Offset of each row in :attr:`values` (computed once: every row sum needs it)."""
 
     def __post_init__(self) -> None:
         if self.counts.ndim != 1 or (self.counts < 1).any() or int(self.counts.sum()) != self.values.size:
             raise ValueError("PackedRows needs rows of at least one value whose lengths add up to the values")
+        object.__setattr__(self, "starts", np.concatenate([[0], np.cumsum(self.counts[:-1])]))
 
     @classmethod
     def from_blocks(cls, blocks: Sequence[np.ndarray]) -> PackedRows:
@@ -40,11 +43,6 @@ class PackedRows:
     def rows(self) -> int:
         """Number of rows."""
         return len(self.counts)
-
-    @property
-    def starts(self) -> np.ndarray:
-        """Offset of each row in :attr:`values`."""
-        return np.concatenate([[0], np.cumsum(self.counts[:-1])])
 
     def with_values(self, values: np.ndarray) -> PackedRows:
         """The same layout over other values (elementwise functions of these)."""
