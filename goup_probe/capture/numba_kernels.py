@@ -52,6 +52,21 @@ def extremes(values):  # pragma: no cover - compiled
     return floats[0], floats[1]
 
 
+@numba.njit(nogil=True, cache=True, fastmath=_FLAGS, inline="always")
+def _add_powers(d, s1, s2, s3, s4):  # pragma: no cover - compiled
+    """The running sums of d, d², d³, d⁴ with one more value (inlined into each loop)."""
+    d2 = d * d
+    return s1 + d, s2 + d2, s3 + d2 * d, s4 + d2 * d2
+
+
+@numba.njit(nogil=True, cache=True, inline="always")
+def _store(out, at, s1, s2, s3, s4):  # pragma: no cover - compiled
+    out[at] = s1
+    out[at + 1] = s2
+    out[at + 2] = s3
+    out[at + 3] = s4
+
+
 @numba.njit(nogil=True, cache=True, fastmath=_FLAGS)
 def component_sums(theta, grad, diff_out, shifts, out):  # pragma: no cover - compiled
     """Power sums of θ (out[0:4]), g (out[4:8]) and X = θ − g (out[8:12]); X's min and max in out[12:14].
@@ -70,36 +85,12 @@ def component_sums(theta, grad, diff_out, shifts, out):  # pragma: no cover - co
         g = np.float64(grad[i])
         x = t - g
         diff_out[i] = x
-        d = t - c_t
-        d2 = d * d
-        t1 += d
-        t2 += d2
-        t3 += d2 * d
-        t4 += d2 * d2
-        d = g - c_g
-        d2 = d * d
-        g1 += d
-        g2 += d2
-        g3 += d2 * d
-        g4 += d2 * d2
-        d = x - c_x
-        d2 = d * d
-        x1 += d
-        x2 += d2
-        x3 += d2 * d
-        x4 += d2 * d2
-    out[0] = t1
-    out[1] = t2
-    out[2] = t3
-    out[3] = t4
-    out[4] = g1
-    out[5] = g2
-    out[6] = g3
-    out[7] = g4
-    out[8] = x1
-    out[9] = x2
-    out[10] = x3
-    out[11] = x4
+        t1, t2, t3, t4 = _add_powers(t - c_t, t1, t2, t3, t4)
+        g1, g2, g3, g4 = _add_powers(g - c_g, g1, g2, g3, g4)
+        x1, x2, x3, x4 = _add_powers(x - c_x, x1, x2, x3, x4)
+    _store(out, 0, t1, t2, t3, t4)
+    _store(out, 4, g1, g2, g3, g4)
+    _store(out, 8, x1, x2, x3, x4)
     out[12], out[13] = extremes(diff_out)
 
 
@@ -112,16 +103,8 @@ def difference_sums(new, old, diff_out, shift, out):  # pragma: no cover - compi
     for i in range(new.size):
         delta = np.float64(new[i]) - np.float64(old[i])
         diff_out[i] = delta
-        d = delta - shift
-        d2 = d * d
-        s1 += d
-        s2 += d2
-        s3 += d2 * d
-        s4 += d2 * d2
-    out[0] = s1
-    out[1] = s2
-    out[2] = s3
-    out[3] = s4
+        s1, s2, s3, s4 = _add_powers(delta - shift, s1, s2, s3, s4)
+    _store(out, 0, s1, s2, s3, s4)
     out[4], out[5] = extremes(diff_out)
 
 
@@ -136,16 +119,8 @@ def difference_dot_sums(new, old, grad, diff_out, shift, out):  # pragma: no cov
         delta = np.float64(new[i]) - np.float64(old[i])
         diff_out[i] = delta
         dot += delta * np.float64(grad[i])
-        d = delta - shift
-        d2 = d * d
-        s1 += d
-        s2 += d2
-        s3 += d2 * d
-        s4 += d2 * d2
-    out[0] = s1
-    out[1] = s2
-    out[2] = s3
-    out[3] = s4
+        s1, s2, s3, s4 = _add_powers(delta - shift, s1, s2, s3, s4)
+    _store(out, 0, s1, s2, s3, s4)
     out[4], out[5] = extremes(diff_out)
     out[6] = dot
 
@@ -157,13 +132,5 @@ def value_sums(values, shift, out):  # pragma: no cover - compiled
         raise ValueError("value_sums: out needs 4 entries")
     s1 = s2 = s3 = s4 = 0.0
     for i in range(values.size):
-        d = np.float64(values[i]) - shift
-        d2 = d * d
-        s1 += d
-        s2 += d2
-        s3 += d2 * d
-        s4 += d2 * d2
-    out[0] = s1
-    out[1] = s2
-    out[2] = s3
-    out[3] = s4
+        s1, s2, s3, s4 = _add_powers(np.float64(values[i]) - shift, s1, s2, s3, s4)
+    _store(out, 0, s1, s2, s3, s4)

@@ -177,7 +177,8 @@ class RowSink:
             yield
         finally:
             pending, self._pending = self._pending, None
-            self._write_pending(pending, guarded)
+            if pending:  # most phases of a run hold none (steps that are not captured)
+                self._write_pending(pending, guarded)
 
     def _write_pending(self, pending: list[_Pending], guarded: Guarded) -> None:
         batches: dict[int, list[tuple[_Pending, np.ndarray]]] = {}
