@@ -42,6 +42,7 @@ from torch import nn
 import goup_probe as gp
 from goup_probe import schema
 from goup_probe.capture import batch
+from goup_probe.capture.fused import resolve_kernel
 from goup_probe.capture.reduce import reduce_components, reduce_update
 
 NO_UPDATE = tuple(q for q in schema.QUANTITIES if q != schema.UPDATE)
@@ -56,8 +57,10 @@ def _device_reduction_ms(params: nn.ParameterList, reps: int) -> float:
 
     A lone tensor: θ, g and X in one pass (``reduce_components``) and the update
     with its dot product with g in another (``reduce_update``; θ stands in for
-    θ_next). Many small same-size tensors: the same, in groups (``capture.batch``).
+    θ_next), with the kernel the probe resolves (``"numba"`` where the `fast` extra is
+    installed). Many small same-size tensors: the same, in groups (``capture.batch``).
     """
+    kernel = resolve_kernel("auto")
     indices = [torch.arange(0, p.numel(), max(1, p.numel() // 5000))[:5000] for p in params]
     groups = batch.split_group(list(range(len(params))), params[0].numel()) if len(params) > 1 else []
     times = []
@@ -72,8 +75,8 @@ def _device_reduction_ms(params: nn.ParameterList, reps: int) -> float:
         if not groups:
             for p, index in zip(params, indices, strict=True):
                 theta, grad = p.detach(), p.grad
-                reduce_components(theta, grad, index)
-                reduce_update(theta, grad, grad, index)
+                reduce_components(theta, grad, index, kernel=kernel)
+                reduce_update(theta, grad, grad, index, kernel=kernel)
         times.append(time.perf_counter() - t0)
     return statistics.median(times) * 1e3
 
@@ -141,7 +144,8 @@ def main(argv: list[str] | None = None) -> int:
     configs = [(10**5, 1), (10**6, 1), (10**7, 1)] + ([] if args.quick else [(10**8, 1)]) + [(1000, 1000)]
     print(
         f"date {dt.date.today().isoformat()}, {platform.platform()}, {os.cpu_count()} CPUs, "
-        f"torch {torch.__version__}, 2 threads, every step captured, median of {args.reps} steps"
+        f"torch {torch.__version__}, 2 threads, kernel {resolve_kernel('auto')}, every step captured, "
+        f"median of {args.reps} steps"
     )
     print(
         "| tensors × elements | plain SGD step ms | step with probe ms | capture ms | device reductions ms "
