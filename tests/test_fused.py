@@ -193,3 +193,9 @@ def test_probe_rows_agree_between_kernels(tmp_path):
     assert (compiled["verdict"].to_numpy() == eager["verdict"].to_numpy()).all()
     meta = json.loads((tmp_path / "numba" / "run.json").read_text())
     assert meta["capture"]["kernel"] == "numba"
+
+
+def test_strided_views_reduce_too():
+    base = _draw("normal", 3000, torch.float32, 14)
+    strided = base[::3]  # not contiguous
+    _assert_matches(red.reduce_flat(strided, _index(1000), kernel="numba"), strided.double().numpy())

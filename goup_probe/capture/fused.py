@@ -96,8 +96,13 @@ def takes(*tensors: torch.Tensor | None) -> bool:
     )
 
 
+def _host(tensor: torch.Tensor) -> np.ndarray:
+    """The CPU tensor's values as a numpy view (detached, so a leaf that requires grad is read too)."""
+    return tensor.detach().numpy()
+
+
 def _extremes(tensor: torch.Tensor) -> tuple[float, float]:
-    lo, hi = torch.aminmax(tensor)
+    lo, hi = torch.aminmax(tensor.detach())
     return lo.item(), hi.item()
 
 
@@ -116,7 +121,7 @@ def component_tables(
     """Per-chunk power-sum tables of θ, g and X = θ − g (flat CPU tensors :func:`takes` accepts)."""
     kernels = numba_kernels()
     numel = theta.numel()
-    t, g = theta.numpy(), grad.numpy()
+    t, g = _host(theta), _host(grad)
     diff = np.empty(min(numel, CHUNK_ELEMENTS))
     chunks = _chunks(numel)
     rows = np.empty((len(chunks), 14))  # θ, g, X sums; X's extremes
@@ -139,8 +144,8 @@ def update_table(
     """Per-chunk power-sum table of Δ = new − old and Σ Δ·g (NaN without ``grad``), in one pass."""
     kernels = numba_kernels()
     numel = new.numel()
-    a, b = new.numpy(), old.numpy()
-    g = grad.numpy() if grad is not None else None
+    a, b = _host(new), _host(old)
+    g = _host(grad) if grad is not None else None
     diff = np.empty(min(numel, CHUNK_ELEMENTS))
     chunks = _chunks(numel)
     rows = np.empty((len(chunks), 7))  # Δ sums, Δ's extremes, Σ Δ·g
@@ -158,7 +163,7 @@ def update_table(
 def value_table(values: torch.Tensor, shift: float) -> np.ndarray:
     """Per-chunk power-sum table of one flat CPU tensor."""
     kernels = numba_kernels()
-    x = values.numpy()
+    x = _host(values)
     chunks = _chunks(values.numel())
     rows = np.empty((len(chunks), 4))
     for j, start in enumerate(chunks):
