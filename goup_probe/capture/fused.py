@@ -6,10 +6,11 @@ CPU tensor that is most of a captured step (7.3 of 28.6 ms on overhead.py's MLP,
 and 4.5 more for the update). With numba installed (``pip install
 "goup_probe[fast]"``), CPU tensors of float32 or float64 are reduced instead by
 :mod:`goup_probe.capture.numba_kernels`: one loop per chunk reads θ and g once
-and adds every power sum of θ, g and X = θ − g in float64, and
-``torch.aminmax`` takes the extremes. The sums are as accurate as the eager
-float64 path (the same float64 arithmetic, summed in another order) at a third
-of the eager float32 path's time.
+and adds every power sum of θ, g and X = θ − g in float64; X's extremes come
+from a second compiled loop over the chunk, θ's and g's from ``torch.aminmax``.
+The sums are as accurate as the eager float64 path (the same float64
+arithmetic, summed in another order) at a third of the eager float32 path's
+time, and so more accurate than ``precision="fast"``.
 
 The choice is the probe's ``kernel`` option (:data:`KERNELS`): ``"auto"``
 (default) uses numba where it is installed and the tensor qualifies
