@@ -193,9 +193,9 @@ def stats_fields(statistics: Sequence[Statistic] = ()) -> tuple[Field, ...]:
     ValueError
         If two statistics share a name or a column, or a statistic is built in.
     """
-    from goup_probe.stats import (
-        battery,
-    )  # here, not at import: keeps `import goup_probe.schema` free of scipy
+    # here, not at import: keeps `import goup_probe.schema` free of scipy
+    from goup_probe.stats import battery
+    from goup_probe.stats.user_statistics import check_statistics
 
     def declared(items: Sequence[Statistic]) -> tuple[Field, ...]:
         return tuple(
@@ -209,7 +209,7 @@ def stats_fields(statistics: Sequence[Statistic] = ()) -> tuple[Field, ...]:
         *declared(battery.BUILTIN_STATISTICS),
         *STATS_VERDICT_FIELDS,
         *STATS_SHADOW_FIELDS,
-        *declared(battery.check_statistics(statistics)),
+        *declared(check_statistics(statistics)),
     )
     names = [name for name, _, _ in fields]
     if len(set(names)) != len(names):  # Statistic already refuses built-in names: a safety net

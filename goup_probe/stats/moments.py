@@ -3,7 +3,8 @@
 A quantity is reduced to shifted power sums Σd, Σd², Σd³, Σd⁴ (d = x − shift)
 over its finite values (:class:`PowerSums`). :func:`central_moments` turns them
 into the mean and the central moments; :class:`PowerSums` turns those into the
-reported :class:`~goup_probe.stats.normality.Moments`, and :class:`CentralSums`
+reported :class:`Moments` (also what :func:`moments` computes directly from an array), and
+:class:`CentralSums`
 keeps them as central sums M_k = Σ(x − mean)^k, which merge exactly across
 shards (Chan et al. 1979; Pébay 2008) whatever shift each shard used.
 
@@ -15,15 +16,92 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import numpy as np
 
-if TYPE_CHECKING:
-    from goup_probe.stats.normality import Moments
-
 SUMS_WIDTH = 7
 """Fields of :class:`CentralSums` on the wire: count, mean, M2, M3, M4, min, max."""
+
+
+@dataclass(frozen=True)
+class Moments:
+    """Moments of a whole array (finite values only), as computed on the device or host."""
+
+    numel: int
+    nonfinite: int
+    mean: float
+    std: float
+    skew: float
+    excess_kurtosis: float
+    min: float
+    max: float
+
+    @property
+    def n_finite(self) -> int:
+        """Number of finite values the moments are computed from."""
+        return self.numel - self.nonfinite
+
+    @classmethod
+    def from_central_moments(
+        cls,
+        *,
+        numel: int,
+        nonfinite: int,
+        mean: float,
+        m2: float,
+        m3: float,
+        m4: float,
+        minimum: float,
+        maximum: float,
+    ) -> Moments:
+        """Build from the mean and the 2nd-4th central moments (population, 1/n)."""
+        std = math.sqrt(m2) if m2 > 0 else 0.0
+        if m2 > 0:
+            skew = m3 / (m2 * math.sqrt(m2))  # products overflow to inf, ** would raise
+            kurt = m4 / (m2 * m2) - 3.0
+        else:
+            skew = kurt = float("nan")
+        return cls(numel, nonfinite, mean, std, skew, kurt, minimum, maximum)
+
+
+def moments(x: np.ndarray) -> Moments:
+    """Moments of all finite values of ``x`` in float64 (two-pass, numerically stable).
+
+    Parameters
+    ----------
+    x : array_like
+        Any array; it is flattened.
+    """
+    a = np.asarray(x, dtype=np.float64).ravel()
+    finite = np.isfinite(a)
+    nonfinite = int(a.size - np.count_nonzero(finite))
+    if nonfinite:
+        a = a[finite]
+    if a.size == 0:
+        nan = float("nan")
+        return Moments(int(finite.size), nonfinite, nan, nan, nan, nan, nan, nan)
+    peak = float(np.max(np.abs(a)))
+    unit = peak if peak > 0 else 1.0
+    b = a / unit  # a sum of values near 1e307 would overflow; |b| <= 1 and the mean of b cannot
+    mean_b = float(b.mean())
+    mean = mean_b * unit
+    centred = b - mean_b
+    scale = float(np.max(np.abs(centred)))
+    if scale == 0:
+        return Moments(int(finite.size), nonfinite, mean, 0.0, math.nan, math.nan, mean, mean)
+    c = centred / scale  # powers of values near 1e100 would overflow
+    sq = c * c
+    m2 = float(sq.mean())
+    return Moments(
+        numel=int(finite.size),
+        nonfinite=nonfinite,
+        mean=mean,
+        std=unit * scale * math.sqrt(m2),
+        skew=float((sq * c).mean()) / m2**1.5,
+        excess_kurtosis=float((sq * sq).mean()) / m2**2 - 3.0,
+        min=float(a.min()),
+        max=float(a.max()),
+    )
 
 
 def central_moments(
@@ -78,8 +156,6 @@ class PowerSums:
 
     def to_moments(self) -> Moments:
         """Mean, std, skewness, excess kurtosis, min and max of the values."""
-        from goup_probe.stats.normality import Moments  # scipy/statsmodels: not needed by GO-UP
-
         n = self.count
         if n == 0:
             nan = float("nan")
@@ -236,9 +312,11 @@ def combine(parts: Sequence[CentralSums], numel: int) -> PowerSums:
 __all__ = [
     "SUMS_WIDTH",
     "CentralSums",
+    "Moments",
     "PowerSums",
     "central_moments",
     "combine",
     "merge_all",
     "moment_standard_errors",
+    "moments",
 ]

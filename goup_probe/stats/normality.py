@@ -50,7 +50,7 @@ from goup_probe.stats.battery import (
     subsample_indices,
 )
 from goup_probe.stats.equivalence import DEFAULT_THRESHOLDS, VerdictThresholds, verdict_and_shape
-from goup_probe.stats.moments import moment_standard_errors
+from goup_probe.stats.moments import Moments, moment_standard_errors, moments
 from goup_probe.stats.one_sample import (
     anderson_darling,
     dagostino_pearson_p,
@@ -59,6 +59,7 @@ from goup_probe.stats.one_sample import (
     shapiro_francia_p,
     wasserstein1_to_normal,
 )
+from goup_probe.stats.user_statistics import check_statistics, evaluate
 
 __all__ = [
     "DEFAULT_THRESHOLDS",
@@ -90,87 +91,6 @@ __all__ = [
 MIN_TESTED = 8
 """Fewest values on which the tests are run at all."""
 _RELATIVE_CONSTANT = 1e-12
-
-
-@dataclass(frozen=True)
-class Moments:
-    """Moments of a whole array (finite values only), as computed on the device or host."""
-
-    numel: int
-    nonfinite: int
-    mean: float
-    std: float
-    skew: float
-    excess_kurtosis: float
-    min: float
-    max: float
-
-    @property
-    def n_finite(self) -> int:
-        """Number of finite values the moments are computed from."""
-        return self.numel - self.nonfinite
-
-    @classmethod
-    def from_central_moments(
-        cls,
-        *,
-        numel: int,
-        nonfinite: int,
-        mean: float,
-        m2: float,
-        m3: float,
-        m4: float,
-        minimum: float,
-        maximum: float,
-    ) -> Moments:
-        """Build from the mean and the 2nd-4th central moments (population, 1/n)."""
-        std = math.sqrt(m2) if m2 > 0 else 0.0
-        if m2 > 0:
-            skew = m3 / (m2 * math.sqrt(m2))  # products overflow to inf, ** would raise
-            kurt = m4 / (m2 * m2) - 3.0
-        else:
-            skew = kurt = float("nan")
-        return cls(numel, nonfinite, mean, std, skew, kurt, minimum, maximum)
-
-
-def moments(x: np.ndarray) -> Moments:
-    """Moments of all finite values of ``x`` in float64 (two-pass, numerically stable).
-
-    Parameters
-    ----------
-    x : array_like
-        Any array; it is flattened.
-    """
-    a = np.asarray(x, dtype=np.float64).ravel()
-    finite = np.isfinite(a)
-    nonfinite = int(a.size - np.count_nonzero(finite))
-    if nonfinite:
-        a = a[finite]
-    if a.size == 0:
-        nan = float("nan")
-        return Moments(int(finite.size), nonfinite, nan, nan, nan, nan, nan, nan)
-    peak = float(np.max(np.abs(a)))
-    unit = peak if peak > 0 else 1.0
-    b = a / unit  # a sum of values near 1e307 would overflow; |b| <= 1 and the mean of b cannot
-    mean_b = float(b.mean())
-    mean = mean_b * unit
-    centred = b - mean_b
-    scale = float(np.max(np.abs(centred)))
-    if scale == 0:
-        return Moments(int(finite.size), nonfinite, mean, 0.0, math.nan, math.nan, mean, mean)
-    c = centred / scale  # powers of values near 1e100 would overflow
-    sq = c * c
-    m2 = float(sq.mean())
-    return Moments(
-        numel=int(finite.size),
-        nonfinite=nonfinite,
-        mean=mean,
-        std=unit * scale * math.sqrt(m2),
-        skew=float((sq * c).mean()) / m2**1.5,
-        excess_kurtosis=float((sq * sq).mean()) / m2**2 - 3.0,
-        min=float(a.min()),
-        max=float(a.max()),
-    )
 
 
 @dataclass(frozen=True)
@@ -483,7 +403,7 @@ def assess_sample_blocks(
     phase of a captured step with subsamples of several sizes pays their per-call cost once.
     Results are those of :func:`assess_samples` on each block, up to float rounding.
     """
-    statistics = battery.check_statistics(statistics)
+    statistics = check_statistics(statistics)
     prepared = [_Block(b, axis) for b in blocks]
     testing = [b for b in prepared if b.to_test]
     tests = battery.run_batteries([b.rows_z for b in testing])
@@ -530,7 +450,7 @@ class _Block:
     ) -> None:
         """The results of the tested rows, from the battery's columns."""
         tested_rows = self.samples[self.to_test]
-        extra, errors = battery.evaluate(statistics, tested_rows) if statistics else ({}, None)
+        extra, errors = evaluate(statistics, tested_rows) if statistics else ({}, None)
         n = self.samples.shape[1]
         for row, i in enumerate(self.to_test):
             full = self.fulls[i]
