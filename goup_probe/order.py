@@ -8,7 +8,7 @@ table and figure lists tensors in model order instead, as recorded in
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -47,6 +47,30 @@ def model_order(names: Iterable[str], meta: Mapping[str, Any] | None) -> list[st
     return sorted(seen, key=lambda n: rank.get(n, unknown))  # stable: unknown names keep their order
 
 
+def model_order_permutation(
+    names: pd.Series | Sequence[object], meta: Mapping[str, Any] | None
+) -> np.ndarray:
+    """Row positions that stably sort ``names`` into model order (see :func:`in_model_order`).
+
+    Parameters
+    ----------
+    names : Series or sequence
+        One tensor name per row (repeated; a missing name sorts as its ``str``).
+    meta : mapping, optional
+        The run's ``run.json``.
+
+    Returns
+    -------
+    ndarray of int64
+        ``take`` these positions to reorder the rows.
+    """
+    codes, distinct = pd.factorize(pd.Series(names, dtype=object), use_na_sentinel=False)
+    labels = [str(n) for n in distinct]
+    rank = {name: i for i, name in enumerate(model_order(labels, meta))}
+    by_code = np.array([rank[label] for label in labels], dtype=np.int64)
+    return np.argsort(by_code[codes], kind="stable")
+
+
 def in_model_order(
     frame: pd.DataFrame, meta: Mapping[str, Any] | None, column: str = "param"
 ) -> pd.DataFrame:
@@ -72,7 +96,4 @@ def in_model_order(
     """
     if frame.empty or column not in frame.columns:
         return frame
-    order = model_order(frame[column].astype(str), meta)
-    rank = {name: i for i, name in enumerate(order)}
-    keys = np.fromiter((rank[str(n)] for n in frame[column]), dtype=np.int64, count=len(frame))
-    return frame.iloc[np.argsort(keys, kind="stable")]
+    return frame.iloc[model_order_permutation(frame[column], meta)]

@@ -79,7 +79,10 @@ def layer_summary(
         when its values were fine (the quantity was not in ``tested=``), else the
         status that prevented testing (``too_few``, ``constant``, ...).
     """
-    stats = _stats_of(run, SUMMARY_STATS_COLUMNS, quantity) if isinstance(run, Run) else run
+    if isinstance(run, Run):
+        stats = _stats_of(run, SUMMARY_STATS_COLUMNS, quantity)
+    else:  # the columns it reads: the q-values below copy the table
+        stats = run[[c for c in run.columns if c in (*SUMMARY_STATS_COLUMNS, Q_VALUE)]]
     meta = run.meta if isinstance(run, Run) else meta
     alpha = recorded_alpha(meta)
     if "shapiro_p" in stats.columns:

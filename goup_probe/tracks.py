@@ -17,9 +17,16 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from goup_probe.store import Run
+from goup_probe.store.layout import table_is_clustered
 
 READ_BATCH_BYTES = 128 * 2**20
-"""Tracer values (as float64) read from disk per pass: tensors are read in batches of about this size."""
+"""Tracer values (as float64) read from disk per pass of a table not clustered by tensor: each pass
+decodes every row group, so tensors are read in batches of about this size."""
+
+CLUSTERED_READ_BATCH_BYTES = 32 * 2**20
+"""The same for trajectories clustered by tensor (a compacted run): a pass decodes only its tensors'
+row groups, so smaller batches cost no extra decoding (a 5000-step, 41-tensor run: validate_ou's peak
+−82 MB and 0.6 s faster than with :data:`READ_BATCH_BYTES`)."""
 
 _TRACER_COLUMNS = ("theta", "grad", "theta_next")
 _TRAJECTORY_COLUMNS = ["step", "param", "lr", *_TRACER_COLUMNS]
@@ -125,7 +132,8 @@ def read_tracks(run: Run, wanted: list[str] | None, min_step: int) -> TensorTrac
     tensors and their row counts: 0.04 s for 205 000 rows, 0.76 s through pandas);
     the tracer values are then read with a filter on the tensors of each batch
     pushed into the Parquet reader, so at most about
-    :data:`READ_BATCH_BYTES` of them are held at once, whatever the run's length.
+    :data:`READ_BATCH_BYTES` (:data:`CLUSTERED_READ_BATCH_BYTES` when clustered) of
+    them are held at once, whatever the run's length.
     A compacted run holds its trajectories clustered by tensor
     (:mod:`goup_probe.store.layout`), so each batch decodes only its own row
     groups and the table is decoded once in all; the parts of a run not yet
@@ -142,6 +150,8 @@ def read_tracks(run: Run, wanted: list[str] | None, min_step: int) -> TensorTrac
     order = _analysed_order(counts, wanted)
     width = _tracer_count(run.meta)
     per_tensor = {name: 3 * 8 * width * int(counts[name]) for name in order}  # the float64 stacks
+    clustered = table_is_clustered(run.path / "trajectories", "param")
+    budget = CLUSTERED_READ_BATCH_BYTES if clustered else READ_BATCH_BYTES
     del index, counted
 
     def read(names: list[str]) -> pa.Table:
@@ -155,7 +165,7 @@ def read_tracks(run: Run, wanted: list[str] | None, min_step: int) -> TensorTrac
         batch: list[str] = []
         size = 0
         for name in [*order, None]:
-            if batch and (name is None or size + per_tensor[name] > READ_BATCH_BYTES):
+            if batch and (name is None or size + per_tensor[name] > budget):
                 table = read(batch)
                 params = table.column("param")
                 for member in batch:

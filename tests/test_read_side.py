@@ -121,7 +121,8 @@ def test_report_reads_samples_per_drawn_step_and_tensor_and_never_a_whole_table(
 
 def test_validate_ou_read_in_batches_equals_the_analysis_of_the_whole_table(run_dir, monkeypatch, spy):
     whole = ou.validate_ou(_fully_read(run_dir).trajectories)
-    monkeypatch.setattr(tracks, "READ_BATCH_BYTES", 1)  # one tensor per pass
+    monkeypatch.setattr(tracks, "READ_BATCH_BYTES", 1)  # one tensor per pass, clustered or not
+    monkeypatch.setattr(tracks, "CLUSTERED_READ_BATCH_BYTES", 1)
     batched = ou.validate_ou(run_dir)
     pd.testing.assert_frame_equal(batched, whole)
     passes = [f for name, c, f in spy if name == "trajectories" and "theta" in (c or [])]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import json
 import re
 from pathlib import Path
@@ -13,6 +14,7 @@ import torch
 from goup_probe import attach, cli, schema
 from goup_probe.report import report
 from goup_probe.report.builder import run_description
+from goup_probe.report.data import UNDRAWN_STATS_COLUMNS, load_stats
 from goup_probe.report.findings import compute_findings
 from goup_probe.report.naming import safe_stem
 from goup_probe.report.select import choose_layers, choose_steps
@@ -380,8 +382,12 @@ def test_p_values_at_a_floor_are_shown_as_bounds_in_the_report(tmp_path):
     assert cells == ["&lt;0.0005"]
 
 
-def test_report_refuses_unknown_layers_and_uncaptured_steps_writing_nothing(tmp_path):
+def test_report_refuses_unknown_layers_and_uncaptured_steps_writing_nothing(tmp_path, monkeypatch):
     run_dir = synthetic_run(tmp_path / "run", n_params=7, steps=[0, 10], numel=100, keep=20)
+    analysed = []  # the OU analysis runs first of all (memory), but only once the requests are checked
+    builder = importlib.import_module("goup_probe.report.builder")
+    real_load_ou = builder.load_ou
+    monkeypatch.setattr(builder, "load_ou", lambda run: analysed.append(run) or real_load_ou(run))
     with pytest.raises(
         ValueError, match=r"'nope', 'layer9\.weight'.*the run has layer0\.weight, layer1"
     ) as info:
@@ -392,8 +398,12 @@ def test_report_refuses_unknown_layers_and_uncaptured_steps_writing_nothing(tmp_
     with pytest.raises(TypeError, match="layers"):
         report(run_dir, layers="layer1.weight")  # a bare string is not a list of names
     assert not (run_dir / "report").exists()
+    assert not analysed
     result = report(run_dir, layers=["layer2.weight", "layer1.weight"], steps=[10], ou=False)
     assert result.detail_layers == ("layer2.weight", "layer1.weight")
+    assert not analysed  # ou=False
+    report(run_dir, layers=["layer1.weight"], steps=[10])
+    assert len(analysed) == 1
 
 
 def test_report_result_repr_is_one_short_line(tmp_path):
@@ -424,6 +434,12 @@ def test_report_tables_and_heatmap_rows_follow_model_order(tmp_path):
     ou = _section(page, "ou")
     assert re.findall(r'<tr><td class="text">([^<]*)</td>', ou) == names
     assert list(effect_matrix(in_model_order(run.stats, run.meta)).index) == names  # the heatmap's rows
+    # the report's own read (reordered in Arrow) holds the same rows as reordering the whole table
+    read = load_stats(load_run(run_dir))
+    assert not set(read.columns) & set(UNDRAWN_STATS_COLUMNS)
+    expected = in_model_order(run.table("stats", columns=list(read.columns)), run.meta)
+    pd.testing.assert_frame_equal(read.reset_index(drop=True), expected.reset_index(drop=True))
+    assert list(dict.fromkeys(read["param"])) == names
 
 
 def test_fidelity_section_states_the_comparisons_own_settings_beside_the_probed_runs(tmp_path):

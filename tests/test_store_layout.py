@@ -187,7 +187,8 @@ def test_validate_ou_on_a_clustered_run_reads_each_row_group_once_and_equals_the
 
     for reader in ("read_table", "read_arrow"):  # the tracer values come through read_arrow
         monkeypatch.setattr(store_run, reader, recording(getattr(store_run, reader)))
-    monkeypatch.setattr(tracks, "READ_BATCH_BYTES", 1)  # one tensor per pass
+    monkeypatch.setattr(tracks, "READ_BATCH_BYTES", 1)  # one tensor per pass, clustered or not
+    monkeypatch.setattr(tracks, "CLUSTERED_READ_BATCH_BYTES", 1)
     batched = ou.validate_ou(run_dir)
     pd.testing.assert_frame_equal(batched, whole)
     pd.testing.assert_frame_equal(ou.validate_ou(raw), whole)  # uncompacted, read from disk

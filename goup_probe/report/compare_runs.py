@@ -23,14 +23,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 from matplotlib.axes import Axes
-from matplotlib.figure import Figure
 
 from goup_probe import schema
 from goup_probe.order import model_order
 from goup_probe.plots.axes import METRIC_LABELS, VERDICT_COLORS, mpl_text
 from goup_probe.plots.tables import VERDICT_ORDER, ou_interval, ou_ratio
 from goup_probe.report import html as h
-from goup_probe.report.figures import FigureWriter
+from goup_probe.report.figures import FigureWriter, agg_figure
 from goup_probe.report.findings import shape_counts, shape_list
 from goup_probe.report.folder import _GENERATOR_MARK, INDEX, FigureFile, prepare_report_dir, write_index
 from goup_probe.runs import RUN_COLUMN, load_runs, resolve_runs
@@ -210,7 +209,7 @@ def _verdict_figure(writer: FigureWriter, stats: pd.DataFrame, runs: Sequence[st
     totals = counts.sum(axis=1)
     shares = counts.div(totals.where(totals > 0), axis=0)
     height = 1.6 + 0.45 * len(runs)
-    fig = Figure(figsize=(10.0, height), layout="constrained")
+    fig = agg_figure((10.0, height))
     ax = fig.add_subplot()
     y = np.arange(len(runs))
     left = np.zeros(len(runs))
@@ -261,7 +260,7 @@ def _lines_figure(
     """One panel per shared layer, one line per run, of a stats column over optimizer steps."""
     n_cols = min(3, len(layers))
     n_rows = -(-len(layers) // n_cols)
-    fig = Figure(figsize=(4.4 * n_cols + 0.6, 3.0 * n_rows + 1.0), layout="constrained")
+    fig = agg_figure((4.4 * n_cols + 0.6, 3.0 * n_rows + 1.0))
     axes = np.atleast_1d(fig.subplots(n_rows, n_cols, squeeze=False).ravel())
     label = METRIC_LABELS.get(metric, mpl_text(metric))
     handles: dict[str, object] = {}
@@ -317,7 +316,7 @@ def _ou_figure(
 ) -> FigureFile:
     """k̂/α per layer (rows) with its interval, one marker per run, offset within each row."""
     height = 1.8 + 0.42 * len(layers) * max(1, min(len(runs), 4)) / 2
-    fig = Figure(figsize=(10.0, height), layout="constrained")
+    fig = agg_figure((10.0, height))
     ax = fig.add_subplot()
     ratio = ou_ratio(ou)
     low, high = ou_interval(ou)

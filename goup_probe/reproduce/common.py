@@ -27,7 +27,7 @@ from goup_probe._version import __version__
 from goup_probe.demo.data import load_digits_data
 from goup_probe.fidelity.data import ImageData
 from goup_probe.report import html
-from goup_probe.report.figures import FigureWriter
+from goup_probe.report.figures import FigureWriter, agg_figure
 from goup_probe.report.folder import REPORT_DIR, FigureFile, prepare_report_dir, write_index
 from goup_probe.store.paths import RUN_JSON, atomic_write_text, prepare_run_dir
 
@@ -249,9 +249,7 @@ def write_output(
 
 def new_figure(size: tuple[float, float], ncols: int = 1):
     """A constrained-layout Figure with ``ncols`` Axes and the reproductions' font size."""
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=size, layout="constrained")
+    fig = agg_figure(size)
     axes = fig.subplots(1, ncols, squeeze=False)[0]
     for ax in axes:
         ax.tick_params(labelsize=FONT_SIZE)

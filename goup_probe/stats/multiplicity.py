@@ -156,7 +156,11 @@ def step_rejections(
     """
     if not 0 < alpha < 1:
         raise ValueError(f"alpha must lie in (0, 1), got {alpha}")
-    frame = stats if Q_VALUE in stats.columns else add_q_values(stats)
+    if Q_VALUE in stats.columns:
+        frame = stats
+    else:  # the q-values need only these columns: a copy of them, not of the whole table
+        needed = [*FAMILY_COLUMNS, VERDICT_P, "status"]
+        frame = add_q_values(stats[[c for c in stats.columns if c in needed]])
     rows = frame[
         (frame["quantity"] == quantity) & (frame["axis"].fillna(schema.AXIS_POOLED) == schema.AXIS_POOLED)
     ]

@@ -28,6 +28,7 @@ from goup_probe.store.paths import RUN_JSON, RunDirectoryError, atomic_write_tex
 from goup_probe.store.run import Run, load_run
 from goup_probe.store.tables import (
     Filters,
+    arrow_to_pandas,
     delete_table,
     list_tables,
     read_arrow,
@@ -48,6 +49,7 @@ __all__ = [
     "RunLock",
     "RunLockedError",
     "RunWriter",
+    "arrow_to_pandas",
     "atomic_write_text",
     "delete_table",
     "list_tables",

@@ -74,7 +74,7 @@ def read_table(
     combined = read_arrow(run_dir, name, wanted, filters, on_error=on_error, skipped=skipped)
     if combined is None:
         return _project(_empty_frame(schema.TABLES.get(name)), wanted)
-    return _project(_to_pandas(combined), wanted)
+    return _project(arrow_to_pandas(combined), wanted)
 
 
 def read_arrow(
@@ -127,7 +127,7 @@ def read_arrow(
         raise RunDirectoryError(f"parts of {folder} have incompatible schemas: {exc}") from exc
 
 
-def _to_pandas(data: pa.Table) -> pd.DataFrame:
+def arrow_to_pandas(data: pa.Table) -> pd.DataFrame:
     """``data`` as a DataFrame of writable columns, one block per column, ``data`` consumed.
 
     Arrow's default conversion consolidates the columns into 2-D blocks, a
@@ -136,12 +136,18 @@ def _to_pandas(data: pa.Table) -> pd.DataFrame:
     its numeric columns, which would otherwise be read-only views of Arrow
     memory, costs 0.2 s more. Only a column Arrow can hand over without a copy
     (one chunk, no nulls, a fixed-width numeric or temporal type) is copied;
-    the others come out of the conversion as new arrays.
+    the others come out of the conversion as new arrays. The Arrow memory the
+    conversion frees goes back to the system (Arrow's allocator would keep it:
+    a 328 000-row ``stats`` table left 120 MB resident).
+
+    ``data`` must not be used afterwards (its buffers are released as its
+    columns are converted).
     """
     views = [i for i, column in enumerate(data.columns) if _zero_copy(column)]
     frame = data.to_pandas(split_blocks=True, self_destruct=True)
     for index in views:
         frame.isetitem(index, np.array(frame.iloc[:, index].to_numpy(), copy=True))
+    pa.default_memory_pool().release_unused()
     return frame
 
 
