@@ -32,6 +32,7 @@ import numpy as np
 import pandas as pd
 
 from goup_probe import schema, store
+from goup_probe.ou_tensor import StepStatistics, coordinate_statistics, step_statistics
 from goup_probe.stats import ou as sou
 from goup_probe.store import Run, load_run
 from goup_probe.threads import map_in_order, usable_cpus
@@ -266,15 +267,17 @@ def validate_ou(
 MAX_DEFAULT_WORKERS = 4
 """The most threads :func:`default_workers` proposes."""
 
-FIT_BYTES_PER_VALUE = 112
-"""Peak working memory of one tensor's fit per tracer value (a step of one coordinate): about 14
-float64 matrices of the tensor's steps × tracers (measured: +555 MB for 20 000 steps × 256 tracers)."""
+FIT_BYTES_PER_VALUE = 64
+"""Peak memory of one tensor's fit per tracer value (a step of one coordinate), its tracks included:
+θ, g and θ_{t+1} in float64 (24 B) and the pooled AR(1) fit's four float64 matrices of the tensor's
+steps × tracers (measured: +157 MB for 20 000 steps × 256 tracers, 32 B a value); every other test
+runs on blocks of coordinates or of steps (:mod:`goup_probe.ou_tensor`)."""
 
 PARALLEL_FIT_BUDGET = 512 * 2**20
 """Bytes the concurrent fits of :func:`validate_ou` may hold together: it runs as many threads as
-fits of its largest tensor fit in this, and at least one (5000 steps × 256 tracers: 143 MB each,
-three fit; 20 000 steps: 573 MB, one thread), so threads buy time without multiplying the peak
-memory of long runs."""
+fits of its largest tensor fit in this, and at least one (5000 steps × 256 tracers: 82 MB each;
+20 000 steps: 328 MB, one thread), so threads buy time without multiplying the peak memory of long
+runs (two threads on 20 000 steps: 59 -> 48 s, 900 -> 1050 MB)."""
 
 
 def default_workers(largest_values: int = 0) -> int:
@@ -355,20 +358,13 @@ def _validate_param(param: str, tracks: Tracks, th: OUThresholds) -> dict[str, o
     out["steps"] = len(steps)
     finite_lr = lr_steps[np.isfinite(lr_steps)]
     out["lr"] = float(np.median(finite_lr)) if finite_lr.size else float("nan")  # until the fit weighs them
-
-    # A coordinate is usable when it is finite throughout and moves at all.
-    finite = np.isfinite(theta).all(0) & np.isfinite(theta_next).all(0) & np.isfinite(grad).all(0)
-    spread = theta.std(axis=0)
-    moving = finite & (spread > 1e-12 * np.abs(theta.mean(axis=0))) & (spread > 0)
-    fit = None  # the AR(1) fits of every coordinate, when all are kept: the analysis reuses them
-    if moving.any():  # noiseless coordinates (e.g. zero gradient under weight decay) are no OU sample
-        whole = bool(moving.all())
-        fit = sou.ar1_batch(*((theta, theta_next) if whole else (theta[:, moving], theta_next[:, moving])))
-        noisy = fit.sigma2 > 1e-20 * spread[moving] ** 2
-        moving[np.flatnonzero(moving)[~noisy]] = False
-        fit = fit if whole and noisy.all() else None
-    out["n_coords"] = int(moving.sum())
     n_steps = len(steps)
+    lr_col = np.where(np.isfinite(lr_steps), lr_steps, 1.0)[:, None]
+    coords = coordinate_statistics(
+        theta, grad, theta_next, lr_col, windows=th.windows, analyse=n_steps >= th.min_steps
+    )
+    moving = coords.moving
+    out["n_coords"] = int(moving.sum())
     if n_steps < th.min_steps or not moving.any():
         why = (
             f"only {n_steps} steps recorded; need >= {th.min_steps}"
@@ -377,49 +373,31 @@ def _validate_param(param: str, tracks: Tracks, th: OUThresholds) -> dict[str, o
         )
         out.update(verdict=VERDICT_INSUFFICIENT, reason=why)
         return out
-    if not moving.all():
-        theta, grad, theta_next = theta[:, moving], grad[:, moving], theta_next[:, moving]
-    lr_col = np.where(np.isfinite(lr_steps), lr_steps, 1.0)[:, None]
-    # The whole series θ_0 … θ_T (contiguous steps: theta_next[t] is theta[t + 1]).
-    series = np.vstack([theta, theta_next[-1:]])
-    contiguous = bool(np.all(np.diff(steps) == 1))
-
-    fitted = _fitted_ou(theta, theta_next, series, th, fit)
-    pooled_verdict = fitted.pop("pooled_verdict")
-    out.update(fitted)
-    out.update(_seed_innovation(theta, grad, lr_col, th))
-    out["sgd_identity_err"] = _sgd_identity_err(theta, grad, theta_next, lr_col)
-    out.update(step_sizes(theta, grad, theta_next, lr_steps))
+    whole = bool(moving.all())
+    pooled = sou.pooled_ar1(
+        theta if whole else theta[:, moving],
+        theta_next if whole else theta_next[:, moving],
+        conf_level=th.conf_level,
+    )
+    per_step = step_statistics(theta, grad, theta_next, lr_col, moving)
+    out.update(_fitted_summary(pooled, coords.values, th))
+    out.update(_innovation_summary(coords.values, per_step, th))
+    out["sgd_identity_err"] = _sgd_identity_err(per_step)
+    out.update(step_sizes(per_step, lr_steps))
     k = out["k_pooled"]
     out["k_over_lr"] = k / out["lr"] if math.isfinite(out["lr"]) and out["lr"] > 0 else float("nan")
     eff = out["eff_step"]
     out["k_over_eff_step"] = k / eff if math.isfinite(eff) and eff > 0 else float("nan")
     out["half_life_steps"] = math.log(2) / k if k > 0 else math.inf
     out["steps_x_k"] = n_steps * k
-    out["verdict"], out["reason"] = _verdict(out, th, contiguous, pooled_verdict)
+    contiguous = bool(np.all(np.diff(steps) == 1))
+    out["verdict"], out["reason"] = _verdict(out, th, contiguous, pooled.verdict)
     return out
 
 
-def _fitted_ou(
-    theta: np.ndarray,
-    theta_next: np.ndarray,
-    series: np.ndarray,
-    th: OUThresholds,
-    fit: sou.AR1Batch | None = None,
-) -> dict:
-    """The pooled and per-coordinate AR(1) fits and their residual diagnostics (``fit``: already made)."""
-    pooled = sou.pooled_ar1(theta, theta_next, conf_level=th.conf_level)
-    fit = sou.ar1_batch(theta, theta_next) if fit is None else fit
-    resid = fit.resid
-    n = resid.shape[0]
-    lags = sou.default_lb_lags(n)
-    # φ̂-dependent degrees of freedom: model_df = 1 is oversized near a unit root
-    resid_acf = sou.acf_batch(resid, lags)
-    _, lb_p = sou.ljung_box_from_acf(resid_acf, n, model_df=sou.ar1_lb_model_df(fit.phi, lags))
-    _, kurt, norm_p = sou.normality_batch(resid)
-    _, adf_p = sou.adf_batch(series)
-    _, bf_p, ratio = sou.brown_forsythe_batch(resid, th.windows)
-    k_coord = fit.k[np.isfinite(fit.k)]
+def _fitted_summary(pooled: sou.PooledAR1, c: dict[str, np.ndarray], th: OUThresholds) -> dict[str, float]:
+    """The pooled AR(1) fit, and the per-coordinate fits and residual diagnostics summarised."""
+    k_coord = c["k"][np.isfinite(c["k"])]
     q25, q50, q75 = np.percentile(k_coord, [25, 50, 75]) if k_coord.size else (np.nan,) * 3
     return {
         "k_pooled": pooled.k,
@@ -429,55 +407,43 @@ def _fitted_ou(
         "k_pooled_upper": pooled.k_upper,
         "k_pooled_raw": pooled.k_raw,
         "k_pooled_bias": pooled.bias,
-        "pooled_verdict": pooled.verdict,
         "k_coord_median": float(q50),
         "k_coord_q25": float(q25),
         "k_coord_q75": float(q75),
-        "resid_acf1": _nanmedian(resid_acf[0]),
-        "resid_lb_reject": sou.rejection_fraction(lb_p, th.alpha),
-        "resid_normality_reject": sou.rejection_fraction(norm_p, th.alpha),
-        "resid_kurtosis": _nanmedian(kurt),
-        "adf_stationary": sou.rejection_fraction(adf_p, th.alpha),
-        "adf_p_median": _nanmedian(adf_p),
-        "var_unstable": sou.rejection_fraction(bf_p, th.alpha),
-        "var_ratio_median": _nanmedian(ratio),
+        "resid_acf1": _nanmedian(c["resid_acf1"]),
+        "resid_lb_reject": sou.rejection_fraction(c["resid_lb_p"], th.alpha),
+        "resid_normality_reject": sou.rejection_fraction(c["resid_norm_p"], th.alpha),
+        "resid_kurtosis": _nanmedian(c["resid_kurt"]),
+        "adf_stationary": sou.rejection_fraction(c["adf_p"], th.alpha),
+        "adf_p_median": _nanmedian(c["adf_p"]),
+        "var_unstable": sou.rejection_fraction(c["bf_p"], th.alpha),
+        "var_ratio_median": _nanmedian(c["var_ratio"]),
     }
 
 
-def _seed_innovation(theta: np.ndarray, grad: np.ndarray, lr: np.ndarray, th: OUThresholds) -> dict:
-    eta = lr * (theta - grad)
-    n = eta.shape[0]
-    eta_acf = sou.acf_batch(eta, sou.default_lb_lags(n))
-    _, lb_p = sou.ljung_box_from_acf(eta_acf, n)
-    _, kurt_time, p_time = sou.normality_batch(eta)
-    _, kurt_pooled, p_pooled = sou.normality_batch(eta.T)
-    return {
-        "innovation_acf1": _nanmedian(eta_acf[0]),
-        "innovation_lb_reject": sou.rejection_fraction(lb_p, th.alpha),
-        "innovation_state_corr": _nanmedian(_column_corr(eta, theta)),
-        "innovation_normality_reject_time": sou.rejection_fraction(p_time, th.alpha),
-        "innovation_kurtosis_time": _nanmedian(kurt_time),
-        "innovation_normality_reject_pooled": sou.rejection_fraction(p_pooled, th.alpha),
-        "innovation_kurtosis_pooled": _nanmedian(kurt_pooled),
-    }
-
-
-def _column_corr(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    ac, bc = a - a.mean(axis=0), b - b.mean(axis=0)
-    denom = np.sqrt(np.einsum("tc,tc->c", ac, ac) * np.einsum("tc,tc->c", bc, bc))
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(denom > 0, np.einsum("tc,tc->c", ac, bc) / denom, np.nan)
-
-
-def step_sizes(
-    theta: np.ndarray, grad: np.ndarray, theta_next: np.ndarray, lr_steps: np.ndarray
+def _innovation_summary(
+    c: dict[str, np.ndarray], per_step: StepStatistics, th: OUThresholds
 ) -> dict[str, float]:
+    """The seed's η = α(θ − g) as an innovation: over time per coordinate, and across coordinates per step."""
+    return {
+        "innovation_acf1": _nanmedian(c["eta_acf1"]),
+        "innovation_lb_reject": sou.rejection_fraction(c["eta_lb_p"], th.alpha),
+        "innovation_state_corr": _nanmedian(c["eta_state_corr"]),
+        "innovation_normality_reject_time": sou.rejection_fraction(c["eta_norm_p"], th.alpha),
+        "innovation_kurtosis_time": _nanmedian(c["eta_kurt"]),
+        "innovation_normality_reject_pooled": sou.rejection_fraction(per_step.eta_norm_p, th.alpha),
+        "innovation_kurtosis_pooled": _nanmedian(per_step.eta_kurt),
+    }
+
+
+def step_sizes(per_step: StepStatistics, lr_steps: np.ndarray) -> dict[str, float]:
     """Each step's own learning rate as the pooled fit weighs it, and the effective step size.
 
     Parameters
     ----------
-    theta, grad, theta_next : ndarray, shape (T, C)
-        Tracer values of the fitted coordinates at each step.
+    per_step : StepStatistics
+        The tensor's per-step statistics on the fitted coordinates
+        (:func:`goup_probe.ou_tensor.step_statistics`).
     lr_steps : ndarray, shape (T,)
         The tensor's learning rate at each step (its param group's, schedules included).
 
@@ -496,15 +462,14 @@ def step_sizes(
     ok = np.isfinite(lr_steps)
     if ok.any():
         out["lr_min"], out["lr_max"] = float(lr_steps[ok].min()), float(lr_steps[ok].max())
-        weights = ((theta - theta.mean(axis=0)) ** 2).sum(axis=1)
+        weights = per_step.spread
         use = ok & np.isfinite(weights)
         total = weights[use].sum()
         if out["lr_min"] == out["lr_max"] or not total > 0:  # a constant lr is itself, not a rounded mean
             out["lr"] = out["lr_min"] if out["lr_min"] == out["lr_max"] else _nanmedian(lr_steps)
         else:
             out["lr"] = float((lr_steps[use] * weights[use]).sum() / total)
-    g_norm = np.linalg.norm(grad, axis=1)
-    moved = np.linalg.norm(theta_next - theta, axis=1)
+    g_norm, moved = per_step.grad_norm, per_step.moved
     has_grad = g_norm > 0
     if has_grad.any():
         ratio = moved[has_grad] / g_norm[has_grad]
@@ -514,13 +479,11 @@ def step_sizes(
     return out
 
 
-def _sgd_identity_err(theta: np.ndarray, grad: np.ndarray, theta_next: np.ndarray, lr: np.ndarray) -> float:
+def _sgd_identity_err(per_step: StepStatistics) -> float:
     """Median over steps of ‖Δθ + αg‖ / ‖Δθ‖ on the tracers: 0 when the step is plain SGD."""
-    delta = theta_next - theta
-    gap = np.linalg.norm(delta + lr * grad, axis=1)
-    size = np.linalg.norm(delta, axis=1)
+    size = per_step.moved
     moved = size > 0
-    return _nanmedian(gap[moved] / size[moved]) if moved.any() else float("nan")
+    return _nanmedian(per_step.sgd_gap[moved] / size[moved]) if moved.any() else float("nan")
 
 
 def _pct(x: float) -> str:

@@ -318,12 +318,44 @@ def test_validate_ou_in_threads_equals_one_thread_in_the_tensors_order():
         gp.validate_ou(table, workers=0)
 
 
+def test_blocks_of_coordinates_and_steps_give_the_whole_matrix_analysis(monkeypatch):
+    """Each test depends on its coordinate (or step) alone: blocks change rounding only, never a verdict."""
+    from goup_probe import ou_tensor
+
+    rng = np.random.default_rng(21)
+    frames = []
+    for i, k in enumerate([0.02, 0.3]):
+        theta = np.empty((401, 45))
+        theta[0] = rng.standard_normal(45)
+        eta = rng.standard_t(4, size=(400, 45))
+        for t in range(400):
+            theta[t + 1] = (1 - k) * theta[t] + eta[t]
+        grad = theta[:-1] - eta / 0.1
+        if i == 1:
+            theta[:, 3] = 2.0  # a constant coordinate, dropped
+            grad[7, 11] = np.nan  # a non-finite one, dropped
+        frames.append(trajectories_frame(theta, grad, 0.1, param=f"t{i}"))
+    table = pd.concat(frames, ignore_index=True)
+    monkeypatch.setattr(ou_tensor, "COORDINATE_BLOCK", 10**6)
+    monkeypatch.setattr(ou_tensor, "STEP_BLOCK", 10**6)
+    whole = gp.validate_ou(table, workers=1)
+    assert list(whole["n_coords"]) == [45, 43]
+    monkeypatch.setattr(ou_tensor, "COORDINATE_BLOCK", 7)  # blocks of 7 (the last of 3), steps in 64s
+    monkeypatch.setattr(ou_tensor, "STEP_BLOCK", 64)
+    blocked = gp.validate_ou(table, workers=1)
+    pd.testing.assert_frame_equal(blocked, whole, rtol=1e-10)
+    assert list(blocked["verdict"]) == list(whole["verdict"])
+    assert list(blocked["reason"]) == list(whole["reason"])
+
+
 def test_default_workers_run_one_fit_at_a_time_when_two_would_exceed_the_memory_budget(monkeypatch):
     monkeypatch.setattr(gou, "usable_cpus", lambda: 8)
     per_fit = gou.FIT_BYTES_PER_VALUE
     assert gou.default_workers(0) == gou.MAX_DEFAULT_WORKERS
     assert gou.default_workers(gou.PARALLEL_FIT_BUDGET // (3 * per_fit)) == 3
-    assert gou.default_workers(gou.PARALLEL_FIT_BUDGET // per_fit + 1) == 1  # a 20 000-step soak
+    assert gou.default_workers(gou.PARALLEL_FIT_BUDGET // per_fit + 1) == 1  # one fit over the budget
+    assert gou.default_workers(5000 * 256) == 4  # 82 MB a fit
+    assert gou.default_workers(20_000 * 256) == 1  # a 20 000-step soak: 328 MB a fit
     monkeypatch.setattr(gou, "usable_cpus", lambda: 1)
     assert gou.default_workers(0) == 1
 
