@@ -32,6 +32,7 @@ from goup_probe.plots.tables import (
     blom_positions,
     effect_matrix,
     median_n_tested,
+    metric_column,
     metric_values,
     normal_density,
     param_order,
@@ -384,12 +385,14 @@ def plot_layer_lines(
     Axes
     """
     ax = _axes(ax)
-    rows = quantity_rows(stats, quantity)
+    se_column = SE_COLUMNS.get(metric)
+    rows = quantity_rows(
+        stats, quantity, ["param", "step", metric_column(metric), *filter(None, [se_column])]
+    )
     ax.set_xlabel("optimizer step")
     ax.set_ylabel(METRIC_LABELS.get(metric, mpl_text(metric)))
     if rows.empty:
         return _no_data(ax, "no rows")
-    se_column = SE_COLUMNS.get(metric)
     se = rows[se_column].astype(np.float64) if se_column in rows.columns else np.nan
     frame = pd.DataFrame(
         {

@@ -9,6 +9,7 @@ say) can use it without importing a plotting library.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import numpy as np
 import pandas as pd
@@ -60,12 +61,23 @@ def metric_values(stats: pd.DataFrame, metric: str) -> pd.Series:
     return stats[metric].astype(np.float64)
 
 
-def quantity_rows(stats: pd.DataFrame, quantity: str) -> pd.DataFrame:
-    """Rows of one quantity, pooled over the tensor (per-axis rows dropped when there is an axis)."""
-    rows = stats[stats["quantity"] == quantity]
-    if "axis" in rows.columns:
-        rows = rows[rows["axis"].fillna(schema.AXIS_POOLED) == schema.AXIS_POOLED]
-    return rows
+def metric_column(metric: str) -> str:
+    """The stats column :func:`metric_values` reads for ``metric``."""
+    return "qq_r" if metric == "one_minus_qq_r" else metric
+
+
+def quantity_rows(stats: pd.DataFrame, quantity: str, columns: Sequence[str] | None = None) -> pd.DataFrame:
+    """Rows of one quantity, pooled over the tensor (per-axis rows dropped when there is an axis).
+
+    ``columns``: only those of them the table has (one copy of a few columns, not of every column of a
+    quarter of the table: the report's line plots read three).
+    """
+    keep = stats["quantity"] == quantity
+    if "axis" in stats.columns:
+        keep &= stats["axis"].fillna(schema.AXIS_POOLED) == schema.AXIS_POOLED
+    if columns is None:
+        return stats[keep]
+    return stats.loc[keep, [c for c in dict.fromkeys(columns) if c in stats.columns]]
 
 
 def param_order(frame: pd.DataFrame) -> list[str]:
@@ -88,7 +100,7 @@ def effect_matrix(
     stats: pd.DataFrame, *, metric: str = "one_minus_qq_r", quantity: str = schema.THETA_MINUS_GRAD
 ) -> pd.DataFrame:
     """Layers × captured steps matrix of one metric (rows in model order, NaN where untested)."""
-    rows = quantity_rows(stats, quantity)
+    rows = quantity_rows(stats, quantity, ["param", "step", metric_column(metric)])
     if rows.empty:
         return pd.DataFrame()
     frame = pd.DataFrame(
@@ -100,7 +112,7 @@ def effect_matrix(
 
 def median_n_tested(stats: pd.DataFrame, quantity: str = schema.THETA_MINUS_GRAD) -> pd.Series:
     """Median over captured steps of ``n_tested`` per tensor (model order; NaN where never tested)."""
-    rows = quantity_rows(stats, quantity)
+    rows = quantity_rows(stats, quantity, ["param", "n_tested"])
     if rows.empty or "n_tested" not in rows.columns:
         return pd.Series(dtype=np.float64)
     frame = pd.DataFrame({"param": rows["param"].astype(str), "n": rows["n_tested"].astype(np.float64)})
@@ -140,7 +152,7 @@ def beyond_white_noise(acf: np.ndarray, n: np.ndarray) -> np.ndarray:
 
 def verdict_counts(stats: pd.DataFrame, *, quantity: str = schema.THETA_MINUS_GRAD) -> pd.DataFrame:
     """Number of tensors per verdict at each captured step (columns in a fixed verdict order)."""
-    rows = quantity_rows(stats, quantity)
+    rows = quantity_rows(stats, quantity, ["step", "verdict"])
     counts = pd.crosstab(rows["step"], rows["verdict"].fillna(schema.VERDICT_NOT_TESTED))
     return counts.reindex(columns=list(VERDICT_ORDER), fill_value=0)
 

@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 
 from goup_probe import schema
+from goup_probe.memory import release_free_memory
 from goup_probe.report import html as h
 from goup_probe.report.data import load_ou, load_stats
 from goup_probe.report.figures import FigureFile, FigureWriter
@@ -160,6 +161,7 @@ def build_report(
     # The longest analysis first, while nothing else is in memory: its working set and the stats
     # table are then never held together (a 5000-step BERT-sized run: peak 790 -> 610 MB).
     ou_table = load_ou(run) if ou else None
+    release_free_memory()  # what the analysis freed, before the stats table is read
     stats = load_stats(run)  # only the columns the report draws, in model order
     selection, detail_steps = _choices(  # before touching disk
         stats, per_side, layers, steps, n_steps, _steps_with_samples(run)

@@ -23,6 +23,7 @@ import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
 from goup_probe import schema
+from goup_probe.memory import release_free_memory
 from goup_probe.store.paths import _PART_RE, RUN_JSON, RunDirectoryError
 from goup_probe.store.writer import RunWriter
 
@@ -147,7 +148,7 @@ def arrow_to_pandas(data: pa.Table) -> pd.DataFrame:
     frame = data.to_pandas(split_blocks=True, self_destruct=True)
     for index in views:
         frame.isetitem(index, np.array(frame.iloc[:, index].to_numpy(), copy=True))
-    pa.default_memory_pool().release_unused()
+    release_free_memory()
     return frame
 
 
