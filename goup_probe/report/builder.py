@@ -159,7 +159,7 @@ def build_report(
     chosen = _check_names([*SECTIONS, *sections])
     _check_requests(run, layers, steps)  # a wrong name fails now, not after the OU analysis
     # The longest analysis first, while nothing else is in memory: its working set and the stats
-    # table are then never held together (a 5000-step BERT-sized run: peak 790 -> 610 MB).
+    # table are then never held together (benchmarks/README.md, "Reading and reporting").
     ou_table = load_ou(run) if ou else None
     release_free_memory()  # what the analysis freed, before the stats table is read
     stats = load_stats(run)  # only the columns the report draws, in model order
