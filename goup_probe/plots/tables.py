@@ -52,18 +52,19 @@ WHITE_NOISE_Z = 1.96
 """Half-width, in units of 1/√n, of the 95% band of a lag-1 autocorrelation of white noise."""
 
 
-def metric_values(stats: pd.DataFrame, metric: str) -> pd.Series:
-    """A stats column, or the derived ``"one_minus_qq_r"`` (1 − qq_r), as float64."""
-    if metric == "one_minus_qq_r":
-        return 1.0 - stats["qq_r"].astype(np.float64)
-    if metric not in stats.columns:
-        raise ValueError(f"unknown metric {metric!r}; use 'one_minus_qq_r' or a stats column")
-    return stats[metric].astype(np.float64)
-
-
 def metric_column(metric: str) -> str:
     """The stats column :func:`metric_values` reads for ``metric``."""
     return "qq_r" if metric == "one_minus_qq_r" else metric
+
+
+def metric_values(stats: pd.DataFrame, metric: str) -> pd.Series:
+    """A stats column, or the derived ``"one_minus_qq_r"`` (1 − qq_r), as float64."""
+    column = metric_column(metric)
+    if column != metric:
+        return 1.0 - stats[column].astype(np.float64)
+    if metric not in stats.columns:
+        raise ValueError(f"unknown metric {metric!r}; use 'one_minus_qq_r' or a stats column")
+    return stats[metric].astype(np.float64)
 
 
 def quantity_rows(stats: pd.DataFrame, quantity: str, columns: Sequence[str] | None = None) -> pd.DataFrame:
