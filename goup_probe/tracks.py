@@ -115,8 +115,8 @@ def _list_matrix(param: str, name: str, column: pa.ChunkedArray) -> np.ndarray:
     lengths = pc.list_value_length(lists).to_numpy(zero_copy_only=False)
     if len(lengths) and (np.any(lengths != lengths[0]) or lists.null_count):
         raise ValueError(f"{param!r}: the {name} tracer rows differ in length or are missing")
-    values = lists.flatten().to_numpy(zero_copy_only=False)
-    return values.astype(np.float64).reshape(len(lengths), -1 if len(lengths) else 0)
+    values = lists.flatten().to_numpy(zero_copy_only=False)  # float64 values: a view, not a copy
+    return np.asarray(values, dtype=np.float64).reshape(len(lengths), -1 if len(lengths) else 0)
 
 
 def _tracer_count(meta: dict) -> int:
@@ -167,16 +167,35 @@ def read_tracks(run: Run, wanted: list[str] | None, min_step: int) -> TensorTrac
         for name in [*order, None]:
             if batch and (name is None or size + per_tensor[name] > budget):
                 table = read(batch)
-                params = table.column("param")
-                for member in batch:
-                    yield member, _arrow_tracks(member, table.filter(pc.equal(params, member)))
-                del table, params
+                for member, rows in _rows_by_param(table, batch):
+                    yield member, _arrow_tracks(member, rows)
+                del table
                 batch, size = [], 0
             if name is not None:
                 batch.append(name)
                 size += per_tensor[name]
 
     return batches(), max(int(counts[name]) for name in order) * width
+
+
+def _rows_by_param(table: pa.Table, names: list[str]) -> Iterator[tuple[str, pa.Table]]:
+    """Each of ``names`` with its rows of ``table``: a slice (no copy) where they are contiguous.
+
+    A compacted run holds each tensor's rows together, so a batch splits into
+    slices; the parts of a run not yet compacted interleave the tensors, whose
+    rows are then gathered (``take``) once each. ``table.filter`` per name
+    copied every row of a one-tensor batch (0.8 s of a 41-tensor, 5000-step run).
+    """
+    encoded = pc.dictionary_encode(table.column("param").combine_chunks())
+    codes = encoded.indices.to_numpy(zero_copy_only=False)
+    order = np.argsort(codes, kind="stable")
+    bounds = np.searchsorted(codes[order], np.arange(len(encoded.dictionary) + 1))
+    where = {name: i for i, name in enumerate(encoded.dictionary.to_pylist())}
+    for name in names:
+        code = where.get(name)
+        rows = order[bounds[code] : bounds[code + 1]] if code is not None else order[:0]
+        contiguous = len(rows) > 0 and rows[-1] - rows[0] == len(rows) - 1
+        yield name, table.slice(int(rows[0]), len(rows)) if contiguous else table.take(rows)
 
 
 def stack_column(column: pd.Series) -> np.ndarray:

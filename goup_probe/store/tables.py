@@ -25,6 +25,7 @@ import pyarrow.parquet as pq
 from goup_probe import schema
 from goup_probe.memory import release_free_memory
 from goup_probe.store.paths import _PART_RE, RUN_JSON, RunDirectoryError
+from goup_probe.store.row_groups import passes_whole
 from goup_probe.store.writer import RunWriter
 
 Filters = list[tuple[str, str, Any]] | list[list[tuple[str, str, Any]]] | Any
@@ -221,15 +222,20 @@ def _add_missing(
 def _read_filtered(part: Path, columns: list[str] | None, filters: Filters) -> pa.Table:
     """The rows of one part that pass ``filters``, decoded one row group at a time.
 
-    Row groups whose statistics rule the filter out are skipped unread; the
-    others are filtered as each is decoded, so a part of 100 000 rows of
+    Row groups whose statistics rule the filter out are skipped unread, those
+    whose statistics prove every row passes are read unfiltered
+    (:func:`~goup_probe.store.row_groups.passes_whole`); the others are
+    filtered as each is decoded, so a part of 100 000 rows of
     tracer values is never held whole (``pq.read_table(filters=...)`` decodes
     several row groups ahead and peaked at 2.5× the part's size).
     """
     expression = pq.filters_to_expression(filters) if isinstance(filters, list) else filters
     (fragment,) = ds.dataset(part, format="parquet").get_fragments()
+    footer = fragment.metadata
     pieces = [
-        group.to_table(columns=columns, filter=expression)
+        group.to_table(columns=columns)
+        if passes_whole(footer.row_group(group.row_groups[0].id), filters)
+        else group.to_table(columns=columns, filter=expression)
         for group in fragment.split_by_row_group(filter=expression)
     ]
     if pieces:
