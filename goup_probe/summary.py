@@ -12,6 +12,7 @@ import pandas as pd
 from goup_probe import schema
 from goup_probe.formatting import format_cell
 from goup_probe.order import model_order
+from goup_probe.rows import quantity_rows
 from goup_probe.stats.multiplicity import Q_VALUE, add_q_values
 from goup_probe.store import Run
 
@@ -87,9 +88,7 @@ def layer_summary(
     alpha = recorded_alpha(meta)
     if "shapiro_p" in stats.columns:
         stats = add_q_values(stats)  # per step: the q-values need every tensor of the step
-    rows = stats[
-        (stats["quantity"] == quantity) & (stats["axis"].fillna(schema.AXIS_POOLED) == schema.AXIS_POOLED)
-    ]
+    rows = quantity_rows(stats, quantity)
     if rows.empty:
         return pd.DataFrame(columns=list(SUMMARY_COLUMNS))
     order = model_order(rows.sort_values("step", kind="stable")["param"], meta)

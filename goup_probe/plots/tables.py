@@ -9,12 +9,12 @@ say) can use it without importing a plotting library.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
 
 import numpy as np
 import pandas as pd
 
 from goup_probe import schema
+from goup_probe.rows import quantity_rows
 from goup_probe.stats.normality import blom_positions
 
 __all__ = [
@@ -65,20 +65,6 @@ def metric_values(stats: pd.DataFrame, metric: str) -> pd.Series:
     if metric not in stats.columns:
         raise ValueError(f"unknown metric {metric!r}; use 'one_minus_qq_r' or a stats column")
     return stats[metric].astype(np.float64)
-
-
-def quantity_rows(stats: pd.DataFrame, quantity: str, columns: Sequence[str] | None = None) -> pd.DataFrame:
-    """Rows of one quantity, pooled over the tensor (per-axis rows dropped when there is an axis).
-
-    ``columns``: only those of them the table has (one copy of a few columns, not of every column of a
-    quarter of the table: the report's line plots read three).
-    """
-    keep = stats["quantity"] == quantity
-    if "axis" in stats.columns:
-        keep &= stats["axis"].fillna(schema.AXIS_POOLED) == schema.AXIS_POOLED
-    if columns is None:
-        return stats[keep]
-    return stats.loc[keep, [c for c in dict.fromkeys(columns) if c in stats.columns]]
 
 
 def param_order(frame: pd.DataFrame) -> list[str]:

@@ -9,7 +9,8 @@ import numpy as np
 import pandas as pd
 
 from goup_probe import schema
-from goup_probe.report.select import MIN_RANKED_N, choose_steps, tested_rows
+from goup_probe.report.select import MIN_RANKED_N, choose_steps
+from goup_probe.rows import quantity_rows
 
 UNIFORM_EXCESS_KURTOSIS = -1.2
 """Excess kurtosis of a uniform distribution (PyTorch's default Kaiming-uniform init)."""
@@ -144,11 +145,17 @@ class _Agreement:
     low_power: int
 
 
-def _pooled_x_rows(stats: pd.DataFrame) -> pd.DataFrame:
-    x_all = stats[stats["quantity"] == schema.THETA_MINUS_GRAD]
-    if "axis" in x_all.columns:
-        x_all = x_all[x_all["axis"].fillna(schema.AXIS_POOLED) == schema.AXIS_POOLED]
-    return x_all
+FINDINGS_COLUMNS = (
+    "step",
+    "param",
+    "verdict",
+    "n_tested",
+    "qq_r",
+    "excess_kurtosis",
+    "grad_to_param",
+    "shape",
+)
+"""The columns of X's rows the findings read."""
 
 
 def _ratio_quantiles(x_all: pd.DataFrame) -> tuple[float, float, float]:
@@ -160,13 +167,14 @@ def _ratio_quantiles(x_all: pd.DataFrame) -> tuple[float, float, float]:
 
 
 def _agreement(stats: pd.DataFrame, captured: list[int]) -> _Agreement:
-    tested = tested_rows(stats, schema.THETA_MINUS_GRAD)
+    columns = ["param", "step", "verdict", "n_tested"]
+    tested = quantity_rows(stats, schema.THETA_MINUS_GRAD, columns, tested=True)
     first_v = _verdict_by_param(tested, captured[0])
     last_v = _verdict_by_param(tested, captured[-1])
     common = first_v.index.intersection(last_v.index)
     n_by_param = tested.groupby("param")["n_tested"].median()
     changed_names = common[(first_v[common] != last_v[common]).to_numpy()]
-    theta_v = _verdict_by_param(tested_rows(stats, schema.THETA), captured[-1])
+    theta_v = _verdict_by_param(quantity_rows(stats, schema.THETA, columns, tested=True), captured[-1])
     common_xt = last_v.index.intersection(theta_v.index)
     return _Agreement(
         same_first_last=int((first_v[common] == last_v[common]).sum()),
@@ -322,7 +330,7 @@ def compute_findings(stats: pd.DataFrame, meta: dict[str, Any]) -> Findings:
         Numbers and plain-language sentences; empty-run safe. A comparison whose
         data was not computed (θ not tested, the default) gets no sentence.
     """
-    x_all = _pooled_x_rows(stats)
+    x_all = quantity_rows(stats, schema.THETA_MINUS_GRAD, FINDINGS_COLUMNS)
     captured = sorted({int(s) for s in x_all["step"]})
     n_tensors = int(x_all["param"].nunique())
     status_sentence = _status_sentence(meta, captured)

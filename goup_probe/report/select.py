@@ -10,18 +10,10 @@ import pandas as pd
 
 from goup_probe import schema
 from goup_probe.plots.tables import param_order
+from goup_probe.rows import quantity_rows
 
 MIN_RANKED_N = 100
 """Tensors tested on fewer values are ranked only when too few larger ones exist (low power)."""
-
-
-def tested_rows(stats: pd.DataFrame, quantity: str = schema.THETA_MINUS_GRAD) -> pd.DataFrame:
-    """Pooled rows of one quantity that carry test results."""
-    rows = stats[(stats["quantity"] == quantity) & stats["status"].isin(schema.TESTED_STATUSES)]
-    rows = rows[rows["verdict"] != schema.VERDICT_NOT_TESTED]
-    if "axis" in rows.columns:
-        rows = rows[rows["axis"].fillna(schema.AXIS_POOLED) == schema.AXIS_POOLED]
-    return rows
 
 
 def choose_steps(steps: Sequence[int], n: int = 3) -> list[int]:
@@ -75,7 +67,7 @@ def gaussianity_score(stats: pd.DataFrame, quantity: str = schema.THETA_MINUS_GR
         Columns ``param``, ``score`` (median 1 − qq_r; small = close to normal),
         ``n_tested`` (median), in model order.
     """
-    rows = tested_rows(stats, quantity)
+    rows = quantity_rows(stats, quantity, ["param", "qq_r", "n_tested"], tested=True)
     if rows.empty:
         return pd.DataFrame(columns=["param", "score", "n_tested"])
     frame = pd.DataFrame(

@@ -30,6 +30,7 @@ import numpy as np
 import pandas as pd
 
 from goup_probe import schema
+from goup_probe.rows import quantity_rows
 
 __all__ = ["FAMILY_COLUMNS", "Q_VALUE", "VERDICT_P", "add_q_values", "bh_q_values", "step_rejections"]
 
@@ -161,9 +162,7 @@ def step_rejections(
     else:  # the q-values need only these columns: a copy of them, not of the whole table
         needed = [*FAMILY_COLUMNS, VERDICT_P, "status"]
         frame = add_q_values(stats[[c for c in stats.columns if c in needed]])
-    rows = frame[
-        (frame["quantity"] == quantity) & (frame["axis"].fillna(schema.AXIS_POOLED) == schema.AXIS_POOLED)
-    ]
+    rows = quantity_rows(frame, quantity)
     p = _tested_p(rows)
     counted = pd.DataFrame(
         {

@@ -108,16 +108,7 @@ def read_arrow(
         try:
             piece = _read_part(part, name, arrow_schema, wanted, filters)
         except (_BadPart, pa.ArrowException, OSError, ValueError) as exc:
-            message = (
-                str(exc)
-                if isinstance(exc, _BadPart)
-                else f"cannot read {part}: the Parquet part is damaged or truncated ({exc})"
-            )
-            if on_error == "raise":
-                raise RunDirectoryError(message) from exc
-            warnings.warn(message + "; skipped", RuntimeWarning, stacklevel=3)
-            if skipped is not None:
-                skipped.append(str(part))
+            skip_or_raise(exc, part, on_error, skipped)
             continue
         if piece is not None:
             pieces.append(piece)
@@ -127,6 +118,22 @@ def read_arrow(
         return pa.concat_tables(pieces, promote_options="default")
     except pa.ArrowException as exc:
         raise RunDirectoryError(f"parts of {folder} have incompatible schemas: {exc}") from exc
+
+
+def skip_or_raise(
+    exc: Exception, part: Path, on_error: Literal["raise", "skip"], skipped: list[str] | None
+) -> None:
+    """A part that cannot be read: raise :class:`RunDirectoryError`, or warn and note it in ``skipped``."""
+    message = (
+        str(exc)
+        if isinstance(exc, _BadPart)
+        else f"cannot read {part}: the Parquet part is damaged or truncated ({exc})"
+    )
+    if on_error == "raise":
+        raise RunDirectoryError(message) from exc
+    warnings.warn(message + "; skipped", RuntimeWarning, stacklevel=4)
+    if skipped is not None:
+        skipped.append(str(part))
 
 
 def arrow_to_pandas(data: pa.Table) -> pd.DataFrame:
@@ -151,6 +158,14 @@ def arrow_to_pandas(data: pa.Table) -> pd.DataFrame:
         frame.isetitem(index, np.array(frame.iloc[:, index].to_numpy(), copy=True))
     release_free_memory()
     return frame
+
+
+def column_to_pandas(name: str, column: pa.ChunkedArray) -> pd.Series:
+    """One column as :func:`arrow_to_pandas` converts it in a table: the same dtype, a writable array."""
+    series = pa.table({name: column}).to_pandas(split_blocks=True, self_destruct=True)[name]
+    if _zero_copy(column):
+        return pd.Series(np.array(series.to_numpy(), copy=True), name=name)
+    return series
 
 
 def _zero_copy(column: pa.ChunkedArray) -> bool:
@@ -185,16 +200,8 @@ def _read_part(
     columns are cast to their declared types (e.g. int32 to int64), so that
     the parts of a table concatenate.
     """
-    kind = _entry_kind(part)
-    if kind != "file":
-        raise _BadPart(
-            f"{part} is {kind}, not a Parquet part: only regular files named part-NNNNNN.parquet are parts"
-        )
-    with pq.ParquetFile(part) as handle:  # one open: footer for the check, then the rows
-        found = handle.schema_arrow
-        if declared is not None:
-            _check_part_schema(part, name, found, declared, schema.optional_columns(name, declared))
-        names = set(found.names)
+    with open_part(part, name, declared) as handle:  # one open: footer for the check, then the rows
+        names = set(handle.schema_arrow.names)
         present = None if columns is None else [c for c in columns if c in names]
         if filters is None:
             data = handle.read(columns=present)
@@ -206,6 +213,25 @@ def _read_part(
         return data
     data = _cast_declared(part, data, declared)
     return _add_missing(data, declared, schema.optional_columns(name, declared), columns)
+
+
+def open_part(part: Path, name: str, declared: pa.Schema | None) -> pq.ParquetFile:
+    """A part of table ``name``, open, its footer checked against ``declared`` (:class:`_BadPart` if not)."""
+    kind = _entry_kind(part)
+    if kind != "file":
+        raise _BadPart(
+            f"{part} is {kind}, not a Parquet part: only regular files named part-NNNNNN.parquet are parts"
+        )
+    handle = pq.ParquetFile(part)
+    if declared is not None:
+        try:
+            _check_part_schema(
+                part, name, handle.schema_arrow, declared, schema.optional_columns(name, declared)
+            )
+        except _BadPart:
+            handle.close()
+            raise
+    return handle
 
 
 def _add_missing(
