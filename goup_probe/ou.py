@@ -268,16 +268,17 @@ MAX_DEFAULT_WORKERS = 4
 """The most threads :func:`default_workers` proposes."""
 
 FIT_BYTES_PER_VALUE = 64
-"""Peak memory of one tensor's fit per tracer value (a step of one coordinate), its tracks included:
-θ, g and θ_{t+1} in float64 (24 B) and the pooled AR(1) fit's four float64 matrices of the tensor's
-steps × tracers (measured: +157 MB for 20 000 steps × 256 tracers, 32 B a value); every other test
-runs on blocks of coordinates or of steps (:mod:`goup_probe.ou_tensor`)."""
+"""Peak memory one more fitting thread costs per tracer value (a step of one coordinate) of the largest
+tensor: its θ, g and θ_{t+1} in float64 (24 B) and the next tensor's, which the reader prepares while
+it fits (measured on 20 000 steps × 256 tracers: +275 MB, 54 B a value, from one thread to two). The
+fit's own temporaries are blocks of coordinates or of steps (:mod:`goup_probe.ou_tensor`,
+:func:`goup_probe.stats.ou.pooled_ar1`)."""
 
 PARALLEL_FIT_BUDGET = 512 * 2**20
 """Bytes the concurrent fits of :func:`validate_ou` may hold together: it runs as many threads as
 fits of its largest tensor fit in this, and at least one (5000 steps × 256 tracers: 82 MB each;
 20 000 steps: 328 MB, one thread), so threads buy time without multiplying the peak memory of long
-runs (two threads on 20 000 steps: 59 -> 48 s, 900 -> 1050 MB)."""
+runs (two threads on 20 000 steps: 47 -> 42 s, 574 -> 849 MB)."""
 
 
 def default_workers(largest_values: int = 0) -> int:
@@ -373,12 +374,7 @@ def _validate_param(param: str, tracks: Tracks, th: OUThresholds) -> dict[str, o
         )
         out.update(verdict=VERDICT_INSUFFICIENT, reason=why)
         return out
-    whole = bool(moving.all())
-    pooled = sou.pooled_ar1(
-        theta if whole else theta[:, moving],
-        theta_next if whole else theta_next[:, moving],
-        conf_level=th.conf_level,
-    )
+    pooled = sou.pooled_ar1(theta, theta_next, conf_level=th.conf_level, series=moving)
     per_step = step_statistics(theta, grad, theta_next, lr_col, moving)
     out.update(_fitted_summary(pooled, coords.values, th))
     out.update(_innovation_summary(coords.values, per_step, th))

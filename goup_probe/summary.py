@@ -80,15 +80,14 @@ def layer_summary(
         when its values were fine (the quantity was not in ``tested=``), else the
         status that prevented testing (``too_few``, ``constant``, ...).
     """
-    if isinstance(run, Run):
-        stats = _stats_of(run, SUMMARY_STATS_COLUMNS, quantity)
-    else:  # the columns it reads: the q-values below copy the table
-        stats = run[[c for c in run.columns if c in (*SUMMARY_STATS_COLUMNS, Q_VALUE)]]
+    stats = _stats_of(run, SUMMARY_STATS_COLUMNS, quantity) if isinstance(run, Run) else run
     meta = run.meta if isinstance(run, Run) else meta
     alpha = recorded_alpha(meta)
-    if "shapiro_p" in stats.columns:
-        stats = add_q_values(stats)  # per step: the q-values need every tensor of the step
-    rows = quantity_rows(stats, quantity)
+    # The pooled rows of a quantity are whole families of the q-values (step, quantity, axis,
+    # micro-batch: every tensor of the step), so selecting them first changes none of the q-values.
+    rows = quantity_rows(stats, quantity, [*SUMMARY_STATS_COLUMNS, Q_VALUE])
+    if "shapiro_p" in rows.columns:
+        rows = add_q_values(rows)
     if rows.empty:
         return pd.DataFrame(columns=list(SUMMARY_COLUMNS))
     order = model_order(rows.sort_values("step", kind="stable")["param"], meta)

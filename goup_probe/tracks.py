@@ -166,10 +166,15 @@ def read_tracks(run: Run, wanted: list[str] | None, min_step: int) -> TensorTrac
         size = 0
         for name in [*order, None]:
             if batch and (name is None or size + per_tensor[name] > budget):
-                table = read(batch)
-                for member, rows in _rows_by_param(table, batch):
-                    yield member, _arrow_tracks(member, rows)
-                del table
+                # Each tensor's rows, then no reference to the batch but theirs: once a tensor's matrices
+                # are made (a copy when its rows span parts) its rows go, and with the last the batch.
+                pieces = list(_rows_by_param(read(batch), batch))
+                while pieces:
+                    member, rows = pieces.pop(0)
+                    tracks = _arrow_tracks(member, rows)
+                    del rows
+                    yield member, tracks
+                    del tracks
                 batch, size = [], 0
             if name is not None:
                 batch.append(name)

@@ -180,6 +180,37 @@ def test_k_sampling_distribution_bias_sd_and_coverage():
     assert abs(covered - 0.95) < rate_tolerance(reps, 0.95)
 
 
+def test_pooled_fit_in_blocks_of_steps_equals_the_formulas_on_the_whole_matrix(monkeypatch):
+    from goup_probe.stats import ou_pooled
+
+    x = simulate_ou(0.05, 3000, 24, mean=np.linspace(-2.0, 2.0, 24), seed=11)
+    x[:, 5] = 3.0  # a constant series: dropped
+    mask = np.ones(24, dtype=bool)
+    mask[[2, 17]] = False
+    # the within estimator written out on whole matrices of the fitted (varying, selected) columns
+    cols = mask.copy()
+    cols[5] = False
+    xc, yc = x[:-1, cols] - x[:-1, cols].mean(0), x[1:, cols] - x[1:, cols].mean(0)
+    phi = float((xc * yc).sum() / (xc * xc).sum())
+    e = yc - phi * xc
+    steps, n = xc.shape
+    se_ols = math.sqrt(float((e * e).sum()) / (steps * n - n - 1) / float((xc * xc).sum()))
+    score = (xc * e).sum(axis=1)
+    se_raw = math.sqrt(steps / (steps - 1) * float(score @ score)) / float((xc * xc).sum())
+    for block in (7, 1000, 10_000):  # blocks that do not divide T, and one block
+        monkeypatch.setattr(ou_pooled, "STEP_BLOCK", block)
+        fit = ou.pooled_ar1(x[:-1], x[1:], series=mask)
+        assert fit.n_series == n == 21
+        assert fit.k_raw == pytest.approx(1 - phi, rel=1e-12)
+        assert fit.k_se_ols == pytest.approx(se_ols, rel=1e-10)
+        _, slope = ou.nickell_correct(fit.k_raw, steps)
+        assert fit.k_se == pytest.approx(se_raw * slope, rel=1e-9)
+        copied = ou.pooled_ar1(x[:-1, mask], x[1:, mask])
+        assert (copied.k, copied.k_se) == pytest.approx((fit.k, fit.k_se), rel=1e-12)
+    with pytest.raises(ValueError, match="boolean mask of the 24 columns"):
+        ou.pooled_ar1(x[:-1], x[1:], series=mask[:5])
+
+
 def test_pooled_k_recovers_k_and_clustered_se_handles_common_shocks():
     k, steps, series = 0.1, 1500, 256
     x = simulate_ou(k, steps, series, mean=np.linspace(-5.0, 5.0, series), seed=5)  # one mean each

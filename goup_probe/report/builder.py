@@ -8,6 +8,7 @@ single line saying why.
 
 from __future__ import annotations
 
+import gc
 import os
 import time
 from collections.abc import Sequence
@@ -34,6 +35,7 @@ from goup_probe.report.sections.summary import SummarySection, analysis_sentence
 from goup_probe.report.sections.tensors import TensorsSection
 from goup_probe.report.sections.training import TrainingSection
 from goup_probe.report.select import LayerSelection, choose_layers, choose_steps
+from goup_probe.rows import quantity_rows
 from goup_probe.store import Run, load_run, utc_now
 from goup_probe.summary import RunProgress, run_progress
 
@@ -184,6 +186,9 @@ def build_report(
     rendered = []
     for section in chosen:
         output, note = _build_one(section, ctx)
+        if output.figures:  # reference cycles (matplotlib's artists): collected, their memory returned,
+            gc.collect()  # before the next section draws (bert report: peak of the sections 596 -> 558 MB)
+            release_free_memory()
         rendered.append(h.Section(section.name, section.title, output.html))
         figures.extend(output.figures)
         if note:
@@ -258,8 +263,7 @@ def _choices(
     whose samples were kept (``sampled``: the retention policy thins them), so
     every detail figure has values to draw.
     """
-    x_rows = stats[stats["quantity"] == schema.THETA_MINUS_GRAD]
-    captured = sorted({int(s) for s in x_rows["step"]})
+    captured = sorted({int(s) for s in quantity_rows(stats, schema.THETA_MINUS_GRAD, ["step"])["step"]})
     if steps is not None:
         detail_steps = _requested_steps(steps, sorted({int(s) for s in stats["step"]}))
     else:

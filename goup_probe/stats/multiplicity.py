@@ -157,12 +157,11 @@ def step_rejections(
     """
     if not 0 < alpha < 1:
         raise ValueError(f"alpha must lie in (0, 1), got {alpha}")
-    if Q_VALUE in stats.columns:
-        frame = stats
-    else:  # the q-values need only these columns: a copy of them, not of the whole table
-        needed = [*FAMILY_COLUMNS, VERDICT_P, "status"]
-        frame = add_q_values(stats[[c for c in stats.columns if c in needed]])
-    rows = quantity_rows(frame, quantity)
+    # Only the columns counted, of the quantity's pooled rows: whole families of the q-values, so
+    # computing them on these rows alone changes none of them.
+    rows = quantity_rows(stats, quantity, [*FAMILY_COLUMNS, VERDICT_P, "status", Q_VALUE])
+    if Q_VALUE not in rows.columns:
+        rows = add_q_values(rows)
     p = _tested_p(rows)
     counted = pd.DataFrame(
         {

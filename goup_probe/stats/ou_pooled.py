@@ -9,6 +9,7 @@ clustered by time step.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -74,7 +75,14 @@ class PooledAR1:
         return f"{VERDICT_NO_MEAN_REVERSION} (k < {self.k_upper:.3g})"
 
 
-def pooled_ar1(x: np.ndarray, y: np.ndarray, *, conf_level: float = 0.95) -> PooledAR1:
+STEP_BLOCK = 1024
+"""Steps :func:`pooled_ar1` processes at a time: its temporaries are a block's (256 series: 2 MB a
+matrix), not four matrices of every step (a 20 000-step tensor of 256 tracers: 157 MB)."""
+
+
+def pooled_ar1(
+    x: np.ndarray, y: np.ndarray, *, conf_level: float = 0.95, series: np.ndarray | None = None
+) -> PooledAR1:
     """Pooled AR(1) slope over many series with per-series intercepts, Nickell-corrected.
 
     The within (fixed-effects) estimator: each series (column) is centred on
@@ -86,7 +94,8 @@ def pooled_ar1(x: np.ndarray, y: np.ndarray, *, conf_level: float = 0.95) -> Poo
     error once ``T`` is smaller than about ``4·C``: the returned ``k`` and its
     interval have that bias removed (:func:`nickell_correct`); ``k_raw`` keeps
     the uncorrected value. Multiplying all series by one constant changes
-    nothing; columns without variation are dropped.
+    nothing; columns without variation are dropped. The sums run over blocks of
+    :data:`STEP_BLOCK` steps, so the memory beyond ``x`` and ``y`` is a block's.
 
     Parameters
     ----------
@@ -94,6 +103,8 @@ def pooled_ar1(x: np.ndarray, y: np.ndarray, *, conf_level: float = 0.95) -> Poo
         ``(T, C)`` arrays: the states at t and t + 1 of ``C`` series.
     conf_level : float
         Coverage of the interval.
+    series : array_like of bool, optional
+        The columns to fit (default all), without copying the others out first.
 
     Returns
     -------
@@ -105,22 +116,22 @@ def pooled_ar1(x: np.ndarray, y: np.ndarray, *, conf_level: float = 0.95) -> Poo
         raise ValueError(f"x and y must have the same shape, got {xa.shape} and {ya.shape}")
     if not 0 < conf_level < 1:
         raise ValueError(f"conf_level must lie in (0, 1), got {conf_level}")
-    top = max(_abs_max(xa), _abs_max(ya))
-    if 0 < top < math.inf and not _UNSCALED_RANGE[0] <= top <= _UNSCALED_RANGE[1]:
-        # by an exact power of two: no sum of squares overflows or underflows
-        shift = -math.frexp(top)[1]
-        xa, ya = np.ldexp(xa, shift), np.ldexp(ya, shift)
     n_steps = xa.shape[0]
-    xm = xa.mean(axis=0)
-    xc = xa - xm
-    sxx_col = np.einsum("tc,tc->c", xc, xc)
+    cols = _selected(series, xa.shape[1])
+    top = max(max((_abs_max(b) for b in _blocks(a, cols, 0)), default=0.0) for a in (xa, ya))
+    shift = 0
+    if 0 < top < math.inf and not _UNSCALED_RANGE[0] <= top <= _UNSCALED_RANGE[1]:
+        shift = -math.frexp(top)[1]  # by an exact power of two: no sum of squares overflows or underflows
+    xm = _column_mean(xa, cols, shift)
+    sxx_col = sum((np.einsum("tc,tc->c", c, c) for c in _centred(xa, cols, shift, xm)), np.zeros(len(xm)))
     keep = _varies(sxx_col, xm, n_steps)
     nan = float("nan")
     if n_steps < 3 or not keep.any():
         return PooledAR1(nan, nan, (nan, nan), nan, nan, nan, nan, n_steps, int(keep.sum()), conf_level)
     if not keep.all():
-        xc, ya = xc[:, keep], ya[:, keep]
-    k_raw, se_raw, se_ols = _within_slope(xc, ya, float(sxx_col[keep].sum()))
+        cols, xm = (np.flatnonzero(keep) if cols is None else cols[keep]), xm[keep]
+    moments = _Moments(xa, ya, cols, shift, xm, _column_mean(ya, cols, shift))
+    k_raw, se_raw, se_ols = _within_slope(moments, float(sxx_col[keep].sum()))
     k, slope = nickell_correct(k_raw, n_steps)
     se = se_raw * slope
     q = float(stats.t.ppf(0.5 + conf_level / 2, n_steps - 1))
@@ -139,6 +150,56 @@ def pooled_ar1(x: np.ndarray, y: np.ndarray, *, conf_level: float = 0.95) -> Poo
     )
 
 
+def _selected(series: np.ndarray | None, n_columns: int) -> np.ndarray | None:
+    """Column indices of a boolean ``series`` mask; None for all columns."""
+    if series is None:
+        return None
+    mask = np.asarray(series, dtype=bool)
+    if mask.shape != (n_columns,):
+        raise ValueError(f"series must be a boolean mask of the {n_columns} columns, got shape {mask.shape}")
+    return None if mask.all() else np.flatnonzero(mask)
+
+
+def _blocks(a: np.ndarray, cols: np.ndarray | None, shift: int) -> Iterator[np.ndarray]:
+    """``a`` a block of :data:`STEP_BLOCK` rows at a time: its ``cols``, times ``2**shift``."""
+    for start in range(0, a.shape[0], STEP_BLOCK):
+        block = a[start : start + STEP_BLOCK]
+        block = block if cols is None else block[:, cols]
+        yield np.ldexp(block, shift) if shift else block
+
+
+def _column_mean(a: np.ndarray, cols: np.ndarray | None, shift: int) -> np.ndarray:
+    width = a.shape[1] if cols is None else len(cols)
+    total = sum((b.sum(axis=0) for b in _blocks(a, cols, shift)), np.zeros(width))
+    return total / max(a.shape[0], 1)
+
+
+def _centred(a: np.ndarray, cols: np.ndarray | None, shift: int, mean: np.ndarray) -> Iterator[np.ndarray]:
+    for block in _blocks(a, cols, shift):
+        yield block - mean
+
+
+@dataclass(frozen=True)
+class _Moments:
+    """The fitted columns of x and y, centred on their means, readable in blocks of steps."""
+
+    x: np.ndarray
+    y: np.ndarray
+    cols: np.ndarray | None
+    shift: int
+    x_mean: np.ndarray
+    y_mean: np.ndarray
+
+    def pairs(self, scale: float) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """Blocks of (x − x̄, y − ȳ) divided by ``scale``."""
+        xs = _centred(self.x, self.cols, self.shift, self.x_mean)
+        ys = _centred(self.y, self.cols, self.shift, self.y_mean)
+        for xb, yb in zip(xs, ys, strict=True):
+            xb /= scale
+            yb /= scale
+            yield xb, yb
+
+
 def _abs_max(a: np.ndarray) -> float:
     """The largest |a| without the temporary of ``np.abs(a)`` (0 for an empty array; NaN propagates)."""
     if a.size == 0:
@@ -153,20 +214,25 @@ result where nothing under- or overflows): below 2³⁰⁰ no sum of 10⁹ squar
 weighs nothing in the pooled slope either way."""
 
 
-def _within_slope(xc: np.ndarray, ya: np.ndarray, sxx_total: float) -> tuple[float, float, float]:
-    """Within ``k̂ = 1 − φ̂``, its step-clustered SE and the OLS SE, for centred ``xc`` (overwritten)."""
-    n_steps, n_series = xc.shape
-    scale = math.sqrt(sxx_total / (n_steps * n_series))  # numerics only
-    xs = np.divide(xc, scale, out=xc)
-    ys = ya - ya.mean(axis=0)
-    ys /= scale
-    sxx = float(np.einsum("tc,tc->", xs, xs))
-    phi = float(np.einsum("tc,tc->", xs, ys)) / sxx
-    e = ys - phi * xs
+def _within_slope(moments: _Moments, sxx_total: float) -> tuple[float, float, float]:
+    """Within ``k̂ = 1 − φ̂``, its step-clustered SE and the OLS SE, two passes over blocks of steps."""
+    n_steps = moments.x.shape[0]
+    n_series = len(moments.x_mean)
+    scale = math.sqrt(sxx_total / (n_steps * n_series))  # numerics only: 4th powers stay in range
+    sxx = sxy = 0.0
+    for xs, ys in moments.pairs(scale):
+        sxx += float(np.einsum("tc,tc->", xs, xs))
+        sxy += float(np.einsum("tc,tc->", xs, ys))
+    phi = sxy / sxx
+    see = score_sq = 0.0
+    for xs, ys in moments.pairs(scale):
+        e = ys - phi * xs
+        see += float(np.einsum("tc,tc->", e, e))
+        score = np.einsum("tc,tc->t", xs, e)  # clustered by step: each block holds whole steps
+        score_sq += float(score @ score)
     dof = n_steps * n_series - n_series - 1
-    se_ols = math.sqrt(float(np.einsum("tc,tc->", e, e)) / max(dof, 1) / sxx)
-    score = np.einsum("tc,tc->t", xs, e)
-    se = math.sqrt(n_steps / (n_steps - 1) * float(score @ score)) / sxx
+    se_ols = math.sqrt(see / max(dof, 1) / sxx)
+    se = math.sqrt(n_steps / (n_steps - 1) * score_sq) / sxx
     return 1.0 - phi, se, se_ols
 
 
