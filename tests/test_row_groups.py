@@ -51,6 +51,14 @@ def test_passes_whole_only_where_the_statistics_prove_every_row_passes(part):
     assert not any(judged([]))
 
 
+def test_a_floating_point_column_is_never_judged_whole(tmp_path):
+    path = tmp_path / "part-000000.parquet"
+    pq.write_table(pa.table({"v": [5.0, float("nan"), 7.0]}), path)
+    (group,) = _groups(path)
+    assert not passes_whole(group, [("v", ">=", 5.0)])  # min 5, max 7, no nulls: the NaN row still fails
+    assert tables._read_filtered(path, None, [("v", ">=", 5.0)]).num_rows == 2
+
+
 def test_a_column_with_nulls_is_never_judged_whole(tmp_path):
     path = tmp_path / "part-000000.parquet"
     pq.write_table(pa.table({"param": ["a", None, "a"], "v": [1.0, 2.0, 3.0]}), path)

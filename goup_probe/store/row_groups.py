@@ -27,6 +27,10 @@ _BOUNDS: dict[str, Callable[[Any, Any, Any], bool]] = {
 """Per operator: whether a column whose values all lie in [lo, hi] passes ``(column, op, v)`` everywhere."""
 
 
+_UNORDERED = frozenset({"FLOAT", "DOUBLE"})
+"""Physical types whose statistics leave NaN out: a row group of them is never judged whole."""
+
+
 def passes_whole(metadata: pq.RowGroupMetaData, terms: object) -> bool:
     """Whether every row of a row group passes ``terms``, as its footer statistics prove.
 
@@ -43,8 +47,10 @@ def passes_whole(metadata: pq.RowGroupMetaData, terms: object) -> bool:
     -------
     bool
         True only when each term holds for the column's minimum and maximum and the
-        column has no nulls there; False when a statistic is missing or a value
-        cannot be compared with it (the row group is then filtered as it is read).
+        column has no nulls there; False when a statistic is missing, a value
+        cannot be compared with it, or the column is floating point (a NaN fails
+        every comparison but shows in no statistic): the row group is then
+        filtered as it is read.
     """
     if (
         not isinstance(terms, list)
@@ -57,6 +63,8 @@ def passes_whole(metadata: pq.RowGroupMetaData, terms: object) -> bool:
         column, bound = columns.get(name), _BOUNDS.get(op)
         stats = None if column is None else column.statistics
         if bound is None or stats is None or not stats.has_min_max or stats.null_count != 0:
+            return False
+        if column.physical_type in _UNORDERED:  # NaN is in neither min, max nor the null count
             return False
         try:
             if not bound(stats.min, stats.max, value):
