@@ -112,3 +112,27 @@ def test_a_part_damaged_after_entry_raises_naming_it(run_dir):
 def test_no_parts_no_columns(tmp_path):
     with TableColumns(tmp_path, "stats") as parts:
         assert parts.column("step") is None
+
+
+def _zero_pages(part):
+    """Zero a part's pages, keeping its footer: it opens, and fails when a column is decoded."""
+    data = bytearray(part.read_bytes())
+    footer = int.from_bytes(data[-8:-4], "little") + 8
+    data[4 : len(data) - footer] = bytes(len(data) - footer - 4)
+    part.write_bytes(bytes(data))
+
+
+def test_the_reports_stats_skip_a_part_that_fails_mid_read_when_the_run_skips(run_dir):
+    from goup_probe.report.data import load_stats
+    from goup_probe.store import load_run
+
+    (run_dir / "run.json").write_text('{"schema_version": 1, "status": "completed"}')
+    damaged = run_dir / "stats" / "part-000001.parquet"
+    _zero_pages(damaged)
+    with pytest.raises(RunDirectoryError, match=re.escape(damaged.name)):
+        load_stats(load_run(run_dir))
+    run = load_run(run_dir, on_error="skip")
+    with pytest.warns(RuntimeWarning, match=re.escape(damaged.name)):
+        stats = load_stats(run)
+    assert sorted(stats["step"]) == [*range(40), *range(65, 95)]
+    assert run.skipped_files == [str(damaged)]

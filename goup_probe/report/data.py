@@ -10,7 +10,7 @@ import pandas as pd
 from goup_probe import schema
 from goup_probe.order import in_model_order, model_order_permutation
 from goup_probe.ou import validate_ou
-from goup_probe.store import Run, read_table, table_columns
+from goup_probe.store import Run, RunDirectoryError, read_table, table_columns
 from goup_probe.store.columns import TableColumns, columns_to_frame
 
 SAMPLE_QUANTITIES = (schema.THETA_MINUS_GRAD, schema.THETA, schema.GRAD)
@@ -104,16 +104,20 @@ def load_stats(run: Run) -> pd.DataFrame:
 
 def _read_in_model_order(run: Run, columns: list[str]) -> pd.DataFrame | None:
     """``columns`` of ``stats`` in model order, read and converted one at a time; None if absent or empty."""
-    with TableColumns(run.path, "stats", on_error=run.on_error, skipped=run.skipped_files) as parts:
-        params = parts.column("param")
-        if params is None or len(params) == 0:
-            return None
-        positions = model_order_permutation(params.to_pandas(), run.meta)
-        del params
-        taken = ((name, parts.column(name)) for name in columns)
-        return columns_to_frame(
-            (name, column.take(positions)) for name, column in taken if column is not None
-        )
+    try:
+        with TableColumns(run.path, "stats", on_error=run.on_error, skipped=run.skipped_files) as parts:
+            params = parts.column("param")
+            if params is None or len(params) == 0:
+                return None
+            positions = model_order_permutation(params.to_pandas(), run.meta)
+            del params
+            taken = ((name, parts.column(name)) for name in columns)
+            return columns_to_frame((name, c.take(positions)) for name, c in taken if c is not None)
+    except RunDirectoryError:
+        if run.on_error != "skip":
+            raise
+        # A part that opened but failed mid-read: the whole read skips it (a warning, skipped_files).
+        return in_model_order(run.table("stats", columns=columns), run.meta)
 
 
 @dataclass(frozen=True)
