@@ -45,7 +45,11 @@ def _analysed_order(present: Iterable[str], wanted: list[str] | None) -> list[st
 
 @dataclass(frozen=True)
 class Tracks:
-    """One tensor's tracer trajectories: a row per recorded step, in step order, a column per tracer."""
+    """One tensor's tracer trajectories: a row per recorded step, in step order, a column per tracer.
+
+    The matrices may be read-only views of the Arrow memory they were read into (a compacted run's
+    tensor whose rows sit in one part): copy one before writing to it.
+    """
 
     steps: np.ndarray
     lr: np.ndarray
@@ -166,11 +170,9 @@ def read_tracks(run: Run, wanted: list[str] | None, min_step: int) -> TensorTrac
         size = 0
         for name in [*order, None]:
             if batch and (name is None or size + per_tensor[name] > budget):
-                # Each tensor's rows, then no reference to the batch but theirs: once a tensor's matrices
-                # are made (a copy when its rows span parts) its rows go, and with the last the batch.
-                pieces = list(_rows_by_param(read(batch), batch))
-                while pieces:
-                    member, rows = pieces.pop(0)
+                # Once a tensor's matrices are made (a copy when its rows span parts) its rows go, and
+                # with the last tensor's the batch: a fit holds its own tracks, not the batch.
+                for member, rows in _rows_by_param(read(batch), batch):
                     tracks = _arrow_tracks(member, rows)
                     del rows
                     yield member, tracks
@@ -188,19 +190,25 @@ def _rows_by_param(table: pa.Table, names: list[str]) -> Iterator[tuple[str, pa.
 
     A compacted run holds each tensor's rows together, so a batch splits into
     slices; the parts of a run not yet compacted interleave the tensors, whose
-    rows are then gathered (``take``) once each. ``table.filter`` per name
-    copied every row of a one-tensor batch (0.8 s of a 41-tensor, 5000-step run).
+    rows are then gathered (``take``) one tensor at a time, as drawn.
+    ``table.filter`` per name copied every row of a one-tensor batch (0.8 s of
+    a 41-tensor, 5000-step run). The caller passes the only reference to
+    ``table``: it is released once the last tensor's rows are made.
     """
     encoded = pc.dictionary_encode(table.column("param").combine_chunks())
     codes = encoded.indices.to_numpy(zero_copy_only=False)
     order = np.argsort(codes, kind="stable")
     bounds = np.searchsorted(codes[order], np.arange(len(encoded.dictionary) + 1))
     where = {name: i for i, name in enumerate(encoded.dictionary.to_pylist())}
-    for name in names:
+    for index, name in enumerate(names):
         code = where.get(name)
         rows = order[bounds[code] : bounds[code + 1]] if code is not None else order[:0]
         contiguous = len(rows) > 0 and rows[-1] - rows[0] == len(rows) - 1
-        yield name, table.slice(int(rows[0]), len(rows)) if contiguous else table.take(rows)
+        piece = table.slice(int(rows[0]), len(rows)) if contiguous else table.take(rows)
+        if index == len(names) - 1:
+            del table  # with the last tensor's rows made, only they hold (their part of) the batch
+        yield name, piece
+        del piece
 
 
 def stack_column(column: pd.Series) -> np.ndarray:

@@ -136,3 +136,43 @@ def test_the_reports_stats_skip_a_part_that_fails_mid_read_when_the_run_skips(ru
         stats = load_stats(run)
     assert sorted(stats["step"]) == [*range(40), *range(65, 95)]
     assert run.skipped_files == [str(damaged)]
+
+
+def test_a_table_of_more_parts_than_may_be_held_open_is_read_whole(run_dir, monkeypatch):
+    from goup_probe.report.data import load_stats
+    from goup_probe.store import columns, load_run
+
+    (run_dir / "run.json").write_text('{"schema_version": 1, "status": "completed"}')
+    by_column = load_stats(load_run(run_dir))
+    monkeypatch.setattr(columns, "MAX_OPEN_PARTS", 2)  # the fixture has 3 parts
+    assert not columns.fits_column_reads(run_dir, "stats")
+    with pytest.raises(ValueError, match="3 parts"), TableColumns(run_dir, "stats"):
+        pass
+    pd.testing.assert_frame_equal(load_stats(load_run(run_dir)), by_column)
+
+
+def test_parts_skipped_on_entry_and_mid_read_are_each_listed_once(run_dir):
+    from goup_probe.report.data import load_stats
+    from goup_probe.store import load_run
+
+    (run_dir / "run.json").write_text('{"schema_version": 1, "status": "completed"}')
+    truncated, zeroed = run_dir / "stats" / "part-000000.parquet", run_dir / "stats" / "part-000002.parquet"
+    truncated.write_bytes(truncated.read_bytes()[:50])
+    _zero_pages(zeroed)
+    run = load_run(run_dir, on_error="skip")
+    with pytest.warns(RuntimeWarning):
+        stats = load_stats(run)
+    assert sorted(stats["step"]) == list(range(40, 65))
+    assert sorted(run.skipped_files) == [str(truncated), str(zeroed)]
+
+
+def test_a_stats_table_of_no_rows_reads_as_the_drawn_columns(tmp_path):
+    from goup_probe.report.data import UNDRAWN_STATS_COLUMNS, load_stats
+    from goup_probe.store import load_run
+
+    (tmp_path / "stats").mkdir()
+    (tmp_path / "run.json").write_text('{"schema_version": 1, "status": "running"}')
+    pq.write_table(_stats_part(0, 0, with_skew=True, extra=None), tmp_path / "stats" / "part-000000.parquet")
+    stats = load_stats(load_run(tmp_path))
+    assert stats.empty and "skew" in stats.columns
+    assert not set(stats.columns) & set(UNDRAWN_STATS_COLUMNS)

@@ -5,13 +5,15 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import numpy as np
 import pandas as pd
+import pyarrow as pa
 
 from goup_probe import schema
 from goup_probe.order import in_model_order, model_order_permutation
 from goup_probe.ou import validate_ou
 from goup_probe.store import Run, RunDirectoryError, read_table, table_columns
-from goup_probe.store.columns import TableColumns, columns_to_frame
+from goup_probe.store.columns import TableColumns, columns_to_frame, fits_column_reads
 
 SAMPLE_QUANTITIES = (schema.THETA_MINUS_GRAD, schema.THETA, schema.GRAD)
 """Quantities whose stored subsamples the per-layer figures draw."""
@@ -81,8 +83,10 @@ def load_stats(run: Run) -> pd.DataFrame:
     order (:func:`goup_probe.order.in_model_order`) while still in Arrow and
     converted to pandas before the next is read, so the peak is the DataFrame
     and one column (a 328 000-row table: 165 MB; reading it whole, then
-    reordering and converting it, peaked 280 MB above the floor). Uses the
-    already-loaded ``run.stats`` when it is in memory.
+    reordering and converting it, peaked 280 MB above the floor). A table of
+    more than :data:`~goup_probe.store.columns.MAX_OPEN_PARTS` parts (a run not
+    yet compacted) is read whole, a part at a time. Uses the already-loaded
+    ``run.stats`` when it is in memory.
 
     Parameters
     ----------
@@ -98,12 +102,17 @@ def load_stats(run: Run) -> pd.DataFrame:
         return in_model_order(run.stats, run.meta)
     undrawn = set(UNDRAWN_STATS_COLUMNS)
     columns = [c for c in table_columns(run.path, "stats") if c not in undrawn]
-    frame = _read_in_model_order(run, columns) if columns else None
-    return run.table("stats") if frame is None else frame  # absent: typed, empty
+    if not columns:  # absent: typed, empty
+        return run.table("stats")
+    if not fits_column_reads(run.path, "stats"):  # a run not compacted: read whole, a part at a time
+        return _whole_in_model_order(run, columns)
+    frame = _read_in_model_order(run, columns)
+    return run.table("stats", columns=columns) if frame is None else frame
 
 
 def _read_in_model_order(run: Run, columns: list[str]) -> pd.DataFrame | None:
-    """``columns`` of ``stats`` in model order, read and converted one at a time; None if absent or empty."""
+    """``columns`` of ``stats`` in model order, read and converted one at a time; None if it has no rows."""
+    skipped_before = len(run.skipped_files)
     try:
         with TableColumns(run.path, "stats", on_error=run.on_error, skipped=run.skipped_files) as parts:
             params = parts.column("param")
@@ -111,13 +120,25 @@ def _read_in_model_order(run: Run, columns: list[str]) -> pd.DataFrame | None:
                 return None
             positions = model_order_permutation(params.to_pandas(), run.meta)
             del params
-            taken = ((name, parts.column(name)) for name in columns)
-            return columns_to_frame((name, c.take(positions)) for name, c in taken if c is not None)
+            # each column taken into model order inside the call, so no name here holds the untaken one
+            taken = ((name, _taken(parts, name, positions)) for name in columns)
+            return columns_to_frame((name, column) for name, column in taken if column is not None)
     except RunDirectoryError:
         if run.on_error != "skip":
             raise
         # A part that opened but failed mid-read: the whole read skips it (a warning, skipped_files).
-        return in_model_order(run.table("stats", columns=columns), run.meta)
+        del run.skipped_files[skipped_before:]
+        return _whole_in_model_order(run, columns)
+
+
+def _whole_in_model_order(run: Run, columns: list[str]) -> pd.DataFrame:
+    """``columns`` of ``stats`` read whole, in model order, indexed 0…n−1 as the column-wise read."""
+    return in_model_order(run.table("stats", columns=columns), run.meta).reset_index(drop=True)
+
+
+def _taken(parts: TableColumns, name: str, positions: np.ndarray) -> pa.ChunkedArray | None:
+    column = parts.column(name)
+    return None if column is None else column.take(positions)
 
 
 @dataclass(frozen=True)

@@ -118,7 +118,7 @@ def pooled_ar1(
         raise ValueError(f"conf_level must lie in (0, 1), got {conf_level}")
     n_steps = xa.shape[0]
     cols = _selected(series, xa.shape[1])
-    top = max(max((_abs_max(b) for b in _blocks(a, cols, 0)), default=0.0) for a in (xa, ya))
+    top = float(np.max([0.0, *(_abs_max(b) for a in (xa, ya) for b in _blocks(a, cols, 0))]))  # NaN stays
     shift = 0
     if 0 < top < math.inf and not _UNSCALED_RANGE[0] <= top <= _UNSCALED_RANGE[1]:
         shift = -math.frexp(top)[1]  # by an exact power of two: no sum of squares overflows or underflows

@@ -35,6 +35,16 @@ from goup_probe.store.tables import (
     skip_or_raise,
 )
 
+MAX_OPEN_PARTS = 64
+"""Most parts :class:`TableColumns` holds open (a compacted run has a few per table; one still being
+written may have thousands, more than a process may open)."""
+
+
+def fits_column_reads(run_dir: str | os.PathLike[str], name: str) -> bool:
+    """Whether table ``name`` has at most :data:`MAX_OPEN_PARTS` parts, so :class:`TableColumns` reads it."""
+    folder = _table_dir(Path(run_dir), name)
+    return len(_part_entries(folder) if folder.is_dir() else []) <= MAX_OPEN_PARTS
+
 
 class TableColumns:
     """The parts of one table, open and checked, read a column at a time.
@@ -44,7 +54,8 @@ class TableColumns:
     :func:`~goup_probe.store.tables.read_table` (a part that cannot be opened
     or does not match is skipped with a warning, or raises). The files stay
     open until exit, so every column comes from the same parts even while a
-    writer appends or a compaction replaces them. A part that opens but fails
+    writer appends or a compaction replaces them; a table of more than
+    :data:`MAX_OPEN_PARTS` parts is refused (ValueError). A part that opens but fails
     while a column is decoded raises :class:`RunDirectoryError` whatever
     ``on_error`` says: the columns already read include its rows.
 
@@ -76,7 +87,13 @@ class TableColumns:
         self._parts: list[tuple[Path, pq.ParquetFile]] = []
 
     def __enter__(self) -> TableColumns:
-        for part in _part_entries(self._folder) if self._folder.is_dir() else []:
+        entries = _part_entries(self._folder) if self._folder.is_dir() else []
+        if len(entries) > MAX_OPEN_PARTS:
+            raise ValueError(
+                f"{self._folder} has {len(entries)} parts; a column-wise read holds at most "
+                f"{MAX_OPEN_PARTS} open: read the table whole (read_arrow) or compact the run first"
+            )
+        for part in entries:
             try:
                 self._parts.append((part, open_part(part, self.name, self._declared)))
             except (_BadPart, pa.ArrowException, OSError, ValueError) as exc:
@@ -126,12 +143,13 @@ def columns_to_frame(columns: Iterable[tuple[str, pa.ChunkedArray]]) -> pd.DataF
     """A DataFrame of one block per column, each converted and released as it is drawn.
 
     Each column converts as :func:`~goup_probe.store.tables.arrow_to_pandas`
-    converts a table's (writable arrays, the same dtypes); drawing them lazily
-    from a generator keeps at most one Arrow column alive beside the frame.
+    converts a table's (writable arrays, the same dtypes); drawn lazily from a
+    generator that keeps no reference to what it yields, at most one Arrow
+    column is alive beside the frame.
     """
     converted: dict[str, pd.Series] = {}
     for name, column in columns:
         converted[name] = column_to_pandas(name, column)
-        del column  # the generator holds none: this was the last reference
+        del column  # gone once converted, if ``columns`` keeps no reference to it
     release_free_memory()
     return pd.DataFrame(converted, copy=False)

@@ -228,7 +228,7 @@ def open_part(part: Path, name: str, declared: pa.Schema | None) -> pq.ParquetFi
             _check_part_schema(
                 part, name, handle.schema_arrow, declared, schema.optional_columns(name, declared)
             )
-        except _BadPart:
+        except BaseException:
             handle.close()
             raise
     return handle
