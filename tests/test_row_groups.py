@@ -107,3 +107,21 @@ def test_rows_by_param_equal_the_filter_of_each_tensor(order):
         expected = table.filter(pa.compute.equal(table.column("param"), name))
         assert split[name].to_pydict() == expected.to_pydict(), name
     assert list(split) == ["c", "a", "b", "absent"]
+
+
+def test_the_batch_is_released_with_the_last_tensors_rows():
+    """While the split waits at its last tensor, nothing but that tensor's rows holds the batch."""
+    n = 2**20
+    normal = np.random.default_rng(0).normal(size=n)
+    chunks = [pa.table({"param": ["a"] * n, "x": pa.compute.multiply(normal, 1.0)}) for _ in range(2)]
+    table = pa.concat_tables(chunks)  # two chunks of 8 MB of values each, in Arrow's pool
+    del chunks
+    before = pa.total_allocated_bytes()
+    split = _rows_by_param(table, ["a"])
+    del table
+    name, rows = next(split)  # the generator now waits, suspended after its last yield
+    copied = np.concatenate([c.to_numpy() for c in rows.column("x").chunks])  # rows span both chunks
+    del rows
+    assert name == "a" and len(copied) == 2 * n
+    assert pa.total_allocated_bytes() < before - 16 * 2**20  # the batch is gone, not held by `split`
+    assert next(split, None) is None
