@@ -112,23 +112,29 @@ def load_stats(run: Run) -> pd.DataFrame:
 
 def _read_in_model_order(run: Run, columns: list[str]) -> pd.DataFrame | None:
     """``columns`` of ``stats`` in model order, read and converted one at a time; None if it has no rows."""
-    skipped_before = len(run.skipped_files)
+    skipped: list[str] = []  # the run's list takes them only from the read whose rows are returned
     try:
-        with TableColumns(run.path, "stats", on_error=run.on_error, skipped=run.skipped_files) as parts:
-            params = parts.column("param")
-            if params is None or len(params) == 0:
-                return None
-            positions = model_order_permutation(params.to_pandas(), run.meta)
-            del params
-            # each column taken into model order inside the call, so no name here holds the untaken one
-            taken = ((name, _taken(parts, name, positions)) for name in columns)
-            return columns_to_frame((name, column) for name, column in taken if column is not None)
+        with TableColumns(run.path, "stats", on_error=run.on_error, skipped=skipped) as parts:
+            frame = _model_ordered(parts, columns, run.meta)
     except RunDirectoryError:
         if run.on_error != "skip":
             raise
         # A part that opened but failed mid-read: the whole read skips it (a warning, skipped_files).
-        del run.skipped_files[skipped_before:]
         return _whole_in_model_order(run, columns)
+    run.skipped_files.extend(skipped)
+    return frame
+
+
+def _model_ordered(parts: TableColumns, columns: list[str], meta: dict) -> pd.DataFrame | None:
+    """``columns`` of the open parts, each taken into model order and converted before the next is read."""
+    params = parts.column("param")
+    if params is None or len(params) == 0:
+        return None
+    positions = model_order_permutation(params.to_pandas(), meta)
+    del params
+    # each column taken into model order inside the call, so no name here holds the untaken one
+    taken = ((name, _taken(parts, name, positions)) for name in columns)
+    return columns_to_frame((name, column) for name, column in taken if column is not None)
 
 
 def _whole_in_model_order(run: Run, columns: list[str]) -> pd.DataFrame:
