@@ -397,3 +397,25 @@ def test_trajectories_are_identical_whatever_the_flush_size(tmp_path):
     for col in ("theta", "grad", "theta_next"):
         for left, right in zip(frames[0][col], frames[1][col], strict=True):
             np.testing.assert_array_equal(left, right)
+
+
+def test_tracers_follow_a_parameter_whose_storage_is_replaced(tmp_path):
+    """The seed's update ``p.data = p - lr * g`` gives θ new storage each step: θ_{t+1} is its new values."""
+    model, lr = TinyNet(), 0.05
+    with gp.attach(model, run_dir=tmp_path / "r", every=100, tracers=8) as probe:
+        for x, y in batches(4):
+            nn.functional.cross_entropy(model(x), y).backward()
+            probe.capture(lr=lr)
+            with torch.no_grad():
+                for p in model.parameters():
+                    p.data = p - lr * p.grad
+                    p.grad = None
+    run = gp.load_run(tmp_path / "r")
+    t = run.trajectories
+    w = t[t["param"] == "fc1.weight"].sort_values("step")
+    theta, grad, nxt = (np.stack(w[c].to_numpy()).astype(np.float64) for c in ("theta", "grad", "theta_next"))
+    assert theta.shape == (4, 8)
+    np.testing.assert_allclose(nxt, theta - lr * grad, rtol=1e-5, atol=1e-7)
+    np.testing.assert_array_equal(nxt[:-1], theta[1:])
+    coords = list(run.table("tracers").set_index("param").loc["fc1.weight", "coord"])
+    np.testing.assert_array_equal(nxt[-1], model.fc1.weight.detach().reshape(-1)[coords].double().numpy())
