@@ -131,3 +131,17 @@ def test_parts_read_a_row_group_at_a_time_equal_pyarrow(tmp_path) -> None:
     projected = read_table(tmp_path, "samples", columns=["values", "step"])
     assert list(projected.columns) == ["values", "step"]
     _assert_rows_equal(projected["values"], reference["values"].tolist())
+
+
+def test_a_stored_pandas_index_is_restored_and_lists_stay_aligned() -> None:
+    """A table from a sliced or re-indexed DataFrame keeps its index; the lists are not aligned to it."""
+    frame = pd.DataFrame(
+        {"step": np.arange(6), "values": [np.array([float(i)], dtype=np.float32) for i in range(6)]}
+    )
+    for source in (frame.iloc[3:], frame.set_index(pd.Index(list("abcdef"), name="key"))):
+        want = pa.Table.from_pandas(source).to_pandas()
+        got = arrow_to_pandas(pa.Table.from_pandas(source))
+        pd.testing.assert_index_equal(got.index, want.index)
+        assert list(got.columns) == list(want.columns)
+        np.testing.assert_array_equal(got["step"].to_numpy(), want["step"].to_numpy())
+        _assert_rows_equal(got["values"], want["values"].tolist())

@@ -47,7 +47,31 @@ def test_values_follow_in_place_updates_storage_swaps_resizes_and_layouts() -> N
         with torch.no_grad():
             dense.data = torch.randn(8, 5)  # a larger tensor: the same index still fits
 
-    wanted = [step(0, in_place), step(1, swap_storage), step(2, in_place), step(3, resize), step(4, in_place)]
+    def restride() -> None:  # the same storage, address and size, read in another order
+        with torch.no_grad():
+            dense.data = dense.data.t()
+            transposed.data = transposed.data.t()
+
+    def as_strided() -> None:
+        with torch.no_grad():
+            dense.as_strided_((5, 8), (1, 5))
+
+    def reinterpret() -> None:  # the same bytes as another dtype (float64 as pairs of float32)
+        with torch.no_grad():
+            dense.data = dense.data.contiguous().reshape(-1).view(torch.float32)[:40].reshape(8, 5).double()
+
+    changes = [
+        in_place,
+        swap_storage,
+        in_place,
+        resize,
+        in_place,
+        restride,
+        in_place,
+        as_strided,
+        reinterpret,
+    ]
+    wanted = [step(number, change) for number, change in enumerate(changes)]
     table = recorder.drain().to_pandas()
     for number, (before, after) in enumerate(wanted):
         rows = table[table["step"] == number].sort_values("param")

@@ -94,8 +94,6 @@ class TracerRecorder:
         """Tracer values of all tensors in one step's row."""
         self._host_index = [t.index.cpu().numpy() for t in self.tracers]
         self._names = [t.name for t in self.tracers]
-        self._param_views: list[tuple[int, int, np.ndarray] | None] = [None] * len(self.tracers)
-        """Per tensor, (data pointer, size, flat numpy view) of its parameter's CPU values."""
         self._pending: tuple[int, np.ndarray] | None = None
         self._steps: list[int] = []
         self._lrs: list[list[float]] = []
@@ -109,26 +107,27 @@ class TracerRecorder:
     def __len__(self) -> int:
         return len(self.tracers)
 
-    def _gather(self, tensors: Sequence[torch.Tensor | None], out: np.ndarray, *, params: bool) -> None:
+    def _gather(self, tensors: Sequence[torch.Tensor | None], out: np.ndarray) -> None:
         """Tracer values of every tensor into the host row ``out``, in :attr:`dtype`.
 
         CPU tensors are read with numpy fancy indexing straight into ``out`` (about
         a microsecond a tensor, where torch's index_select, cat and conversion cost
         0.9 ms a step for the 6 tensors of benchmarks/overhead.py's MLP); tensors on
         other devices are gathered there, concatenated and copied to the host once.
-        ``params``: the tensors are the parameters, whose numpy views are reused
-        (:meth:`_param_view`).
+        A contiguous CPU tensor is viewed as numpy first and flattened there
+        (half the cost of torch's reshape and conversion, which were most of the
+        recorder's time); no view outlives the gather, so a parameter whose
+        storage is replaced (``p.data = ...``) frees the old one as before.
         """
         on_device: list[tuple[tuple[int, int], torch.Tensor]] = []
-        for slot, (tracer, tensor, index, span) in enumerate(
-            zip(self.tracers, tensors, self._host_index, self._spans, strict=True)
+        for tracer, tensor, index, span in zip(
+            self.tracers, tensors, self._host_index, self._spans, strict=True
         ):
             if tensor is None:
                 out[span[0] : span[1]] = math.nan
                 continue
-            view = self._param_view(slot, tensor) if params else None
-            if view is not None:
-                out[span[0] : span[1]] = view[index]
+            if _host_flat(tensor):
+                out[span[0] : span[1]] = tensor.detach().numpy().reshape(-1)[index]
                 continue
             flat = flat_view(tensor)
             if flat.device.type == "cpu" and flat.dtype in (torch.float32, torch.float64):
@@ -145,34 +144,11 @@ class TracerRecorder:
                 out[a:b] = values[start : start + b - a]
                 start += b - a
 
-    def _param_view(self, slot: int, param: torch.Tensor) -> np.ndarray | None:
-        """A flat numpy view of a contiguous float32/float64 CPU parameter, made once and reused.
-
-        The parameter keeps its storage from step to step (optimizers update it in
-        place), so its view is made at the first gather and reused while the
-        storage's address and size are those it was made for: ``param.data = ...``
-        or a resize makes a new one. ``detach``, ``reshape`` and ``numpy`` cost
-        about 5 µs a tensor, two gathers of θ a step. None for any other tensor.
-        """
-        address, size = param.data_ptr(), param.numel()
-        cached = self._param_views[slot]
-        if cached is not None and cached[0] == address and cached[1] == size:
-            return cached[2]
-        usable = (
-            param.device.type == "cpu"
-            and param.dtype in (torch.float32, torch.float64)
-            and param.layout == torch.strided
-            and param.is_contiguous()
-        )
-        view = param.detach().reshape(-1).numpy() if usable else None
-        self._param_views[slot] = None if view is None else (address, size, view)
-        return view
-
     def before(self, step: int, grad_scale: float = 1.0) -> None:
         """Gather θ_t and g_t (NaN where a tensor has no gradient), g divided by ``grad_scale``."""
         block = np.empty((3, self._width), dtype=self._np_dtype)
-        self._gather([t.param for t in self.tracers], block[0], params=True)
-        self._gather([t.param.grad for t in self.tracers], block[1], params=False)
+        self._gather([t.param for t in self.tracers], block[0])
+        self._gather([t.param.grad for t in self.tracers], block[1])
         if grad_scale != 1.0:
             block[1] /= grad_scale
         self._pending = (step, block)
@@ -183,7 +159,7 @@ class TracerRecorder:
             return
         step, block = self._pending
         self._pending = None
-        self._gather([t.param for t in self.tracers], block[2], params=True)
+        self._gather([t.param for t in self.tracers], block[2])
         self._values.append(block)
         self._steps.append(step)
         self._lrs.append([lrs.get(name, math.nan) for name in self._names])
@@ -209,6 +185,16 @@ class TracerRecorder:
     def discard(self) -> None:
         """Forget a step whose post-hook never came (the optimizer step raised)."""
         self._pending = None
+
+
+def _host_flat(tensor: torch.Tensor) -> bool:
+    """Whether ``tensor`` flattened as numpy lists its values in order (a contiguous CPU float tensor)."""
+    return (
+        tensor.device.type == "cpu"
+        and tensor.dtype in (torch.float32, torch.float64)
+        and tensor.layout == torch.strided
+        and tensor.is_contiguous()
+    )
 
 
 class LocalTracers:
