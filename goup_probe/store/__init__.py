@@ -22,13 +22,13 @@ deleting whole tables), :mod:`~goup_probe.store.meta` (``run.json``),
 
 from __future__ import annotations
 
+from goup_probe.store.convert import arrow_to_pandas
 from goup_probe.store.lock import LockHolder, RunLock, RunLockedError
 from goup_probe.store.meta import read_meta, update_meta, utc_now
 from goup_probe.store.paths import RUN_JSON, RunDirectoryError, atomic_write_text, prepare_run_dir
 from goup_probe.store.run import Run, load_run
 from goup_probe.store.tables import (
     Filters,
-    arrow_to_pandas,
     delete_table,
     list_tables,
     read_arrow,

@@ -23,6 +23,7 @@ import pyarrow.parquet as pq
 
 from goup_probe import schema
 from goup_probe.memory import release_free_memory
+from goup_probe.store.convert import column_to_pandas
 from goup_probe.store.paths import RunDirectoryError
 from goup_probe.store.tables import (
     _add_missing,
@@ -30,7 +31,6 @@ from goup_probe.store.tables import (
     _cast_declared,
     _part_entries,
     _table_dir,
-    column_to_pandas,
     open_part,
     skip_or_raise,
 )
@@ -142,7 +142,7 @@ class TableColumns:
 def columns_to_frame(columns: Iterable[tuple[str, pa.ChunkedArray]]) -> pd.DataFrame:
     """A DataFrame of one block per column, each converted and released as it is drawn.
 
-    Each column converts as :func:`~goup_probe.store.tables.arrow_to_pandas`
+    Each column converts as :func:`~goup_probe.store.convert.arrow_to_pandas`
     converts a table's (writable arrays, the same dtypes); drawn lazily from a
     generator that keeps no reference to what it yields, at most one Arrow
     column is alive beside the frame.
